@@ -1,0 +1,33 @@
+# Two commands on a fresh machine with Python 3.11:
+#   make run    create .venv, install, train on the bundled sample
+#   make test   same set-up, then the whole test suite (.ci/run calls exactly this)
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+
+.PHONY: install run test test-fast data clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "installing into $(VENV) (about a minute the first time)..."
+	@$(BIN)/python -m pip install -qq --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+run: install
+	@$(BIN)/mlpipe train --config conf/churn.yaml
+
+test: install
+	@$(BIN)/python -m pytest -q
+
+test-fast: install
+	@$(BIN)/python -m pytest -q -m "not slow"
+
+data: install
+	@$(BIN)/python data/generate_churn.py
+
+clean:
+	rm -rf .mlpipe data/.cache .pytest_cache

@@ -1,0 +1,50 @@
+"""Where cached task results live, and how a run opts out of or refreshes the cache."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from prefect.cache_policies import NO_CACHE
+
+from tasks.config import CacheConfig
+from tasks.registry import project_home
+
+
+def result_storage(location: str):
+    """A local folder (relative to the project), an `s3://` prefix (saved as a Prefect
+    RemoteFileSystem block; credentials come from the AWS environment, never the block), or
+    `block:<type>/<name>` for any saved Prefect storage block."""
+    if location.startswith("block:"):
+        return location.removeprefix("block:")
+    if "://" in location and not location.startswith("file://"):
+        from prefect.filesystems import RemoteFileSystem
+
+        from tasks.data import storage_options
+
+        name = "mlpipe-cache-" + hashlib.sha256(location.encode()).hexdigest()[:10]
+        block = RemoteFileSystem(basepath=location.rstrip("/"), settings=storage_options(location))
+        block.save(name, overwrite=True)
+        return f"remote-file-system/{name}"
+    path = Path(location.removeprefix("file://"))
+    path = path if path.is_absolute() else project_home() / path
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def cached(task, config: CacheConfig, refresh: bool = False):
+    """`task` with its results persisted to the configured storage; `refresh` recomputes and
+    overwrites the cached value; a disabled cache turns caching off for the run."""
+    if not config.enabled:
+        return task.with_options(cache_policy=NO_CACHE, persist_result=False)
+    return task.with_options(result_storage=result_storage(config.storage), refresh_cache=refresh)
+
+
+def step_key(*parts) -> str:
+    """A short stable key from already-hashable parts (fingerprints, config sections)."""
+    digest = hashlib.sha256()
+    for part in parts:
+        dump = part.model_dump_json() if hasattr(part, "model_dump_json") else str(part)
+        digest.update(dump.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:24]

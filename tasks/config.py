@@ -1,0 +1,254 @@
+"""Pipeline configuration: one pydantic model per section, loaded from YAML.
+
+Every model forbids unknown keys, so a typo fails at load time with its key path. The flow
+takes `PipelineConfig` as its parameter, which is what lets the Prefect UI render and
+validate the whole configuration as a form.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+MODEL_FAMILIES = ("logistic_regression", "random_forest", "hist_gradient_boosting")
+METRICS = ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "log_loss", "brier")
+LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the key path and the fix."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(Section):
+    """Where the dataset lives and what its columns mean."""
+
+    uri: str = Field("data/churn.csv", description="Local path, file:// or s3:// URI")
+    format: Literal["auto", "csv", "parquet"] = Field("auto", description="auto: by extension")
+    target: str = Field("churn", description="Binary target column")
+    positive_label: str | int | bool | None = Field(
+        "Yes", description="Target value that means the positive class (None: target is 0/1)"
+    )
+    id_columns: list[str] = Field(default_factory=list, description="Never used as features")
+    drop_columns: list[str] = Field(default_factory=list, description="Ignored entirely")
+    required_features: list[str] = Field(default_factory=list, description="Must be present")
+    min_rows: int = Field(200, ge=2, description="Fewer rows than this fail validation")
+    id_unique_ratio: float = Field(
+        1.0, gt=0, le=1, description="Text columns with this share of unique values are IDs"
+    )
+
+
+class SplitConfig(Section):
+    """How the holdout is carved out of the data."""
+
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    seed: int = 42
+    stratify: bool = True
+    time_column: str | None = Field(None, description="Holdout = latest rows by this column")
+
+
+class RatioFeature(Section):
+    """numerator / denominator, missing where the denominator is 0 or missing."""
+
+    name: str
+    numerator: str
+    denominator: str
+
+
+class BucketFeature(Section):
+    """A numeric column cut at fixed edges into one-hot encoded buckets."""
+
+    name: str
+    column: str
+    edges: list[float] = Field(min_length=1)
+
+    @field_validator("edges")
+    @classmethod
+    def _increasing(cls, edges: list[float]) -> list[float]:
+        if any(b <= a for a, b in zip(edges, edges[1:])):
+            raise ValueError(f"edges must be strictly increasing, got {edges}")
+        return edges
+
+
+class FeaturesConfig(Section):
+    """How raw columns become model inputs."""
+
+    numeric_impute: Literal["median", "mean"] = "median"
+    scale_numeric: bool = True
+    max_categories: int | None = Field(
+        30, ge=2, description="Rarer categories are grouped into one 'infrequent' column"
+    )
+    ratios: list[RatioFeature] = Field(default_factory=list)
+    buckets: list[BucketFeature] = Field(default_factory=list)
+
+
+class ModelConfig(Section):
+    """Which estimator to fit, and with which parameters."""
+
+    family: Literal["logistic_regression", "random_forest", "hist_gradient_boosting"] = (
+        "hist_gradient_boosting"
+    )
+    params: dict[Literal["logistic_regression", "random_forest", "hist_gradient_boosting"], dict[str, Any]] = Field(
+        default_factory=dict, description="Estimator parameters per family; the one of `family` is used"
+    )
+    seed: int = 42
+
+    @model_validator(mode="after")
+    def _known_params(self) -> "ModelConfig":
+        from tasks.training import check_model_params  # sklearn is only imported when needed
+
+        for family, params in self.params.items():
+            check_model_params(family, params)
+        return self
+
+    @property
+    def active_params(self) -> dict[str, Any]:
+        """The parameters of the selected family."""
+        return dict(self.params.get(self.family, {}))
+
+
+class EvaluationConfig(Section):
+    """How the model is scored."""
+
+    cv_folds: int = Field(5, ge=2)
+    permutation_repeats: int = Field(5, ge=1)
+    threshold: float = Field(0.5, gt=0, lt=1, description="Probability cut for the label")
+
+
+class PromotionConfig(Section):
+    """When a new model version becomes `champion`."""
+
+    metric: Literal["roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "log_loss", "brier"] = (
+        "roc_auc"
+    )
+    min_value: float = Field(0.75, description="Absolute gate (a maximum for log_loss/brier)")
+    tolerance: float = Field(
+        0.0, ge=0, description="How much worse than the champion, re-scored on the same holdout"
+    )
+
+
+class TrackingConfig(Section):
+    """MLflow experiment and registered model. The tracking URI comes from the environment."""
+
+    experiment: str = "churn"
+    model_name: str = "churn-classifier"
+
+
+class CacheConfig(Section):
+    """Where cached task results are persisted."""
+
+    enabled: bool = True
+    storage: str = Field(
+        "data/.cache",
+        description="Local folder, or a Prefect storage block slug such as remote-file-system/NAME",
+    )
+
+
+class PipelineConfig(Section):
+    """The whole training pipeline."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+
+    def config_hash(self) -> str:
+        """Hash of everything that determines the model (not where results are cached)."""
+        payload = self.model_dump(mode="json", exclude={"cache": True, "data": {"uri"}})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+    def flat_params(self) -> dict[str, str]:
+        """The config as `section.key` -> string, for MLflow params."""
+        return {k: v for k, v in _flatten(self.model_dump(mode="json")).items()}
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(value, dict):
+        out: dict[str, str] = {}
+        for key, item in value.items():
+            out.update(_flatten(item, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): json.dumps(value) if not isinstance(value, str) else value}
+
+
+def _parse_value(text: str) -> Any:
+    """`--set` values are YAML scalars: 0.8 -> float, true -> bool, [1, 2] -> list."""
+    return yaml.safe_load(text) if text != "" else ""
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `a.b=c` overrides to a raw config mapping (before validation)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. model.family=random_forest")
+        path, value = item.split("=", 1)
+        keys = path.strip().split(".")
+        node = raw
+        for key in keys[:-1]:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {path}: {key!r} is a value, not a section")
+            node = child
+        node[keys[-1]] = _parse_value(value)
+    return raw
+
+
+def _format_error(error: ValidationError) -> str:
+    parts = []
+    for err in error.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "<root>"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            message = "unknown key" + _allowed_keys(err["loc"])
+        elif err["type"] == "literal_error":
+            message = f"{message} (got {err['input']!r})"
+        parts.append(message if message.startswith(path + ".") else f"{path}: {message}")
+    return "; ".join(parts)
+
+
+def _allowed_keys(loc: tuple) -> str:
+    model: type[BaseModel] = PipelineConfig
+    for key in loc[:-1]:
+        field = model.model_fields.get(str(key))
+        annotation = getattr(field, "annotation", None)
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return ""
+        model = annotation
+    return f" (allowed: {', '.join(model.model_fields)})"
+
+
+def build_config(raw: dict[str, Any]) -> PipelineConfig:
+    """Validate a raw mapping into a `PipelineConfig`, or raise `ConfigError` naming the keys."""
+    try:
+        return PipelineConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"invalid config: {_format_error(error)}") from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None, data_uri: str | None = None) -> PipelineConfig:
+    """Load a YAML config, apply `--set` overrides and an optional data URI, and validate it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"config file {path} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of sections, not {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides or [])
+    if data_uri:
+        raw.setdefault("data", {})["uri"] = data_uri
+    return build_config(raw)

@@ -1,0 +1,134 @@
+"""Scoring a fitted model on the holdout: metrics, cross-validation, plots."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: workers and CI have no display
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+from sklearn.base import clone
+from sklearn.calibration import CalibrationDisplay
+from sklearn.inspection import permutation_importance
+from sklearn.metrics import (
+    ConfusionMatrixDisplay,
+    PrecisionRecallDisplay,
+    RocCurveDisplay,
+    accuracy_score,
+    average_precision_score,
+    brier_score_loss,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+
+from tasks.config import LOWER_IS_BETTER, EvaluationConfig
+from tasks.features import FeatureSpec
+
+
+@dataclass
+class Evaluation:
+    """Holdout metrics, CV summary, confusion matrix and PNG plots (name -> bytes)."""
+
+    metrics: dict[str, float]
+    confusion: list[list[int]]
+    importances: dict[str, float]
+    plots: dict[str, bytes] = field(default_factory=dict)
+
+
+def classification_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """The holdout metrics for positive-class probabilities `proba`."""
+    labels = (proba >= threshold).astype(int)
+    return {
+        "roc_auc": float(roc_auc_score(y_true, proba)),
+        "pr_auc": float(average_precision_score(y_true, proba)),
+        "accuracy": float(accuracy_score(y_true, labels)),
+        "precision": float(precision_score(y_true, labels, zero_division=0)),
+        "recall": float(recall_score(y_true, labels, zero_division=0)),
+        "f1": float(f1_score(y_true, labels, zero_division=0)),
+        "log_loss": float(log_loss(y_true, np.clip(proba, 1e-15, 1 - 1e-15), labels=[0, 1])),
+        "brier": float(brier_score_loss(y_true, proba)),
+    }
+
+
+def score_metric(name: str, y_true: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> float:
+    return classification_metrics(y_true, proba, threshold)[name]
+
+
+def is_better_or_equal(metric: str, candidate: float, reference: float, tolerance: float = 0.0) -> bool:
+    """True if `candidate` is no worse than `reference` by more than `tolerance`."""
+    if metric in LOWER_IS_BETTER:
+        return candidate <= reference + tolerance
+    return candidate >= reference - tolerance
+
+
+def _png(fig) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def evaluate_model(model, train: pd.DataFrame, holdout: pd.DataFrame, target: str, spec: FeatureSpec,
+                   config: EvaluationConfig, seed: int = 42) -> Evaluation:
+    """Score `model` on the holdout, cross-validate its recipe on the train split, draw plots."""
+    X, y = holdout[spec.columns], holdout[target].to_numpy()
+    proba = model.predict_proba(X)[:, 1]
+    metrics = classification_metrics(y, proba, config.threshold)
+
+    folds = StratifiedKFold(n_splits=config.cv_folds, shuffle=True, random_state=seed)
+    cv = cross_val_score(clone(model), train[spec.columns], train[target].to_numpy(), cv=folds,
+                         scoring="roc_auc", n_jobs=1)
+    metrics["cv_roc_auc_mean"] = float(cv.mean())
+    metrics["cv_roc_auc_std"] = float(cv.std())
+
+    labels = (proba >= config.threshold).astype(int)
+    confusion = confusion_matrix(y, labels, labels=[0, 1])
+    importance = permutation_importance(model, X, y, scoring="roc_auc", n_repeats=config.permutation_repeats,
+                                        random_state=seed, n_jobs=1)
+    importances = dict(sorted(zip(spec.columns, map(float, importance.importances_mean)),
+                              key=lambda kv: -kv[1]))
+
+    plots: dict[str, bytes] = {}
+    fig, ax = plt.subplots(figsize=(5, 4))
+    RocCurveDisplay.from_predictions(y, proba, ax=ax, name="holdout")
+    ax.set_title(f"ROC (AUC {metrics['roc_auc']:.3f})")
+    plots["roc_curve"] = _png(fig)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    PrecisionRecallDisplay.from_predictions(y, proba, ax=ax, name="holdout")
+    ax.set_title(f"Precision-recall (AP {metrics['pr_auc']:.3f})")
+    plots["pr_curve"] = _png(fig)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    CalibrationDisplay.from_predictions(y, proba, n_bins=10, ax=ax, name="holdout")
+    ax.set_title(f"Calibration (Brier {metrics['brier']:.3f})")
+    plots["calibration"] = _png(fig)
+    fig, ax = plt.subplots(figsize=(4, 4))
+    ConfusionMatrixDisplay(confusion, display_labels=["0", "1"]).plot(ax=ax, colorbar=False)
+    ax.set_title(f"Confusion matrix (threshold {config.threshold})")
+    plots["confusion_matrix"] = _png(fig)
+    top = list(importances.items())[:20][::-1]
+    fig, ax = plt.subplots(figsize=(6, 0.3 * len(top) + 1.2))
+    ax.barh([k for k, _ in top], [v for _, v in top])
+    ax.set_xlabel("mean drop in roc_auc when shuffled")
+    ax.set_title("Permutation importance (holdout)")
+    plots["permutation_importance"] = _png(fig)
+    return Evaluation(metrics=metrics, confusion=confusion.tolist(), importances=importances, plots=plots)
+
+
+@task(name="evaluate", cache_policy=TASK_SOURCE + INPUTS - "model" - "train" - "holdout",
+      persist_result=True, cache_result_in_memory=False)
+def evaluate_task(model, train: pd.DataFrame, holdout: pd.DataFrame, target: str, spec: FeatureSpec,
+                  config: EvaluationConfig, seed: int, model_key: str) -> Evaluation:
+    """Evaluate on the holdout; cached on the fitted model's key and the evaluation config."""
+    return evaluate_model(model, train, holdout, target, spec, config, seed)

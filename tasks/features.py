@@ -1,0 +1,184 @@
+"""Feature engineering as scikit-learn transformers, assembled from `FeaturesConfig`.
+
+Everything here becomes part of the registered model, so the model serves raw rows. The
+transformers work on plain arrays (so sklearn's estimator checks apply) and keep their params
+in `__init__`, fitted state in attributes ending in `_`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # this module ships inside registered models: keep it to sklearn + numpy
+    from tasks.config import FeaturesConfig
+
+
+class SafeRatio(TransformerMixin, BaseEstimator):
+    """Divide every column but the last by the last one.
+
+    Where the denominator is 0, missing or not finite, the ratio is missing (NaN) rather than
+    inf, so the imputer downstream fills it like any other gap.
+    """
+
+    def fit(self, X, y=None):
+        X = validate_data(self, X, dtype="numeric", ensure_all_finite="allow-nan", ensure_min_features=2)
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype="numeric", ensure_all_finite="allow-nan", reset=False)
+        numerators, denominator = X[:, :-1].astype(float), X[:, -1:].astype(float)
+        valid = np.isfinite(denominator) & (denominator != 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(valid, numerators / np.where(valid, denominator, 1.0), np.nan)
+        ratio[~np.isfinite(ratio)] = np.nan
+        return ratio
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self)
+        names = getattr(self, "feature_names_in_", [f"x{i}" for i in range(self.n_features_in_)])
+        if input_features is not None:
+            names = list(input_features)
+        return np.asarray([f"{n}_per_{names[-1]}" for n in names[:-1]], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
+
+
+class Bucketizer(TransformerMixin, BaseEstimator):
+    """Cut numeric columns at fixed `edges` into bucket indices 0..len(edges).
+
+    A missing value gets its own bucket (len(edges) + 1), so "unknown tenure" stays visible to
+    the model instead of being folded into a real bucket.
+    """
+
+    def __init__(self, edges=(0.0,)):
+        self.edges = edges
+
+    def fit(self, X, y=None):
+        validate_data(self, X, dtype="numeric", ensure_all_finite="allow-nan")
+        edges = np.asarray(self.edges, dtype=float)
+        if edges.ndim != 1 or edges.size == 0 or np.any(np.diff(edges) <= 0):
+            raise ValueError(f"edges must be a non-empty, strictly increasing list, got {self.edges!r}")
+        self.edges_ = edges
+        return self
+
+    def transform(self, X):
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype="numeric", ensure_all_finite="allow-nan", reset=False)
+        buckets = np.digitize(X, self.edges_, right=False).astype(float)
+        buckets[np.isnan(X)] = len(self.edges_) + 1
+        return buckets
+
+    def get_feature_names_out(self, input_features=None):
+        check_is_fitted(self)
+        if input_features is not None:
+            return np.asarray(list(input_features), dtype=object)
+        return np.asarray(getattr(self, "feature_names_in_", [f"x{i}" for i in range(self.n_features_in_)]),
+                          dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
+
+
+def _as_text(X):
+    """Categoricals arrive as pandas `str`, object or mixed; the encoder wants one type."""
+    out = np.asarray(X, dtype=object)
+    mask = np.vectorize(lambda v: v is None or (isinstance(v, float) and np.isnan(v)), otypes=[bool])(out)
+    out = out.astype(str)
+    out[mask] = "__missing__"
+    return out
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """The raw columns a model reads, by role (decided once, from the validated data)."""
+
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
+def build_preprocessor(spec: FeatureSpec, config: FeaturesConfig) -> ColumnTransformer:
+    """The unfitted ColumnTransformer for `spec`: numeric impute (+ scale), categorical impute +
+    one-hot (unknown categories ignored, rare ones grouped), plus the configured derived features."""
+    numeric_steps = [SimpleImputer(strategy=config.numeric_impute)]
+    if config.scale_numeric:
+        numeric_steps.append(StandardScaler())
+    categorical = make_pipeline(
+        FunctionTransformer(_as_text, feature_names_out="one-to-one"),
+        OneHotEncoder(handle_unknown="infrequent_if_exist" if config.max_categories else "ignore",
+                      max_categories=config.max_categories, sparse_output=False),
+    )
+    transformers: list[tuple] = []
+    if spec.numeric:
+        transformers.append(("numeric", make_pipeline(*numeric_steps), list(spec.numeric)))
+    if spec.categorical:
+        transformers.append(("categorical", categorical, list(spec.categorical)))
+    known = set(spec.columns)
+    for ratio in config.ratios:
+        _require(known, ratio.name, ratio.numerator, ratio.denominator)
+        steps = [SafeRatio(), SimpleImputer(strategy=config.numeric_impute, keep_empty_features=True)]
+        if config.scale_numeric:
+            steps.append(StandardScaler())
+        transformers.append((ratio.name, make_pipeline(*steps), [ratio.numerator, ratio.denominator]))
+    for bucket in config.buckets:
+        _require(known, bucket.name, bucket.column)
+        transformers.append((
+            bucket.name,
+            make_pipeline(Bucketizer(edges=tuple(bucket.edges)),
+                          OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+            [bucket.column],
+        ))
+    return ColumnTransformer(transformers, remainder="drop", sparse_threshold=0.0,
+                             verbose_feature_names_out=True)
+
+
+def _require(known: set[str], feature: str, *columns: str) -> None:
+    from tasks.validation import DataValidationError
+
+    for column in columns:
+        if column not in known:
+            raise DataValidationError(
+                f"derived feature {feature!r} needs column {column!r}, which is not a numeric or "
+                "categorical feature of this dataset (missing, or dropped as an ID)", column)
+
+
+def feature_spec(numeric: list[str], categorical: list[str], config: FeaturesConfig) -> FeatureSpec:
+    """Roles of the raw columns; derived-feature inputs must be numeric."""
+    from tasks.validation import DataValidationError
+
+    for name, column in [(r.name, c) for r in config.ratios for c in (r.numerator, r.denominator)] + [
+        (b.name, b.column) for b in config.buckets
+    ]:
+        if column in categorical:
+            raise DataValidationError(
+                f"derived feature {name!r} needs numeric column {column!r}, but it holds text", column)
+    return FeatureSpec(tuple(numeric), tuple(categorical))
+
+
+def raw_feature_frame(frame, spec: FeatureSpec):
+    """The columns the model reads, in order."""
+    return frame[spec.columns]
+
+
+def model_pipeline(preprocessor: ColumnTransformer, estimator) -> Pipeline:
+    return Pipeline([("features", preprocessor), ("model", estimator)])
+

@@ -1,0 +1,339 @@
+"""The MLflow adapter: tracking, model logging, registry lookups and aliases.
+
+Nothing here creates a client at import time. With no `MLFLOW_TRACKING_URI`, MLflow runs
+embedded: a SQLite file and an artifact folder under `<project>/.mlpipe/` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import pandas as pd
+import yaml
+from prefect import get_run_logger, runtime, task
+from prefect.tasks import exponential_backoff
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+TAG_PREFIX = "mlpipe."
+LINEAGE_KEY = TAG_PREFIX + "lineage_key"
+TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "tasks.features.", "builtins.")
+
+
+def project_home() -> Path:
+    """Where embedded state lives: `MLPIPE_HOME`, else the current directory."""
+    return Path(os.environ.get("MLPIPE_HOME") or Path.cwd()).resolve()
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI`, else a SQLite store under the project."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    state = project_home() / ".mlpipe"
+    state.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{state / 'mlflow.db'}"
+
+
+def _local_artifact_root(uri: str) -> str | None:
+    """For a SQLite store, artifacts go in a folder beside the database (MLflow would otherwise
+    write `./mlruns` wherever the process happens to run)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri.removeprefix("sqlite:///"))
+    return (db.parent / "mlartifacts").resolve().as_uri()
+
+
+def redact_uri(uri: str) -> str:
+    """Drop credentials from a URI (`postgresql://user:pass@host` -> `postgresql://***@host`)."""
+    parts = urlsplit(uri)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host += f":{parts.port}"
+        return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+    return re.sub(r"(?i)((?:key|secret|token|password|signature)=)[^&]+", r"\1***", uri)
+
+
+def source_hash() -> str:
+    """Content hash of the pipeline's own code (tasks/ and flows/): part of the lineage key,
+    so a code change is never mistaken for an identical rerun."""
+    digest = hashlib.sha256()
+    for package in ("tasks", "flows"):
+        for path in sorted((PACKAGE_ROOT / package).glob("*.py")):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def code_version() -> str:
+    """The git commit (with `-dirty` and the source hash when files changed), else the source hash."""
+    try:
+        commit = subprocess.run(["git", "-C", str(PACKAGE_ROOT), "rev-parse", "--short=12", "HEAD"],
+                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(PACKAGE_ROOT), "status", "--porcelain", "--", "tasks", "flows"],
+                               capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return f"src-{source_hash()}"
+    return f"{commit}-dirty-{source_hash()}" if dirty else commit
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Where a model came from; written as tags on its run and model version."""
+
+    dataset_uri: str
+    dataset_fingerprint: str
+    config_hash: str
+    code_version: str
+    source_hash: str
+    flow_run_id: str
+
+    @property
+    def key(self) -> str:
+        """Same data + config + code = same key = same model version."""
+        raw = f"{self.dataset_fingerprint}|{self.config_hash}|{self.source_hash}"
+        return hashlib.sha256(raw.encode()).hexdigest()[:24]
+
+    def tags(self) -> dict[str, str]:
+        return {
+            TAG_PREFIX + "dataset_uri": redact_uri(self.dataset_uri),
+            TAG_PREFIX + "dataset_fingerprint": self.dataset_fingerprint,
+            TAG_PREFIX + "config_hash": self.config_hash,
+            TAG_PREFIX + "code_version": self.code_version,
+            TAG_PREFIX + "prefect_flow_run_id": self.flow_run_id,
+            LINEAGE_KEY: self.key,
+        }
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: str
+    run_id: str
+    reused: bool  # True when an identical earlier run's version was found instead
+
+
+def client():
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri())
+
+
+def find_version_by_lineage(name: str, lineage_key: str) -> RegisteredVersion | None:
+    """The model version an identical earlier run registered, if any."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = client().search_model_versions(
+            f"name = '{name}' and tags.`{LINEAGE_KEY}` = '{lineage_key}'", max_results=5)
+    except MlflowException as error:
+        if "RESOURCE_DOES_NOT_EXIST" in str(error.error_code):
+            return None
+        raise
+    complete = [v for v in found if v.status == "READY"]
+    if not complete:
+        return None
+    first = min(complete, key=lambda v: int(v.version))
+    return RegisteredVersion(name, str(first.version), first.run_id or "", reused=True)
+
+
+def trusted_types(model) -> list[str]:
+    """The types skops must trust to load `model`, checked against our allow-list so a
+    surprising type (something that could run code on load) fails at save time, not in prod."""
+    import skops.io
+
+    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    refused = [t for t in untrusted if not t.startswith(TRUSTED_TYPE_PREFIXES)]
+    if refused:
+        raise ValueError(f"model holds types outside the skops allow-list: {refused}")
+    return sorted(untrusted)
+
+
+def signature_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Integer columns as float (so rows with gaps satisfy the signature), text as object."""
+    out = frame.copy()
+    for column in out.columns:
+        series = out[column]
+        if pd.api.types.is_integer_dtype(series) or pd.api.types.is_bool_dtype(series):
+            out[column] = series.astype("float64")
+        elif not pd.api.types.is_numeric_dtype(series):
+            out[column] = series.astype(object).where(series.notna(), None)
+    return out
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "scikit-learn", "skops", "numpy", "pandas")]
+
+
+def _ensure_experiment(name: str) -> str:
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    root = _local_artifact_root(tracking_uri())
+    location = f"{root}/{name}" if root else None
+    try:
+        return mlflow.create_experiment(name, artifact_location=location)
+    except Exception:  # another run created it meanwhile
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
+def log_and_register(
+    *,
+    model,
+    model_name: str,
+    experiment: str,
+    run_name: str,
+    example: pd.DataFrame,
+    params: dict[str, str],
+    metrics: dict[str, float],
+    plots: dict[str, bytes],
+    extra_json: dict[str, Any],
+    config_yaml: str,
+    lineage: Lineage,
+) -> RegisteredVersion:
+    """One MLflow run with params, metrics, plots and config; the model logged with skops
+    (explicit trusted types), signature and input example; then registered with lineage tags."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    experiment_id = _ensure_experiment(experiment)
+    example = signature_frame(example)
+    signature = infer_signature(example, model.predict(example))
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=lineage.tags()) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        with tempfile.TemporaryDirectory() as folder:
+            for name, png in plots.items():
+                Path(folder, f"{name}.png").write_bytes(png)
+            mlflow.log_artifacts(folder, artifact_path="plots")
+        mlflow.log_text(config_yaml, "config.yaml")
+        for name, payload in extra_json.items():
+            mlflow.log_dict(payload, f"{name}.json")
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=signature,
+            input_example=example.head(3),
+            serialization_format="skops",
+            skops_trusted_types=trusted_types(model),
+            pip_requirements=_pip_requirements(),
+            code_paths=[str(PACKAGE_ROOT / "tasks")],
+        )
+        version = mlflow.register_model(info.model_uri, model_name, tags=lineage.tags(),
+                                        await_registration_for=300)
+    return RegisteredVersion(model_name, str(version.version), run.info.run_id, reused=False)
+
+
+def load_version(name: str, version: str):
+    """Load a registered sklearn Pipeline (skops, with the trusted types recorded at save)."""
+    import mlflow.sklearn
+
+    mlflow.set_tracking_uri(tracking_uri())
+    return mlflow.sklearn.load_model(f"models:/{name}/{version}")
+
+
+def alias_version(name: str, alias: str) -> str | None:
+    """The version an alias points at, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def set_alias(name: str, alias: str, version: str) -> None:
+    client().set_registered_model_alias(name, alias, version)
+
+
+def tag_version(name: str, version: str, tags: dict[str, Any]) -> None:
+    c = client()
+    for key, value in tags.items():
+        c.set_model_version_tag(name, version, key, str(value))
+
+
+def version_tags(name: str, version: str) -> dict[str, str]:
+    return dict(client().get_model_version(name, version).tags)
+
+
+def is_transient_tracking_error(task, task_run, state) -> bool:
+    """Retry connection problems and server errors of the tracking server, nothing else."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        state.result()
+    except (ConnectionError, TimeoutError):
+        return True
+    except MlflowException as error:
+        text = str(error)
+        return any(s in text for s in ("Max retries exceeded", "Connection refused", "503", "502", "504",
+                                       "TEMPORARILY_UNAVAILABLE", "database is locked"))
+    except Exception as error:
+        return type(error).__module__.startswith(("requests", "urllib3"))
+    return False
+
+
+def champion_score(name: str, version: str, holdout: pd.DataFrame, target: str, columns: list[str],
+                   scorer) -> float:
+    """Re-score a registered version on `holdout` with `scorer(y, proba)`."""
+    model = load_version(name, version)
+    proba = model.predict_proba(holdout[columns])[:, 1]
+    return float(scorer(holdout[target].to_numpy(), np.asarray(proba)))
+
+
+
+@task(name="register", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
+      retry_jitter_factor=0.5, retry_condition_fn=is_transient_tracking_error)
+def register_task(model, evaluation, holdout: pd.DataFrame, columns: list[str], config,
+                  fingerprint, validation_report) -> RegisteredVersion:
+    """Log the run and register the model, unless an identical run already did."""
+    logger = get_run_logger()
+    lineage = Lineage(
+        dataset_uri=config.data.uri,
+        dataset_fingerprint=str(fingerprint),
+        config_hash=config.config_hash(),
+        code_version=code_version(),
+        source_hash=source_hash(),
+        flow_run_id=str(runtime.flow_run.id or ""),
+    )
+    existing = find_version_by_lineage(config.tracking.model_name, lineage.key)
+    if existing is not None:
+        logger.info("identical data, config and code already registered as %s v%s: no new version",
+                    existing.name, existing.version)
+        return existing
+    safe_config = config.model_copy(update={"data": config.data.model_copy(
+        update={"uri": redact_uri(config.data.uri)})})
+    version = log_and_register(
+        model=model,
+        model_name=config.tracking.model_name,
+        experiment=config.tracking.experiment,
+        run_name=f"train-{runtime.flow_run.name or 'local'}",
+        example=holdout[columns].head(5),
+        params=safe_config.flat_params(),
+        metrics=evaluation.metrics,
+        plots=evaluation.plots,
+        extra_json={"confusion_matrix": {"labels": [0, 1], "matrix": evaluation.confusion},
+                    "permutation_importance": evaluation.importances,
+                    "validation": {"rows": validation_report.rows,
+                                   "coerced_columns": validation_report.coerced_columns,
+                                   "id_columns": validation_report.id_columns,
+                                   "warnings": validation_report.warnings}},
+        config_yaml=yaml.safe_dump(safe_config.model_dump(mode="json"), sort_keys=False),
+        lineage=lineage,
+    )
+    logger.info("registered %s v%s (run %s)", version.name, version.version, version.run_id)
+    return version

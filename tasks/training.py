@@ -1,0 +1,76 @@
+"""Model families and fitting: one sklearn Pipeline (features + estimator), seeded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+from sklearn.base import clone
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from tasks.config import FeaturesConfig, ModelConfig
+from tasks.features import FeatureSpec, build_preprocessor, feature_spec, model_pipeline
+
+# Defaults that suit tabular data of thousands to millions of rows; config params override them.
+_FAMILIES: dict[str, tuple[type, dict[str, Any]]] = {
+    "logistic_regression": (LogisticRegression, {"max_iter": 2000, "C": 1.0}),
+    "random_forest": (RandomForestClassifier, {"n_estimators": 300, "min_samples_leaf": 3, "n_jobs": 1}),
+    "hist_gradient_boosting": (
+        HistGradientBoostingClassifier,
+        {"learning_rate": 0.05, "max_iter": 300, "max_leaf_nodes": 15, "l2_regularization": 1.0,
+         "early_stopping": False},
+    ),
+}
+
+
+def check_model_params(family: str, params: dict[str, Any]) -> None:
+    """Fail on parameters the estimator does not have or values it refuses, naming the key."""
+    if family not in _FAMILIES:
+        raise ValueError(f"model.family {family!r} is unknown (allowed: {', '.join(_FAMILIES)})")
+    cls, _ = _FAMILIES[family]
+    allowed = cls().get_params()
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"model.params.{family}.{unknown[0]} is not a parameter of {cls.__name__} "
+            f"(allowed: {', '.join(sorted(k for k in allowed if k != 'random_state'))})")
+    estimator = cls(**params)
+    try:
+        estimator._validate_params()  # sklearn's own constraint checks, without fitting
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"model.params.{family}: {error}") from None
+
+
+def build_estimator(config: ModelConfig):
+    """The unfitted estimator for `config`, seeded."""
+    cls, defaults = _FAMILIES[config.family]
+    params = {**defaults, **config.active_params}
+    if "random_state" in cls().get_params():
+        params.setdefault("random_state", config.seed)
+    return cls(**params)
+
+
+def fit_model(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor, config: ModelConfig) -> Pipeline:
+    """Fit features + estimator as one Pipeline on the train split."""
+    pipeline = model_pipeline(clone(preprocessor), build_estimator(config))
+    pipeline.fit(train[spec.columns], train[target].to_numpy())
+    return pipeline
+
+
+@task(name="fit", cache_policy=TASK_SOURCE + INPUTS - "train" - "preprocessor", persist_result=True,
+      cache_result_in_memory=False)
+def fit_task(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor, config: ModelConfig,
+             data_key: str) -> Pipeline:
+    """Fit the model; cached on (dataset fingerprint + split + features config, model config)."""
+    return fit_model(train, target, spec, preprocessor, config)
+
+
+@task(name="features", cache_policy=TASK_SOURCE + INPUTS, persist_result=True, cache_result_in_memory=False)
+def features_task(numeric: list[str], categorical: list[str], config: FeaturesConfig, data_key: str):
+    """Decide column roles and build the (unfitted) feature transformer from config."""
+    spec = feature_spec(numeric, categorical, config)
+    return spec, build_preprocessor(spec, config)

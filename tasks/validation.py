@@ -1,0 +1,180 @@
+"""The data contract: checks that run before anything is fitted or logged.
+
+`validate_dataset` either returns a clean frame (target mapped to 0/1, numbers stored as text
+coerced, ID columns set aside) with a report of what it did, or raises `DataValidationError`
+naming the column and the problem. Checks are cheap and deterministic, so they never retry.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+from tasks.config import DataConfig
+from tasks.data import DatasetFingerprint
+
+
+class DataValidationError(ValueError):
+    """The dataset breaks the contract; the message names the column and what is wrong."""
+
+    def __init__(self, message: str, column: str | None = None):
+        super().__init__(message)
+        self.column = column
+
+
+@dataclass
+class ValidationReport:
+    """What validation found and changed, for logs and the run summary."""
+
+    rows: int = 0
+    numeric_features: list[str] = field(default_factory=list)
+    categorical_features: list[str] = field(default_factory=list)
+    id_columns: list[str] = field(default_factory=list)
+    coerced_columns: dict[str, int] = field(default_factory=dict)  # column -> blanks made missing
+    positive_rate: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def features(self) -> list[str]:
+        return self.numeric_features + self.categorical_features
+
+
+@dataclass
+class ValidatedData:
+    frame: pd.DataFrame  # features + target (0/1); ID and dropped columns removed
+    target: str
+    report: ValidationReport
+
+
+def _fail(message: str, column: str | None = None) -> None:
+    raise DataValidationError(message, column)
+
+
+def _is_numeric(series: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+
+
+def coerce_numeric_text(series: pd.Series) -> tuple[pd.Series, int] | None:
+    """If every non-blank value of a text column parses as a number, return the numeric column
+    and how many blank values became missing; else None (it is a real categorical)."""
+    if _is_numeric(series) or pd.api.types.is_bool_dtype(series):
+        return None
+    text = series.astype("string").str.strip()
+    blank = text.isna() | (text == "")
+    present = text[~blank]
+    if present.empty:
+        return None
+    parsed = pd.to_numeric(present, errors="coerce")
+    if parsed.isna().any():
+        return None
+    out = pd.Series(np.nan, index=series.index, dtype="float64")
+    out[~blank] = parsed.astype("float64")
+    newly_missing = int((blank & series.notna()).sum())
+    return out, newly_missing
+
+
+def map_target(series: pd.Series, column: str, positive_label) -> pd.Series:
+    """Map a binary target to 0/1, failing on missing values, a single class or odd labels."""
+    missing = series.isna()
+    if missing.any():
+        rows = list(np.flatnonzero(missing.to_numpy())[:5])
+        _fail(f"target {column!r} has {int(missing.sum())} missing values (rows {rows}...); "
+              "drop or label those rows", column)
+    labels = pd.unique(series)
+    if len(labels) < 2:
+        _fail(f"target {column!r} has a single class ({labels[0]!r}); a classifier needs two", column)
+    if positive_label is None:
+        numeric = pd.to_numeric(series, errors="coerce")
+        bad = sorted({str(v) for v, n in zip(series, numeric) if pd.isna(n) or n not in (0, 1)})
+        if bad:
+            _fail(f"target {column!r} has labels {bad[:5]} that are not 0/1; set data.positive_label "
+                  "to the value that means the positive class", column)
+        return numeric.astype("int64")
+    as_text = series.astype("string").str.strip()
+    positive = str(positive_label).strip()
+    if positive not in set(as_text):
+        _fail(f"target {column!r} never takes the positive label {positive!r} "
+              f"(values: {sorted(set(as_text))[:5]}); set data.positive_label", column)
+    if len(labels) > 2:
+        others = sorted(set(as_text) - {positive})
+        _fail(f"target {column!r} has unparseable labels {others[:5]}: expected {positive!r} and "
+              "exactly one other value", column)
+    return (as_text == positive).astype("int64")
+
+
+def validate_dataset(frame: pd.DataFrame, config: DataConfig) -> ValidatedData:
+    """Check `frame` against the contract in `config`; see the module docstring."""
+    report = ValidationReport(rows=len(frame))
+    if frame.shape[1] == 0 or frame.empty:
+        _fail("the dataset is empty (no rows)" if frame.shape[1] else "the dataset is empty (no columns)")
+    duplicated = sorted({c for c in frame.columns[frame.columns.duplicated()]})
+    if duplicated:
+        _fail(f"duplicate column names {duplicated}: rename them so each column is unique", duplicated[0])
+    target = config.target
+    if target not in frame.columns:
+        _fail(f"target column {target!r} is missing (columns: {list(frame.columns)[:12]})", target)
+    missing_required = [c for c in config.required_features if c not in frame.columns]
+    if missing_required:
+        _fail(f"required feature {missing_required[0]!r} is missing from the dataset", missing_required[0])
+    if len(frame) < config.min_rows:
+        _fail(f"the dataset has {len(frame)} rows, fewer than data.min_rows={config.min_rows}")
+
+    frame = frame.drop(columns=[c for c in config.drop_columns if c in frame.columns])
+    y = map_target(frame[target], target, config.positive_label)
+    features = frame.drop(columns=[target])
+
+    all_null = [c for c in features.columns if features[c].isna().all()]
+    if all_null:
+        _fail(f"column {all_null[0]!r} is entirely empty: fix the extract or add it to data.drop_columns",
+              all_null[0])
+
+    for column in list(features.columns):
+        coerced = coerce_numeric_text(features[column])
+        if coerced is not None:
+            features[column], blanks = coerced
+            report.coerced_columns[column] = blanks
+            if blanks:
+                report.warnings.append(
+                    f"column {column!r} holds numbers stored as text: coerced, {blanks} blank rows "
+                    "became missing values")
+
+    ids = [c for c in config.id_columns if c in features.columns]
+    for column in features.columns:
+        if column in ids or _is_numeric(features[column]) and pd.api.types.is_float_dtype(features[column]):
+            continue
+        values = features[column].dropna()
+        if len(features) > 1 and len(values) == len(features) and values.nunique() >= config.id_unique_ratio * len(features):
+            ids.append(column)
+            report.warnings.append(f"column {column!r} is unique per row and looks like an ID: "
+                                   "dropped from the features (list it in data.id_columns to silence this)")
+    features = features.drop(columns=ids)
+    report.id_columns = ids
+    if features.shape[1] == 0:
+        _fail("no feature columns are left after removing the target and ID columns")
+
+    report.numeric_features = [c for c in features.columns if _is_numeric(features[c])]
+    report.categorical_features = [c for c in features.columns if c not in report.numeric_features]
+    report.positive_rate = float(y.mean())
+    clean = features.copy()
+    clean[target] = y.to_numpy()
+    return ValidatedData(frame=clean, target=target, report=report)
+
+
+@task(name="validate", cache_policy=TASK_SOURCE + INPUTS - "frame", persist_result=True,
+      cache_result_in_memory=False)
+def validate_task(frame: pd.DataFrame, fingerprint: DatasetFingerprint, config: DataConfig) -> ValidatedData:
+    """Validate the loaded dataset; cached on (fingerprint, data config), never retried."""
+    validated = validate_dataset(frame, config)
+    logger = get_run_logger()
+    for message in validated.report.warnings:
+        logger.warning(message)
+    report = validated.report
+    logger.info("validated %d rows: %d numeric and %d categorical features, %.1f%% positives",
+                report.rows, len(report.numeric_features), len(report.categorical_features),
+                100 * report.positive_rate)
+    return validated
