@@ -1,0 +1,74 @@
+"""Shared fixtures: one Prefect test server per session, an MLflow SQLite store per test."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.pop("PREFECT_API_URL", None)  # tests never talk to a developer's own server
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("generate_churn", ROOT / "data" / "generate_churn.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.generate_churn
+
+
+@pytest.fixture(scope="session")
+def generate_churn():
+    """The sample generator (data/generate_churn.py) as a function."""
+    return _generator()
+
+
+@pytest.fixture(scope="session")
+def small_churn_csv(tmp_path_factory, generate_churn) -> Path:
+    """1,500 churn-like rows: enough signal for roc_auc > 0.8, small enough for seconds-long runs."""
+    path = tmp_path_factory.mktemp("data") / "churn_small.csv"
+    generate_churn(rows=1500, seed=11).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """A real Prefect API server (subprocess, temporary SQLite database) for the whole session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield
+
+
+@pytest.fixture
+def workspace(tmp_path, monkeypatch) -> Path:
+    """A fresh project home: MLflow SQLite store, artifacts and task cache all under tmp_path."""
+    monkeypatch.setenv("MLPIPE_HOME", str(tmp_path))
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)  # MLflow also keeps a process-wide URI: never leak the last test's
+    yield tmp_path
+    mlflow.set_tracking_uri(None)
+
+
+@pytest.fixture
+def fast_config(small_churn_csv):
+    """conf/churn.yaml on the small sample with cheaper evaluation, plus any overrides."""
+    from tasks.config import load_config
+
+    def make(*overrides: str, data: Path | str | None = None):
+        return load_config(
+            ROOT / "conf" / "churn.yaml",
+            ["evaluation.cv_folds=3", "evaluation.permutation_repeats=2",
+             "model.params.hist_gradient_boosting.max_iter=80", *overrides],
+            str(data or small_churn_csv),
+        )
+
+    return make
