@@ -24,6 +24,7 @@ from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Tabular ML training pipelines on Prefect + MLflow.")
 console = Console(highlight=False, soft_wrap=True)
+err_console = Console(highlight=False, soft_wrap=True, stderr=True)
 
 
 @app.callback()
@@ -39,10 +40,26 @@ def _quiet_shutdown_noise() -> None:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
+class _NoTraceback(logging.Filter):
+    """Console only: the error is printed once, as one line, at the end. The full traceback
+    still reaches the Prefect API logs (that handler runs before the root console handler)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+
+def _console_tracebacks(show: bool) -> None:
+    if not show:
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_NoTraceback())
+
+
 def _fail(message: str, debug: bool, error: BaseException | None = None) -> None:
     if debug and error is not None:
         traceback.print_exception(error)
-    console.print(f"[bold red]error:[/] {message}")
+    err_console.print(f"[bold red]error:[/] {message}")
     raise typer.Exit(code=1)
 
 
@@ -86,6 +103,7 @@ def train(
 
         from flows.training import train as train_flow
 
+        _console_tracebacks(debug)
         if temporary_server is not None:
             temporary_server.wait()
         state = train_flow(config=pipeline_config, refresh=refresh, return_state=True)

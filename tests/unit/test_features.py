@@ -149,7 +149,7 @@ def test_preprocessor_without_scaling_keeps_values():
     assert out[:, 0].tolist() == [1.0, 3.0, 3.0, 10.0]  # median imputation
 
 
-@pytest.mark.xfail(strict=True, reason=(
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
     "BUG: tasks/features.py:102 _as_text casts to a fixed-width numpy str dtype and then assigns "
     "'__missing__', which is truncated to the widest value in the batch; a missing category is "
     "encoded differently depending on the other rows it is transformed with"))

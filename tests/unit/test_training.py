@@ -54,7 +54,7 @@ def test_fit_model_is_deterministic(family):
     proba = first.predict_proba(frame[spec.columns])
     assert proba.shape == (len(frame), 2)
     np.testing.assert_array_equal(proba, second.predict_proba(frame[spec.columns]))
-    assert 0.0 < proba[:, 1].min() < proba[:, 1].max() < 1.0  # it learned something, not a constant
+    assert proba[:, 1].min() < proba[:, 1].max()  # it learned something, not a constant
 
 
 def test_fit_model_leaves_the_preprocessor_unfitted():

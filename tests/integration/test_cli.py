@@ -1,0 +1,52 @@
+"""`mlpipe train` as a user runs it: exit codes and the one-line error."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MLPIPE = str(Path(sys.executable).with_name("mlpipe"))
+
+
+def run_cli(*args: str, home: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    env["MLPIPE_HOME"] = str(home)
+    return subprocess.run([MLPIPE, "train", "--config", str(ROOT / "conf" / "churn.yaml"), *args],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=home)
+
+
+def test_bad_config_key_exits_nonzero_naming_the_key(tmp_path):
+    result = run_cli("--set", "modle.family=random_forest", home=tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: invalid config: modle: unknown key")
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_bad_value_names_allowed_values(tmp_path):
+    result = run_cli("--set", "model.family=xgboost", home=tmp_path)
+    assert result.returncode == 1
+    assert "model.family" in result.stderr and "hist_gradient_boosting" in result.stderr
+
+
+@pytest.mark.slow
+def test_bad_dataset_exits_nonzero_with_one_line_and_no_traceback(tmp_path, small_churn_csv):
+    frame = pd.read_csv(small_churn_csv)
+    frame["churn"] = frame["churn"].replace({"No": "Maybe"}).where(frame.index % 2 == 0, "No")
+    frame.loc[:5, "churn"] = "perhaps"
+    bad = tmp_path / "bad.csv"
+    frame.to_csv(bad, index=False)
+
+    result = run_cli("--data", str(bad), home=tmp_path)
+
+    output = result.stdout + result.stderr
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("error: DataValidationError: target 'churn' has unparseable labels")
+    assert "Traceback" not in output
+    assert not (tmp_path / ".mlpipe" / "mlartifacts").exists()  # nothing was logged

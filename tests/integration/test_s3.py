@@ -1,0 +1,59 @@
+"""The train flow reading s3:// through s3fs from moto's S3 server (a real HTTP server)."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+from mlflow import MlflowClient
+from moto.server import ThreadedMotoServer
+
+from flows.training import train
+from tasks.data import fingerprint_dataset
+
+pytestmark = pytest.mark.usefixtures("prefect_server")
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_endpoint, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket="bucket")
+    yield s3
+    for item in s3.list_objects_v2(Bucket="bucket").get("Contents", []):
+        s3.delete_object(Bucket="bucket", Key=item["Key"])
+    s3.delete_bucket(Bucket="bucket")
+
+
+def test_train_reads_s3_uri_from_moto_server(workspace, fast_config, small_churn_csv, s3_env):
+    s3_env.upload_file(str(small_churn_csv), "bucket", "churn.csv")
+
+    summary = train(config=fast_config(data="s3://bucket/churn.csv"))
+
+    assert summary.decision.alias == "champion" and summary.metrics["roc_auc"] > 0.8
+    version = MlflowClient().get_model_version_by_alias("churn-classifier", "champion")
+    assert version.tags["mlpipe.dataset_uri"] == "s3://bucket/churn.csv"
+    etag = s3_env.head_object(Bucket="bucket", Key="churn.csv")["ETag"].strip('"')
+    assert version.tags["mlpipe.dataset_fingerprint"] == f"etag:{etag}"
+
+
+def test_s3_fingerprint_follows_the_object(s3_env, small_churn_csv, generate_churn, tmp_path):
+    s3_env.upload_file(str(small_churn_csv), "bucket", "data/a.csv")
+    first = fingerprint_dataset("s3://bucket/data/a.csv")
+    assert fingerprint_dataset("s3://bucket/data/a.csv") == first
+
+    changed = tmp_path / "b.csv"
+    generate_churn(rows=300, seed=3).to_csv(changed, index=False)
+    s3_env.upload_file(str(changed), "bucket", "data/a.csv")
+    assert fingerprint_dataset("s3://bucket/data/a.csv").value != first.value
