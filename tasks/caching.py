@@ -2,13 +2,49 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from prefect.cache_policies import NO_CACHE
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CachePolicy
 
 from tasks.config import CacheConfig
-from tasks.registry import project_home
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def project_home() -> Path:
+    """Where embedded state lives: `MLPIPE_HOME`, else the current directory."""
+    return Path(os.environ.get("MLPIPE_HOME") or Path.cwd()).resolve()
+
+
+@functools.lru_cache(maxsize=1)
+def source_hash() -> str:
+    """Content hash of the pipeline's own code (tasks/ and flows/)."""
+    digest = hashlib.sha256()
+    for package in ("tasks", "flows"):
+        for path in sorted((PACKAGE_ROOT / package).glob("*.py")):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass
+class PipelineCode(CachePolicy):
+    """Keys on the source of the whole pipeline package. Prefect's TASK_SOURCE sees only the
+    task function's own lines, so a change to a helper it calls (a transformer, a check) would
+    otherwise be served a stale cached result."""
+
+    def compute_key(self, task_ctx, inputs: dict[str, Any] | None, flow_parameters, **kwargs) -> str | None:
+        return source_hash()
+
+
+# Cache key of every cached step: its code, the pipeline's code, and its inputs (callers
+# subtract the bulky inputs, such as DataFrames, that a fingerprint already stands for).
+STEP_CACHE = TASK_SOURCE + PipelineCode() + INPUTS
 
 
 def result_storage(location: str):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,7 +43,7 @@ class DataConfig(Section):
     required_features: list[str] = Field(default_factory=list, description="Must be present")
     min_rows: int = Field(200, ge=2, description="Fewer rows than this fail validation")
     id_unique_ratio: float = Field(
-        1.0, gt=0, le=1, description="Text columns with this share of unique values are IDs"
+        1.0, gt=0, le=1, description="Text or integer columns with this share of unique values are IDs"
     )
 
 
@@ -185,7 +186,13 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, str]:
 
 def _parse_value(text: str) -> Any:
     """`--set` values are YAML scalars: 0.8 -> float, true -> bool, [1, 2] -> list."""
-    return yaml.safe_load(text) if text != "" else ""
+    if text == "":
+        return ""
+    value = yaml.safe_load(text)
+    # YAML 1.1 reads yes/no/on/off as booleans; only true/false should be (positive_label=Yes).
+    if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
+        return text
+    return value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -221,8 +228,12 @@ def _format_error(error: ValidationError) -> str:
 def _allowed_keys(loc: tuple) -> str:
     model: type[BaseModel] = PipelineConfig
     for key in loc[:-1]:
+        if isinstance(key, int):  # an item of a list section (features.ratios.0.name)
+            continue
         field = model.model_fields.get(str(key))
         annotation = getattr(field, "annotation", None)
+        if typing.get_origin(annotation) is list:
+            annotation = typing.get_args(annotation)[0]
         if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
             return ""
         model = annotation

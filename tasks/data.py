@@ -17,9 +17,9 @@ from typing import Any
 import fsspec
 import pandas as pd
 from prefect import task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.tasks import exponential_backoff
 
+from tasks.caching import STEP_CACHE
 from tasks.config import DataConfig
 
 _CHUNK = 1 << 20
@@ -63,7 +63,7 @@ def dataset_format(uri: str, configured: str = "auto") -> str:
         name = name.removesuffix(suffix)
     if name.endswith((".parquet", ".pq")):
         return "parquet"
-    if name.endswith((".csv", ".txt", ".tsv")):
+    if name.endswith((".csv", ".txt")):
         return "csv"
     raise DatasetError(f"cannot tell the format of {uri}: set data.format to csv or parquet")
 
@@ -165,7 +165,7 @@ def fingerprint_task(data: DataConfig) -> DatasetFingerprint:
 
 @task(
     name="load",
-    cache_policy=TASK_SOURCE + INPUTS,
+    cache_policy=STEP_CACHE,
     persist_result=True,
     cache_result_in_memory=False,
     **IO_RETRIES,

@@ -13,7 +13,6 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from prefect import task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 from sklearn.base import clone
 from sklearn.calibration import CalibrationDisplay
 from sklearn.inspection import permutation_importance
@@ -33,6 +32,7 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
+from tasks.caching import STEP_CACHE
 from tasks.config import LOWER_IS_BETTER, EvaluationConfig
 from tasks.features import FeatureSpec
 
@@ -126,7 +126,7 @@ def evaluate_model(model, train: pd.DataFrame, holdout: pd.DataFrame, target: st
     return Evaluation(metrics=metrics, confusion=confusion.tolist(), importances=importances, plots=plots)
 
 
-@task(name="evaluate", cache_policy=TASK_SOURCE + INPUTS - "model" - "train" - "holdout",
+@task(name="evaluate", cache_policy=STEP_CACHE - "model" - "train" - "holdout",
       persist_result=True, cache_result_in_memory=False)
 def evaluate_task(model, train: pd.DataFrame, holdout: pd.DataFrame, target: str, spec: FeatureSpec,
                   config: EvaluationConfig, seed: int, model_key: str) -> Evaluation:

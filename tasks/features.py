@@ -99,7 +99,7 @@ def _as_text(X):
     """Categoricals arrive as pandas `str`, object or mixed; the encoder wants one type."""
     out = np.asarray(X, dtype=object)
     mask = np.vectorize(lambda v: v is None or (isinstance(v, float) and np.isnan(v)), otypes=[bool])(out)
-    out = out.astype(str)
+    out = out.astype(str).astype(object)  # object, not fixed-width: the marker must fit whole
     out[mask] = "__missing__"
     return out
 

@@ -22,15 +22,11 @@ import yaml
 from prefect import get_run_logger, runtime, task
 from prefect.tasks import exponential_backoff
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+from tasks.caching import PACKAGE_ROOT, project_home, source_hash
+
 TAG_PREFIX = "mlpipe."
 LINEAGE_KEY = TAG_PREFIX + "lineage_key"
 TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "tasks.features.", "builtins.")
-
-
-def project_home() -> Path:
-    """Where embedded state lives: `MLPIPE_HOME`, else the current directory."""
-    return Path(os.environ.get("MLPIPE_HOME") or Path.cwd()).resolve()
 
 
 def tracking_uri() -> str:
@@ -55,23 +51,10 @@ def _local_artifact_root(uri: str) -> str | None:
 def redact_uri(uri: str) -> str:
     """Drop credentials from a URI (`postgresql://user:pass@host` -> `postgresql://***@host`)."""
     parts = urlsplit(uri)
-    if parts.username or parts.password:
-        host = parts.hostname or ""
-        if parts.port:
-            host += f":{parts.port}"
-        return urlunsplit((parts.scheme, f"***@{host}", parts.path, parts.query, parts.fragment))
+    if "@" in parts.netloc:
+        uri = urlunsplit((parts.scheme, "***@" + parts.netloc.rpartition("@")[2], parts.path, parts.query,
+                          parts.fragment))
     return re.sub(r"(?i)((?:key|secret|token|password|signature)=)[^&]+", r"\1***", uri)
-
-
-def source_hash() -> str:
-    """Content hash of the pipeline's own code (tasks/ and flows/): part of the lineage key,
-    so a code change is never mistaken for an identical rerun."""
-    digest = hashlib.sha256()
-    for package in ("tasks", "flows"):
-        for path in sorted((PACKAGE_ROOT / package).glob("*.py")):
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def code_version() -> str:

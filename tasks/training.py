@@ -6,12 +6,12 @@ from typing import Any
 
 import pandas as pd
 from prefect import task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 from sklearn.base import clone
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from tasks.caching import STEP_CACHE
 from tasks.config import FeaturesConfig, ModelConfig
 from tasks.features import FeatureSpec, build_preprocessor, feature_spec, model_pipeline
 
@@ -38,11 +38,11 @@ def check_model_params(family: str, params: dict[str, Any]) -> None:
         raise ValueError(
             f"model.params.{family}.{unknown[0]} is not a parameter of {cls.__name__} "
             f"(allowed: {', '.join(sorted(k for k in allowed if k != 'random_state'))})")
-    estimator = cls(**params)
-    try:
-        estimator._validate_params()  # sklearn's own constraint checks, without fitting
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"model.params.{family}: {error}") from None
+    for key, value in params.items():
+        try:
+            cls(**{key: value})._validate_params()  # sklearn's own constraint checks, without fitting
+        except (ValueError, TypeError) as error:
+            raise ValueError(f"model.params.{family}.{key}: {error}") from None
 
 
 def build_estimator(config: ModelConfig):
@@ -61,7 +61,7 @@ def fit_model(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor,
     return pipeline
 
 
-@task(name="fit", cache_policy=TASK_SOURCE + INPUTS - "train" - "preprocessor", persist_result=True,
+@task(name="fit", cache_policy=STEP_CACHE - "train" - "preprocessor", persist_result=True,
       cache_result_in_memory=False)
 def fit_task(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor, config: ModelConfig,
              data_key: str) -> Pipeline:
@@ -69,7 +69,7 @@ def fit_task(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor, 
     return fit_model(train, target, spec, preprocessor, config)
 
 
-@task(name="features", cache_policy=TASK_SOURCE + INPUTS, persist_result=True, cache_result_in_memory=False)
+@task(name="features", cache_policy=STEP_CACHE, persist_result=True, cache_result_in_memory=False)
 def features_task(numeric: list[str], categorical: list[str], config: FeaturesConfig, data_key: str):
     """Decide column roles and build the (unfitted) feature transformer from config."""
     spec = feature_spec(numeric, categorical, config)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
-from prefect.cache_policies import INPUTS, TASK_SOURCE
 
+from tasks.caching import STEP_CACHE
 from tasks.config import DataConfig
 from tasks.data import DatasetFingerprint
 
@@ -82,10 +82,11 @@ def map_target(series: pd.Series, column: str, positive_label) -> pd.Series:
     """Map a binary target to 0/1, failing on missing values, a single class or odd labels."""
     missing = series.isna()
     if missing.any():
-        rows = list(np.flatnonzero(missing.to_numpy())[:5])
+        rows = np.flatnonzero(missing.to_numpy())[:5].tolist()
         _fail(f"target {column!r} has {int(missing.sum())} missing values (rows {rows}...); "
               "drop or label those rows", column)
-    labels = pd.unique(series)
+    as_text = series.astype("string").str.strip()
+    labels = pd.unique(as_text) if positive_label is not None else pd.unique(series)
     if len(labels) < 2:
         _fail(f"target {column!r} has a single class ({labels[0]!r}); a classifier needs two", column)
     if positive_label is None:
@@ -95,7 +96,6 @@ def map_target(series: pd.Series, column: str, positive_label) -> pd.Series:
             _fail(f"target {column!r} has labels {bad[:5]} that are not 0/1; set data.positive_label "
                   "to the value that means the positive class", column)
         return numeric.astype("int64")
-    as_text = series.astype("string").str.strip()
     positive = str(positive_label).strip()
     if positive not in set(as_text):
         _fail(f"target {column!r} never takes the positive label {positive!r} "
@@ -145,7 +145,7 @@ def validate_dataset(frame: pd.DataFrame, config: DataConfig) -> ValidatedData:
 
     ids = [c for c in config.id_columns if c in features.columns]
     for column in features.columns:
-        if column in ids or _is_numeric(features[column]) and pd.api.types.is_float_dtype(features[column]):
+        if column in ids or pd.api.types.is_float_dtype(features[column]):  # measurements, not keys
             continue
         values = features[column].dropna()
         if len(features) > 1 and len(values) == len(features) and values.nunique() >= config.id_unique_ratio * len(features):
@@ -165,7 +165,7 @@ def validate_dataset(frame: pd.DataFrame, config: DataConfig) -> ValidatedData:
     return ValidatedData(frame=clean, target=target, report=report)
 
 
-@task(name="validate", cache_policy=TASK_SOURCE + INPUTS - "frame", persist_result=True,
+@task(name="validate", cache_policy=STEP_CACHE - "frame", persist_result=True,
       cache_result_in_memory=False)
 def validate_task(frame: pd.DataFrame, fingerprint: DatasetFingerprint, config: DataConfig) -> ValidatedData:
     """Validate the loaded dataset; cached on (fingerprint, data config), never retried."""

@@ -89,9 +89,6 @@ def test_override_into_a_value_fails():
         apply_overrides({"split": {"seed": 1}}, ["split.seed.x=2"])
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: tasks/config.py:188 _parse_value uses yaml.safe_load (YAML 1.1), so `--set "
-    "data.positive_label=Yes` becomes the bool True and validation then looks for the label 'True'"))
 def test_override_yes_stays_a_string_label():
     config = load_config(CHURN_YAML, ["data.positive_label=Yes"])
     assert config.data.positive_label == "Yes"
@@ -120,9 +117,6 @@ def test_unknown_key_in_yaml_file(tmp_path):
         load_config(path)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG (minor): tasks/config.py:221-227 _allowed_keys cannot walk list items, so an unknown key in "
-    "features.ratios[i] / features.buckets[i] gets no '(allowed: ...)' list"))
 def test_unknown_key_in_list_item_lists_allowed():
     message = _error(["features.ratios=[{name: r, numerator: a, denominater: b}]"])
     assert "features.ratios.0.denominater: unknown key" in message
@@ -168,9 +162,6 @@ def test_invalid_model_param_value_fails():
     assert "n_estimators" in message
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: tasks/training.py:45 reports an invalid value as 'model.params.<family>: ...' "
-    "instead of the key path 'model.params.<family>.<param>'"))
 def test_invalid_model_param_value_names_full_path():
     message = _error(["model.params.random_forest.n_estimators=-3"])
     assert "model.params.random_forest.n_estimators" in message

@@ -112,12 +112,9 @@ def test_empty_file_gives_empty_frame(tmp_path):
     assert frame.shape == (0, 0)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: tasks/data.py:66 maps .tsv to 'csv', but _read_csv (data.py:120/122) always splits on "
-    "commas, so a TSV is read as one column named 'a\\tb'"))
-def test_tsv_is_split_on_tabs(tmp_path):
-    frame = read_dataset(_write(tmp_path / "d.tsv", "a\tb\n1\t2\n"))
-    assert list(frame.columns) == ["a", "b"]
+def test_tsv_is_refused_rather_than_split_on_commas(tmp_path):
+    with pytest.raises(DatasetError, match="data.format"):
+        read_dataset(_write(tmp_path / "d.tsv", "a\tb\n1\t2\n"))
 
 
 # -- fingerprint -------------------------------------------------------------------------------

@@ -149,10 +149,6 @@ def test_preprocessor_without_scaling_keeps_values():
     assert out[:, 0].tolist() == [1.0, 3.0, 3.0, 10.0]  # median imputation
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: tasks/features.py:102 _as_text casts to a fixed-width numpy str dtype and then assigns "
-    "'__missing__', which is truncated to the widest value in the batch; a missing category is "
-    "encoded differently depending on the other rows it is transformed with"))
 def test_missing_category_encoding_does_not_depend_on_the_batch():
     preprocessor = build_preprocessor(FeatureSpec(("n",), ("contract",)), FeaturesConfig(scale_numeric=False))
     preprocessor.fit(pd.DataFrame({"n": [1.0, 2.0, 3.0, 4.0],

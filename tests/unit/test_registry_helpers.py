@@ -58,17 +58,11 @@ def test_plain_uris_unchanged(uri):
     assert redact_uri(uri) == uri
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: tasks/registry.py:62 returns as soon as user:password is removed, so secrets in the query "
-    "string of the same URI are never redacted (the regex on line 63 is skipped)"))
 def test_redact_userinfo_and_query_secret_together():
     redacted = redact_uri("postgresql://user:pass@host/db?sslpassword=hunter2")
     assert "hunter2" not in redacted
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: tasks/registry.py:58-62 rebuilds the netloc from parts.hostname, which drops the brackets "
-    "of an IPv6 host and yields an invalid URI"))
 def test_redact_ipv6_host_stays_valid():
     assert redact_uri("http://user:pw@[::1]:5000/x") == "http://***@[::1]:5000/x"
 

