@@ -139,3 +139,21 @@ def test_bad_dataset_fails_at_validate_with_nothing_registered(workspace, fast_c
     client = MlflowClient()
     assert client.search_registered_models() == []
     assert client.search_runs(experiment_ids=[e.experiment_id for e in client.search_experiments()]) == []
+
+
+def test_flow_parameters_are_the_typed_config_form():
+    """The Prefect UI renders `train`'s parameters from this schema: typed, with defaults."""
+    from prefect.utilities.callables import parameter_schema
+
+    schema = parameter_schema(train).model_dump()
+    assert set(schema["properties"]) == {"config", "refresh"}
+    definitions = schema["definitions"]
+    pipeline = definitions["PipelineConfig"]
+    assert pipeline["additionalProperties"] is False
+    assert {"data", "split", "features", "model", "evaluation", "promotion", "tracking", "cache"} <= set(
+        pipeline["properties"])
+    model = definitions["ModelConfig"]["properties"]
+    assert model["family"]["enum"] == ["logistic_regression", "random_forest", "hist_gradient_boosting"]
+    assert model["family"]["default"] == "hist_gradient_boosting"
+    assert definitions["PromotionConfig"]["properties"]["min_value"]["default"] == 0.75
+    assert definitions["DataConfig"]["properties"]["uri"]["default"] == "data/churn.csv"

@@ -1,0 +1,64 @@
+"""Cold vs cached `mlpipe train` on the bundled sample, as a user runs it (wall time of the
+whole command: interpreter start, temporary Prefect server, pipeline, exit).
+
+    .venv/bin/python benchmarks/cache.py [--repeats 3] [--rows N] [--config conf/churn.yaml]
+
+`--rows N` trains on N generated rows instead of the 5,000-row sample: fixed costs (Python,
+the temporary Prefect server) weigh less as the data grows.
+
+Each repeat uses a fresh project home (empty MLflow store and cache): one cold run, then one
+cached run of the same data and config. Prints the medians and cached/cold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def timed_run(config: Path, home: Path, data: Path) -> float:
+    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
+    env.update(MLPIPE_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    started = time.perf_counter()
+    subprocess.run([str(Path(sys.executable).with_name("mlpipe")), "train", "--config", str(config),
+                    "--data", str(data)],
+                   env=env, cwd=home, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=None)
+    parser.add_argument("--config", type=Path, default=ROOT / "conf" / "churn.yaml")
+    args = parser.parse_args()
+    cold, cached = [], []
+    with tempfile.TemporaryDirectory() as scratch:
+        data = ROOT / "data" / "churn.csv"
+        if args.rows:
+            sys.path.insert(0, str(ROOT / "data"))
+            from generate_churn import generate_churn
+
+            data = Path(scratch) / f"churn_{args.rows}.csv"
+            generate_churn(args.rows).to_csv(data, index=False)
+        print(f"data: {data.name}, {args.repeats} repeats")
+        for _ in range(args.repeats):
+            with tempfile.TemporaryDirectory() as home:
+                cold.append(timed_run(args.config.resolve(), Path(home), data))
+                cached.append(timed_run(args.config.resolve(), Path(home), data))
+    c, h = statistics.median(cold), statistics.median(cached)
+    print(f"cold   median {c:6.2f} s  runs {[round(x, 2) for x in cold]}")
+    print(f"cached median {h:6.2f} s  runs {[round(x, 2) for x in cached]}")
+    print(f"cached/cold = {h / c:.2f}  (cold/cached = {c / h:.1f}x)")
+
+
+if __name__ == "__main__":
+    main()
