@@ -16,6 +16,7 @@ import sys
 import time
 import traceback
 from pathlib import Path
+from collections.abc import Callable
 from typing import Annotated, Optional
 
 import typer
@@ -81,15 +82,17 @@ def _print_summary(summary, seconds: float, temporary_server: bool) -> None:
     console.print(f"time       {seconds:.1f} s")
 
 
-@app.command()
-def train(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML")] = Path("conf/churn.yaml"),
-    data: Annotated[Optional[str], typer.Option("--data", help="Dataset URI (overrides data.uri)")] = None,
-    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override a key: section.key=value")] = None,
-    refresh: Annotated[bool, typer.Option("--refresh", help="Recompute cached steps")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Full tracebacks on errors")] = False,
-) -> None:
-    """Run the `train` flow: load, validate, split, fit, evaluate, register, promote."""
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="Pipeline YAML")]
+DataOption = Annotated[Optional[str], typer.Option("--data", help="Dataset URI (overrides data.uri)")]
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="Override a key: section.key=value")]
+RefreshOption = Annotated[bool, typer.Option("--refresh", help="Recompute cached steps")]
+DebugOption = Annotated[bool, typer.Option("--debug", help="Full tracebacks on errors")]
+
+
+def _run_flow(flow_name: str, config: Path, overrides: list[str], data: str | None, refresh: bool, debug: bool,
+              show: Callable[[object, float, bool], None]) -> None:
+    """Load the config, run one flow on the configured (or a temporary) Prefect server, print
+    its result with `show`, or one error line and exit 1."""
     from deployments.local_server import prefect_api
 
     started = time.perf_counter()
@@ -97,23 +100,61 @@ def train(
         from tasks.config import ConfigError, load_config
 
         try:
-            pipeline_config = load_config(config, overrides or [], data)
+            pipeline_config = load_config(config, overrides, data)
         except ConfigError as error:
             _fail(str(error), debug, error)
 
-        from flows.training import train as train_flow
+        if flow_name == "tune":
+            from flows.tuning import tune as flow_fn
+        else:
+            from flows.training import train as flow_fn
 
         _console_tracebacks(debug)
         if temporary_server is not None:
             temporary_server.wait()
-        state = train_flow(config=pipeline_config, refresh=refresh, return_state=True)
+        state = flow_fn(config=pipeline_config, refresh=refresh, return_state=True)
         _quiet_shutdown_noise()
         if not state.is_completed():
             error = state.result(raise_on_failure=False)
             if isinstance(error, BaseException):
                 _fail(f"{type(error).__name__}: {error}", debug, error)
-            _fail(f"the train flow ended {state.type.value}: {state.message}", debug)
-        _print_summary(state.result(), time.perf_counter() - started, temporary_server is not None)
+            _fail(f"the {flow_name} flow ended {state.type.value}: {state.message}", debug)
+        show(state.result(), time.perf_counter() - started, temporary_server is not None)
+
+
+@app.command()
+def train(config: ConfigOption = Path("conf/churn.yaml"), data: DataOption = None, overrides: SetOption = None,
+          refresh: RefreshOption = False, debug: DebugOption = False) -> None:
+    """Run the `train` flow: load, validate, split, [tune], fit, evaluate, register, promote."""
+    _run_flow("train", config, overrides or [], data, refresh, debug, _print_summary)
+
+
+@app.command()
+def tune(
+    config: ConfigOption = Path("conf/churn.yaml"),
+    trials: Annotated[Optional[int], typer.Option("--trials", help="Finished trials in total (resumes included)")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="Parallel trial workers")] = None,
+    backend: Annotated[Optional[str], typer.Option("--backend", help="local or ray (RAY_ADDRESS for a cluster)")] = None,
+    timeout: Annotated[Optional[float], typer.Option("--timeout", help="Seconds before no new trial starts")] = None,
+    data: DataOption = None, overrides: SetOption = None, refresh: RefreshOption = False, debug: DebugOption = False,
+) -> None:
+    """Run the `tune` flow: an Optuna study of the model family's search space (resumable)."""
+    extra = [f"tuning.{key}={value}" for key, value in
+             (("trials", trials), ("workers", workers), ("backend", backend), ("timeout_s", timeout))
+             if value is not None]
+    _run_flow("tune", config, [*(overrides or []), *extra], data, refresh, debug, _print_tuning)
+
+
+def _print_tuning(result, seconds: float, temporary_server: bool) -> None:
+    table = Table(title=f"best parameters  (trial {result.best_trial})", show_header=False)
+    for key, value in result.best_params.items():
+        table.add_row(key, f"{value:.6g}" if isinstance(value, float) else str(value))
+    console.print(table)
+    console.print(f"best       cv {result.metric} {result.best_value:.4f}")
+    console.print(f"trials     {result.complete} complete, {result.pruned} pruned, {result.failed} failed")
+    console.print(f"study      {result.study_name}")
+    console.print(f"mlflow     run {result.parent_run_id} (one nested run per trial)")
+    console.print(f"time       {seconds:.1f} s")
 
 
 if __name__ == "__main__":

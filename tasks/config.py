@@ -143,13 +143,95 @@ class TrackingConfig(Section):
     model_name: str = "churn-classifier"
 
 
+class ParamSpace(Section):
+    """One hyperparameter's search range: int, float, log_float (log-uniform) or categorical."""
+
+    type: Literal["int", "float", "log_float", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    step: float | None = Field(None, gt=0, description="int/float only: grid step")
+    choices: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> "ParamSpace":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical space needs a non-empty `choices` list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"a {self.type} space needs `low` and `high`")
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.type == "log_float" and self.low <= 0:
+            raise ValueError(f"a log_float space needs low > 0 (got {self.low})")
+        return self
+
+
+Family = Literal["logistic_regression", "random_forest", "hist_gradient_boosting"]
+
+
+def _default_spaces() -> dict[str, dict[str, ParamSpace]]:
+    s = ParamSpace
+    return {
+        "hist_gradient_boosting": {
+            "learning_rate": s(type="log_float", low=0.01, high=0.3),
+            "max_leaf_nodes": s(type="int", low=7, high=63),
+            "max_iter": s(type="int", low=50, high=400, step=50),
+            "l2_regularization": s(type="log_float", low=1e-3, high=10.0),
+            "min_samples_leaf": s(type="int", low=5, high=100),
+        },
+        "random_forest": {
+            "n_estimators": s(type="int", low=100, high=500, step=100),
+            "max_depth": s(type="int", low=3, high=20),
+            "min_samples_leaf": s(type="int", low=1, high=20),
+            "max_features": s(type="categorical", choices=["sqrt", "log2", 0.5]),
+        },
+        "logistic_regression": {
+            "C": s(type="log_float", low=1e-3, high=100.0),
+        },
+    }
+
+
+class TuningConfig(Section):
+    """Optuna hyperparameter search over the selected model family's space."""
+
+    enabled: bool = Field(False, description="Tune before fitting in `train`")
+    trials: int = Field(30, ge=1, description="Finished trials (complete + pruned) in total, resumes included")
+    timeout_s: float | None = Field(None, gt=0, description="Stop starting new trials after this many seconds")
+    cv_folds: int = Field(3, ge=2, description="Stratified folds on the train split, reported for pruning")
+    metric: Literal["roc_auc", "pr_auc", "log_loss", "brier"] = "roc_auc"
+    pruner: Literal["median", "none"] = "median"
+    seed: int = 42
+    workers: int = Field(1, ge=1, description="Parallel trial processes (local) or Ray tasks")
+    backend: Literal["local", "ray"] = "local"
+    storage: str | None = Field(
+        None, description="Optuna storage URL; default sqlite:///<project>/data/.optuna/studies.db"
+    )
+    spaces: dict[Family, dict[str, ParamSpace]] = Field(default_factory=_default_spaces)
+
+    @model_validator(mode="after")
+    def _known_params(self) -> "TuningConfig":
+        for family, space in self.spaces.items():
+            unknown = set(space) - set(_estimator_params(family))
+            if unknown:
+                raise ValueError(f"tuning.spaces.{family}.{sorted(unknown)[0]} is not a parameter of that model "
+                                 f"(allowed: {', '.join(sorted(_estimator_params(family)))})")
+        return self
+
+
+def _estimator_params(family: str) -> list[str]:
+    from tasks.training import estimator_params
+
+    return estimator_params(family)
+
+
 class CacheConfig(Section):
     """Where cached task results are persisted."""
 
     enabled: bool = True
     storage: str = Field(
         "data/.cache",
-        description="Local folder, or a Prefect storage block slug such as remote-file-system/NAME",
+        description="Local folder, an s3:// prefix, or block:<type>/<name> for a saved Prefect storage block",
     )
 
 
@@ -164,10 +246,16 @@ class PipelineConfig(Section):
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
+    tuning: TuningConfig = Field(default_factory=TuningConfig)
+
+    def with_model(self, model: ModelConfig) -> "PipelineConfig":
+        """This config with another model section (e.g. the tuned parameters)."""
+        return self.model_copy(update={"model": model})
 
     def config_hash(self) -> str:
         """Hash of everything that determines the model (not where results are cached)."""
-        payload = self.model_dump(mode="json", exclude={"cache": True, "data": {"uri"}})
+        payload = self.model_dump(mode="json", exclude={"cache": True, "data": {"uri"},
+                                                        "tuning": {"workers", "backend", "storage", "timeout_s"}})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def flat_params(self) -> dict[str, str]:

@@ -159,7 +159,7 @@ def _pip_requirements() -> list[str]:
     return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "scikit-learn", "skops", "numpy", "pandas")]
 
 
-def _ensure_experiment(name: str) -> str:
+def ensure_experiment(name: str) -> str:
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
@@ -187,16 +187,18 @@ def log_and_register(
     extra_json: dict[str, Any],
     config_yaml: str,
     lineage: Lineage,
+    extra_tags: dict[str, str] | None = None,
 ) -> RegisteredVersion:
     """One MLflow run with params, metrics, plots and config; the model logged with skops
     (explicit trusted types), signature and input example; then registered with lineage tags."""
     import mlflow
     from mlflow.models import infer_signature
 
-    experiment_id = _ensure_experiment(experiment)
+    experiment_id = ensure_experiment(experiment)
     example = signature_frame(example)
     signature = infer_signature(example, model.predict(example))
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=lineage.tags()) as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
+                          tags={**lineage.tags(), **(extra_tags or {})}) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         with tempfile.TemporaryDirectory() as folder:
@@ -216,7 +218,7 @@ def log_and_register(
             pip_requirements=_pip_requirements(),
             code_paths=[str(PACKAGE_ROOT / "tasks")],
         )
-        version = mlflow.register_model(info.model_uri, model_name, tags=lineage.tags(),
+        version = mlflow.register_model(info.model_uri, model_name, tags={**lineage.tags(), **(extra_tags or {})},
                                         await_registration_for=300)
     return RegisteredVersion(model_name, str(version.version), run.info.run_id, reused=False)
 
@@ -282,7 +284,7 @@ def champion_score(name: str, version: str, holdout: pd.DataFrame, target: str, 
 @task(name="register", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
       retry_jitter_factor=0.5, retry_condition_fn=is_transient_tracking_error)
 def register_task(model, evaluation, holdout: pd.DataFrame, columns: list[str], config,
-                  fingerprint, validation_report) -> RegisteredVersion:
+                  fingerprint, validation_report, extra_tags: dict[str, str] | None = None) -> RegisteredVersion:
     """Log the run and register the model, unless an identical run already did."""
     logger = get_run_logger()
     lineage = Lineage(
@@ -317,6 +319,7 @@ def register_task(model, evaluation, holdout: pd.DataFrame, columns: list[str], 
                                    "warnings": validation_report.warnings}},
         config_yaml=yaml.safe_dump(safe_config.model_dump(mode="json"), sort_keys=False),
         lineage=lineage,
+        extra_tags=extra_tags or {},
     )
     logger.info("registered %s v%s (run %s)", version.name, version.version, version.run_id)
     return version

@@ -27,6 +27,11 @@ _FAMILIES: dict[str, tuple[type, dict[str, Any]]] = {
 }
 
 
+def estimator_params(family: str) -> list[str]:
+    """The parameters `family`'s estimator accepts."""
+    return sorted(_FAMILIES[family][0]().get_params())
+
+
 def check_model_params(family: str, params: dict[str, Any]) -> None:
     """Fail on parameters the estimator does not have or values it refuses, naming the key."""
     if family not in _FAMILIES:

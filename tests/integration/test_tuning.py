@@ -1,0 +1,201 @@
+"""Optuna tuning: a real SQLite study, real MLflow store, real worker processes and Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+HERE = Path(__file__).resolve().parent
+JOB = HERE / "tuning_job.py"
+
+
+@pytest.fixture(scope="module")
+def tiny_csv(tmp_path_factory, generate_churn) -> Path:
+    path = tmp_path_factory.mktemp("tuning") / "tiny.csv"
+    generate_churn(rows=700, seed=5).to_csv(path, index=False)
+    return path
+
+
+def job(csv, trials, workers=1, backend="local", *overrides, env=None, **popen):
+    args = [sys.executable, str(JOB), str(csv), str(trials), str(workers), backend]
+    for item in overrides:
+        args += ["--set", item]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, **(env or {})}, **popen)
+
+
+def finish(process, timeout=600) -> dict:
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err[-4000:]
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def study(workspace, name):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{workspace / 'data' / '.optuna' / 'studies.db'}")
+
+
+def states(s) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for trial in s.get_trials(deepcopy=False):
+        out[trial.state.name] = out.get(trial.state.name, 0) + 1
+    return out
+
+
+def child_runs(parent_run_id: str):
+    client = MlflowClient()
+    parent = client.get_run(parent_run_id)
+    return client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
+                              max_results=1000)
+
+
+def test_two_local_workers_finish_the_budget_without_duplicates(workspace, tiny_csv):
+    result = finish(job(tiny_csv, 8, 2))
+    s = study(workspace, result["study"])
+    counts = states(s)
+    assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 8
+    numbers = [t.number for t in s.get_trials(deepcopy=False)]
+    assert len(numbers) == len(set(numbers))
+    children = child_runs(result["parent_run_id"])
+    logged = [r.data.tags["optuna.trial"] for r in children]
+    assert len(logged) == len(set(logged))  # every trial logged once, by whichever worker ran it
+    assert sorted(map(int, logged)) == sorted(t.number for t in s.get_trials(deepcopy=False)
+                                              if t.state.name in ("COMPLETE", "PRUNED"))
+    parent = MlflowClient().get_run(result["parent_run_id"])
+    assert parent.data.metrics["best_cv_roc_auc"] == pytest.approx(result["best_value"])
+    assert {"plots/optimization_history.png", "plots/param_importances.png"} <= {
+        a.path for a in MlflowClient().list_artifacts(result["parent_run_id"], "plots")}
+    assert {k.removeprefix("best.") for k in parent.data.params if k.startswith("best.")} == set(result["best_params"])
+
+
+@pytest.mark.slow
+def test_killed_study_resumes_to_exactly_the_budget(workspace, tiny_csv):
+    process = job(tiny_csv, 10, 1, "local", start_new_session=True)
+    deadline = time.monotonic() + 300
+    name = None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith("progress 3/"):
+            break
+        assert process.poll() is None, process.stderr.read()[-3000:]
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+    storage = f"sqlite:///{workspace / 'data' / '.optuna' / 'studies.db'}"
+    (summary,) = optuna.get_all_study_summaries(storage)
+    name = summary.study_name
+    before = {t.number: t.params for t in study(workspace, name).get_trials(deepcopy=False)
+              if t.state.name in ("COMPLETE", "PRUNED")}
+    assert 3 <= len(before) < 10
+
+    result = finish(job(tiny_csv, 10, 1))
+
+    assert result["study"] == name
+    s = study(workspace, name)
+    finished = {t.number: t.params for t in s.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")}
+    assert len(finished) == 10
+    assert all(finished[n] == params for n, params in before.items())  # the first k were reused, not rerun
+    assert states(s).get("RUNNING", 0) == 0  # the killed trial was failed on resume
+    again = finish(job(tiny_csv, 10, 1))  # budget met: nothing more runs
+    assert len([t for t in study(workspace, name).get_trials(deepcopy=False)]) == len(s.get_trials(deepcopy=False))
+    assert again["best_value"] == result["best_value"]
+
+
+def test_median_pruner_prunes_an_always_bad_trial(workspace, tiny_csv):
+    sys.path.insert(0, str(HERE))
+    from tuning_job import prepare
+
+    from tasks.registry import ensure_experiment, tracking_uri
+    from tasks.tuning import StudyPlan, open_study
+
+    config, train, spec, preprocessor, fingerprint = prepare(str(tiny_csv), [])
+    plan = StudyPlan(study_name="pruning", storage=f"sqlite:///{workspace / 'p.db'}", budget=10, timeout_s=None,
+                     seed=1, pruner="median", metric="roc_auc", cv_folds=3, target="churn", spec=spec,
+                     preprocessor=preprocessor, model=config.model, space={}, tracking_uri=tracking_uri(),
+                     experiment_id=ensure_experiment("t"), parent_run_id="")
+    s = open_study(plan)
+    for _ in range(4):
+        good = s.ask()
+        for step in range(3):
+            good.report(0.9, step)
+        s.tell(good, 0.9)
+    bad = s.ask()
+    bad.report(0.3, 0)
+    assert bad.should_prune()
+    s.tell(bad, state=optuna.trial.TrialState.PRUNED)
+    assert states(s) == {"COMPLETE": 4, "PRUNED": 1}
+
+
+def test_bad_search_space_fails_at_config_load():
+    from tasks.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"tuning.spaces.hist_gradient_boosting.learning_rate.*low .* below high"):
+        load_config(HERE.parents[1] / "conf" / "churn.yaml",
+                    ["tuning.spaces.hist_gradient_boosting.learning_rate={type: float, low: 0.5, high: 0.1}"])
+    with pytest.raises(ConfigError, match=r"tuning.spaces.random_forest.*not a parameter"):
+        load_config(HERE.parents[1] / "conf" / "churn.yaml",
+                    ["tuning.spaces.random_forest.learning_rate={type: float, low: 0.1, high: 0.5}"])
+
+
+@pytest.mark.slow
+def test_ray_backend_on_local_ray(workspace, tiny_csv):
+    result = finish(job(tiny_csv, 6, 2, "ray", env={"RAY_ADDRESS": ""}))
+    s = study(workspace, result["study"])
+    assert sum(states(s).get(k, 0) for k in ("COMPLETE", "PRUNED")) == 6
+    assert len(child_runs(result["parent_run_id"])) == 6
+    assert set(result) >= {"best_params", "best_value", "complete", "pruned", "failed", "parent_run_id"}
+
+
+@pytest.fixture
+def ray_cluster():
+    import shutil
+    import tempfile
+
+    ray = str(Path(sys.executable).with_name("ray"))
+    scratch = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "RAY_TMPDIR": scratch}
+    started = subprocess.run([ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                              "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats",
+                              "--temp-dir", scratch], capture_output=True, text=True, env=env, timeout=180)
+    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_ray_backend_on_a_ray_cluster_via_ray_address(workspace, tiny_csv, ray_cluster):
+    result = finish(job(tiny_csv, 4, 2, "ray", env={"RAY_ADDRESS": ray_cluster}))
+    s = study(workspace, result["study"])
+    assert sum(states(s).get(k, 0) for k in ("COMPLETE", "PRUNED")) == 4
+    assert len(child_runs(result["parent_run_id"])) == 4
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_train_with_tuning_registers_the_best_params(workspace, fast_config):
+    from flows.training import train
+
+    summary = train(config=fast_config("tuning.enabled=true", "tuning.trials=4", "tuning.cv_folds=2"))
+
+    client = MlflowClient()
+    version = client.get_model_version("churn-classifier", summary.version)
+    name, best_trial = version.tags["tuning.study_name"], int(version.tags["tuning.best_trial"])
+    trial = study(workspace, name).trials[best_trial]
+    params = client.get_run(version.run_id).data.params
+    for key, value in trial.params.items():
+        assert params[f"model.params.hist_gradient_boosting.{key}"] == str(value)
+    assert len(child_runs(version.tags["tuning.parent_run_id"])) == 4

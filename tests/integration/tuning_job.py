@@ -1,0 +1,47 @@
+"""A tuning run outside Prefect, for tests that must kill or parallelise it:
+
+    python tests/integration/tuning_job.py CSV TRIALS WORKERS BACKEND [--set key=value ...]
+
+Uses MLPIPE_HOME / MLFLOW_TRACKING_URI from the environment; prints the result as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def prepare(csv: str, overrides: list[str]):
+    from tasks.config import load_config
+    from tasks.data import fingerprint_dataset, read_dataset, split_dataset
+    from tasks.features import build_preprocessor, feature_spec
+    from tasks.validation import validate_dataset
+
+    config = load_config(ROOT / "conf" / "churn.yaml", ["data.min_rows=50", "tuning.cv_folds=2", *overrides], csv)
+    validated = validate_dataset(read_dataset(csv), config.data)
+    train, _ = split_dataset(validated.frame, validated.target, seed=config.split.seed)
+    spec = feature_spec(validated.report.numeric_features, validated.report.categorical_features, config.features)
+    return config, train, spec, build_preprocessor(spec, config.features), str(fingerprint_dataset(csv))
+
+
+def main() -> None:
+    from tasks.tuning import run_study
+
+    csv, trials, workers, backend, *rest = sys.argv[1:]
+    overrides = [a for a in rest if a != "--set"]
+    config, train, spec, preprocessor, fingerprint = prepare(
+        csv, [f"tuning.trials={trials}", f"tuning.workers={workers}", f"tuning.backend={backend}", *overrides])
+    result = run_study(train, "churn", spec, preprocessor, config.model, config.tuning, config.tracking.experiment,
+                       fingerprint, progress=lambda done, total, best, eta: print(f"progress {done}/{total}", flush=True))
+    print(json.dumps({"study": result.study_name, "best_params": result.best_params, "best_value": result.best_value,
+                      "complete": result.complete, "pruned": result.pruned, "failed": result.failed,
+                      "parent_run_id": result.parent_run_id, "seconds": result.seconds,
+                      "objective_seconds": result.objective_seconds}))
+
+
+if __name__ == "__main__":
+    main()
