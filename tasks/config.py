@@ -204,6 +204,8 @@ class TuningConfig(Section):
     seed: int = 42
     workers: int = Field(1, ge=1, description="Parallel trial processes (local) or Ray tasks")
     backend: Literal["local", "ray"] = "local"
+    threads_per_worker: int | None = Field(
+        None, ge=1, description="BLAS/OpenMP threads per worker; default: cores // workers")
     storage: str | None = Field(
         None, description="Optuna storage URL; default sqlite:///<project>/data/.optuna/studies.db"
     )
@@ -255,7 +257,8 @@ class PipelineConfig(Section):
     def config_hash(self) -> str:
         """Hash of everything that determines the model (not where results are cached)."""
         payload = self.model_dump(mode="json", exclude={"cache": True, "data": {"uri"},
-                                                        "tuning": {"workers", "backend", "storage", "timeout_s"}})
+                                                        "tuning": {"workers", "backend", "storage", "timeout_s",
+                                                                   "threads_per_worker"}})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def flat_params(self) -> dict[str, str]:

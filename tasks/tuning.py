@@ -147,9 +147,28 @@ def cv_objective(trial, plan: StudyPlan, train: pd.DataFrame, log_trial: Callabl
             log_trial(trial.number, params, scores, state, value, time.perf_counter() - started)
 
 
-def mlflow_trial_logger(plan: StudyPlan) -> Callable:
+class TrialLogger:
     """One nested MLflow run per trial, under the study's parent run, from whichever process
-    or Ray worker ran it."""
+    or Ray worker ran it. Logging happens on a background thread, overlapping the next
+    trial's fitting; `close()` waits for it and re-raises a logging error."""
+
+    def __init__(self, plan: StudyPlan):
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._log = _mlflow_trial_logger(plan)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-trial-log")
+        self._pending: list = []
+
+    def __call__(self, *args) -> None:
+        self._pending.append(self._executor.submit(self._log, *args))
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)
+        for future in self._pending:
+            future.result()
+
+
+def _mlflow_trial_logger(plan: StudyPlan) -> Callable:
     from mlflow import MlflowClient
     from mlflow.entities import Metric, Param, RunTag
 
@@ -183,7 +202,7 @@ def run_worker(plan: StudyPlan, train: pd.DataFrame, worker: int = 0,
     from threadpoolctl import threadpool_limits
 
     study = open_study(plan, worker)
-    log_trial = mlflow_trial_logger(plan)
+    log_trial = TrialLogger(plan)
     deadline = time.monotonic() + plan.timeout_s if plan.timeout_s else math.inf
     ran = failures_in_a_row = 0
     with threadpool_limits(limits=plan.threads_per_worker):
@@ -212,6 +231,7 @@ def run_worker(plan: StudyPlan, train: pd.DataFrame, worker: int = 0,
             ran += 1
             if on_trial is not None:
                 on_trial()
+    log_trial.close()
     return ran
 
 
@@ -239,23 +259,24 @@ def _worker_process(plan: StudyPlan, train_path: str, worker: int) -> None:
 
 
 def run_local_workers(plan: StudyPlan, train: pd.DataFrame, workers: int, poll: Callable[[], None]) -> None:
-    """`workers` processes (spawned, so no state is shared by accident) on one storage."""
+    """Worker 0 in this process (already warm), workers 1..N-1 spawned (a fresh interpreter
+    each, so no state is shared by accident), all on one study storage."""
     import multiprocessing
 
-    if workers == 1:
-        run_worker(plan, train, 0, on_trial=poll)
-        return
     context = multiprocessing.get_context("spawn")
     with tempfile.TemporaryDirectory() as folder:
         train_path = str(Path(folder) / "train.pkl")
         train.to_pickle(train_path)
         processes = [context.Process(target=_worker_process, args=(plan, train_path, i), daemon=True)
-                     for i in range(workers)]
+                     for i in range(1, workers)]
         for process in processes:
             process.start()
-        while any(p.is_alive() for p in processes):
-            poll()
-            time.sleep(1.0)
+        try:
+            run_worker(plan, train, 0, on_trial=poll)
+        finally:
+            while any(p.is_alive() for p in processes):
+                poll()
+                time.sleep(0.5)
         failed = [p.exitcode for p in processes if p.exitcode]
         if failed:
             raise RuntimeError(f"{len(failed)} tuning worker(s) exited with codes {failed}")
@@ -360,7 +381,7 @@ def run_study(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor,
                      timeout_s=tuning.timeout_s, seed=tuning.seed, pruner=tuning.pruner, metric=tuning.metric,
                      cv_folds=tuning.cv_folds, target=target, spec=spec, preprocessor=preprocessor, model=model,
                      space=space, tracking_uri=tracking_uri(), experiment_id=experiment_id, parent_run_id=parent,
-                     threads_per_worker=max(1, cores // workers))
+                     threads_per_worker=tuning.threads_per_worker or max(1, cores // workers))
     study = open_study(plan)
     fail_interrupted_trials(study)
     started = time.perf_counter()

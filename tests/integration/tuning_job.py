@@ -17,15 +17,11 @@ sys.path.insert(0, str(ROOT))
 
 def prepare(csv: str, overrides: list[str]):
     from tasks.config import load_config
-    from tasks.data import fingerprint_dataset, read_dataset, split_dataset
-    from tasks.features import build_preprocessor, feature_spec
-    from tasks.validation import validate_dataset
+    from tasks.training import prepare_data
 
     config = load_config(ROOT / "conf" / "churn.yaml", ["data.min_rows=50", "tuning.cv_folds=2", *overrides], csv)
-    validated = validate_dataset(read_dataset(csv), config.data)
-    train, _ = split_dataset(validated.frame, validated.target, seed=config.split.seed)
-    spec = feature_spec(validated.report.numeric_features, validated.report.categorical_features, config.features)
-    return config, train, spec, build_preprocessor(spec, config.features), str(fingerprint_dataset(csv))
+    train, _, spec, preprocessor, fingerprint = prepare_data(config)
+    return config, train, spec, preprocessor, fingerprint
 
 
 def main() -> None:
