@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install run test test-fast data clean
+.PHONY: install run test test-fast data clean server mlflow-server deploy worker
 
 install: $(STAMP)
 
@@ -28,6 +28,21 @@ test-fast: install
 
 data: install
 	@$(BIN)/python data/generate_churn.py
+
+# Day 2: a local Prefect server with the UI, an MLflow server, the deployments and a worker.
+server: install
+	@$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+
+mlflow-server: install
+	@mkdir -p .mlpipe
+	@$(BIN)/mlflow server --backend-store-uri sqlite:///.mlpipe/mlflow.db \
+	  --artifacts-destination .mlpipe/mlartifacts --host 127.0.0.1 --port 5000 --workers 1
+
+deploy: install
+	@$(BIN)/mlpipe deploy
+
+worker: install
+	@$(BIN)/prefect worker start --pool mlpipe-process
 
 clean:
 	rm -rf .mlpipe data/.cache .pytest_cache

@@ -145,6 +145,28 @@ def tune(
     _run_flow("tune", config, [*(overrides or []), *extra], data, refresh, debug, _print_tuning)
 
 
+@app.command()
+def deploy(pool: Annotated[str, typer.Option("--pool", help="Process work pool to create/use")] = "mlpipe-process") -> None:
+    """Create the process work pool if missing, then `prefect deploy --all` from prefect.yaml."""
+    import subprocess
+
+    if not os.environ.get("PREFECT_API_URL"):
+        _fail("PREFECT_API_URL is not set: start a server (`make server`) and export "
+              "PREFECT_API_URL=http://127.0.0.1:4200/api", debug=False)
+    root = Path(__file__).resolve().parent.parent
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    if subprocess.run([prefect, "work-pool", "inspect", pool], capture_output=True).returncode != 0:
+        created = subprocess.run([prefect, "work-pool", "create", pool, "--type", "process"],
+                                 capture_output=True, text=True)
+        if created.returncode != 0:
+            _fail(f"could not create work pool {pool}: {created.stderr.strip()[-500:]}", debug=False)
+        console.print(f"created work pool {pool}")
+    result = subprocess.run([prefect, "--no-prompt", "deploy", "--all"], cwd=root)
+    if result.returncode != 0:
+        _fail("prefect deploy --all failed (see above)", debug=False)
+    console.print(f"deployed prefect.yaml; start a worker with `make worker` (pool {pool})")
+
+
 def _print_tuning(result, seconds: float, temporary_server: bool) -> None:
     table = Table(title=f"best parameters  (trial {result.best_trial})", show_header=False)
     for key, value in result.best_params.items():

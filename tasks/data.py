@@ -199,3 +199,60 @@ def split_task(validated, config) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Seeded, stratified (or time-ordered) train/holdout split of the validated data."""
     return split_dataset(validated.frame, validated.target, config.holdout_fraction, config.seed,
                          config.stratify, config.time_column)
+
+
+# -- watching a prefix for new data -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ArrivedObject:
+    """A dataset object found under a watched prefix."""
+
+    uri: str
+    fingerprint: str
+    size: int
+    rows: int
+
+
+def list_datasets(prefix: str, patterns: tuple[str, ...] = ("*.csv", "*.parquet")) -> dict[str, tuple[str, int]]:
+    """Dataset objects directly under `prefix`: URI -> (fingerprint, size). S3 objects are
+    identified by ETag (no download); local files by a content hash."""
+    import fnmatch
+
+    fs, path = _filesystem(prefix)
+    fs.invalidate_cache()  # a sensor must see objects written since its last look
+    try:
+        entries = fs.ls(path, detail=True)
+    except FileNotFoundError:
+        return {}
+    protocol = prefix.split("://", 1)[0] + "://" if "://" in prefix else ""
+    found: dict[str, tuple[str, int]] = {}
+    for entry in entries:
+        name = entry["name"]
+        if entry.get("type") != "file" or not any(fnmatch.fnmatch(name.rsplit("/", 1)[-1], p) for p in patterns):
+            continue
+        uri = protocol + name if protocol and not name.startswith(protocol) else name
+        found[uri] = (fingerprint_dataset(uri).value, int(entry.get("size") or 0))
+    return found
+
+
+def count_rows(uri: str) -> int:
+    """Data rows in a CSV (lines after the header) or a Parquet file (from its metadata)."""
+    fs, path = _filesystem(uri)
+    if dataset_format(uri) == "parquet":
+        import pyarrow.parquet as pq
+
+        with fs.open(path, "rb") as handle:
+            return pq.ParquetFile(handle).metadata.num_rows
+    lines = 0
+    with fs.open(path, "rb", compression="infer") as handle:
+        last = b"\n"
+        while chunk := handle.read(_CHUNK):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    lines += last != b"\n"  # a last line without a newline
+    return max(lines - 1, 0)
+
+
+def new_objects(listed: dict[str, tuple[str, int]], seen: dict[str, str]) -> list[tuple[str, str, int]]:
+    """Objects not seen before, or seen with another fingerprint (rewritten in place)."""
+    return [(uri, fp, size) for uri, (fp, size) in sorted(listed.items()) if seen.get(uri) != fp]

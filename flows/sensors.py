@@ -1,0 +1,18 @@
+"""The `new-data-sensor` flow: find new dataset objects under a prefix and announce them."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from tasks.events import emit_arrivals, find_new_objects, remember_objects
+
+
+@flow(name="new-data-sensor", log_prints=True)
+def new_data_sensor(prefix: str = "data/incoming/", patterns: list[str] = ["*.csv", "*.parquet"]) -> list[str]:  # noqa: B006
+    """List `prefix` (a local folder or s3:// prefix) and emit one `mlpipe.dataset.arrived`
+    event per object not seen before (by URI + ETag or content hash). What was seen is kept
+    in a Prefect Variable on the server, so the same object emits once across runs."""
+    arrived = find_new_objects(prefix, patterns)
+    emit_arrivals(prefix, arrived)
+    remember_objects(prefix, arrived)
+    return [item.uri for item in arrived]
