@@ -211,8 +211,8 @@ def run_worker(plan: StudyPlan, train: pd.DataFrame, worker: int = 0,
                 break
             trial = study.ask()
             if _claimed(study, trial.number) >= plan.budget:  # another worker claimed the last slot
+                trial.set_user_attr("skipped", "budget reached")  # attributes first: a finished trial is frozen
                 study.tell(trial, state=TrialState.FAIL)
-                study._storage.set_trial_user_attr(trial._trial_id, "skipped", "budget reached")
                 break
             try:
                 value = cv_objective(trial, plan, train, log_trial)
@@ -220,8 +220,8 @@ def run_worker(plan: StudyPlan, train: pd.DataFrame, worker: int = 0,
                 study.tell(trial, state=TrialState.PRUNED)
                 failures_in_a_row = 0
             except Exception as error:  # one bad parameter combination must not end the study
+                trial.set_user_attr("error", f"{type(error).__name__}: {error}")
                 study.tell(trial, state=TrialState.FAIL)
-                study._storage.set_trial_user_attr(trial._trial_id, "error", f"{type(error).__name__}: {error}")
                 failures_in_a_row += 1
                 if failures_in_a_row >= 3:
                     raise RuntimeError(f"3 trials in a row failed; last: {type(error).__name__}: {error}") from error
