@@ -323,3 +323,84 @@ def register_task(model, evaluation, holdout: pd.DataFrame, columns: list[str], 
     )
     logger.info("registered %s v%s (run %s)", version.name, version.version, version.run_id)
     return version
+
+
+# -- monitoring: the champion's run, and runs that log no model ---------------------------------
+
+def version_run_id(name: str, version: str) -> str:
+    """The MLflow run that logged model version `name` v`version`."""
+    run_id = client().get_model_version(name, version).run_id
+    if not run_id:
+        raise ValueError(f"{name} v{version} has no MLflow run: it was not registered by this pipeline")
+    return run_id
+
+
+def run_artifact_text(run_id: str, path: str) -> str:
+    """A text artifact of a run (e.g. its `config.yaml`), downloaded to a temporary folder."""
+    with tempfile.TemporaryDirectory() as folder:
+        local = client().download_artifacts(run_id, path, folder)
+        return Path(local).read_text()
+
+
+def log_run(*, experiment: str, run_name: str, params: dict[str, str], metrics: dict[str, float],
+            json_artifacts: dict[str, Any], tags: dict[str, str] | None = None) -> str:
+    """One MLflow run with params, metrics, tags and `<name>.json` artifacts; returns its id."""
+    import mlflow
+
+    experiment_id = ensure_experiment(experiment)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags or {}) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        for name, payload in json_artifacts.items():
+            mlflow.log_dict(payload, f"{name}.json")
+    return run.info.run_id
+
+
+# -- Batch scoring: which version to load and what rows it accepts -----------------------------
+
+class ModelLookupError(LookupError):
+    """The registered model, version or alias asked for does not exist (never retried)."""
+
+
+_NOT_FOUND_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def resolve_model_version(name: str, ref: str) -> str:
+    """The version number `ref` names: a version number ("3") or an alias ("champion").
+
+    Unlike `alias_version`, only "not found" becomes a `ModelLookupError`; any other tracking
+    error propagates, so an unreachable server is retried instead of reported as a missing alias.
+    """
+    from mlflow.exceptions import MlflowException
+
+    ref = ref.strip()
+    by_number = ref.isdigit()
+    try:
+        if by_number:
+            return str(client().get_model_version(name, str(int(ref))).version)
+        return str(client().get_model_version_by_alias(name, ref).version)
+    except MlflowException as error:
+        if str(error.error_code) not in _NOT_FOUND_CODES:
+            raise
+        if "Registered Model with name" in str(error):
+            raise ModelLookupError(f"model {name!r} is not registered: train it first") from None
+        what = f"version {int(ref)}" if by_number else f"alias {ref!r}"
+        raise ModelLookupError(f"model {name!r} has no {what}; pass an existing version number or "
+                               "alias (champion, challenger)") from None
+
+
+def model_input_schema(name: str, version: str) -> list[tuple[str, str]]:
+    """(column, MLflow type name) for each input column in the version's signature, in order:
+    e.g. ("tenure", "double"), ("contract", "string")."""
+    import mlflow
+    from mlflow.models import get_model_info
+    from mlflow.types import DataType
+
+    mlflow.set_tracking_uri(tracking_uri())
+    signature = get_model_info(f"models:/{name}/{version}").signature
+    inputs = signature.inputs if signature is not None else None
+    if inputs is None or inputs.is_tensor_spec() or not inputs.has_input_names():
+        raise ValueError(f"{name} v{version} has no column signature: it cannot be scored row by row "
+                         "(register it with a signature from a DataFrame)")
+    return [(spec.name, spec.type.name if isinstance(spec.type, DataType) else str(spec.type))
+            for spec in inputs.inputs]

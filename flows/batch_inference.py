@@ -1,0 +1,35 @@
+"""The `score` flow: a registered model over a dataset, predictions out as Parquet."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from prefect import flow
+from pydantic import Field
+
+from tasks.scoring import ScoringSummary, load_model_task, resolve_model_task, score_report_task, score_task
+
+
+@flow(name="score", log_prints=True, validate_parameters=True)
+def score(
+    data_uri: str,
+    output_uri: str,
+    model_name: str = "churn-classifier",
+    model_ref: str = "champion",
+    id_column: str = "customer_id",
+    chunk_rows: Annotated[int, Field(gt=0)] = 50_000,
+    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5,
+) -> ScoringSummary:
+    """Score a dataset (CSV or Parquet, local or s3://) with a registered model; write Parquet.
+
+    resolve `model_ref` (an alias such as champion, or a version number) -> load the model ->
+    read `chunk_rows` rows at a time, conform them to the model's signature, score -> write
+    `output_uri` atomically -> summary artifact. Output columns: the id column (`row_number`
+    when the input has none), probability, label (probability >= threshold), model_name,
+    model_version, scored_at. Rows whose numeric values cannot be parsed are rejected and
+    listed by row number; a column the model reads that is missing fails the run.
+    """
+    model = resolve_model_task(model_name, model_ref)
+    pipeline = load_model_task(model)
+    summary = score_task(pipeline, model, data_uri, output_uri, id_column, chunk_rows, threshold)
+    return score_report_task(summary)

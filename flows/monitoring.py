@@ -1,0 +1,31 @@
+"""The `drift-monitor` flow: has new data drifted from what the champion was trained on?"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from tasks.monitoring import (DriftReport, DriftThresholds, champion_task, compare_task, current_task,
+                              emit_drift_task, log_drift_task, publish_drift_task, reference_task)
+
+
+@flow(name="drift-monitor", log_prints=True, validate_parameters=True)
+def drift_monitor(data_uri: str, model_name: str = "churn-classifier", model_ref: str = "champion",
+                  thresholds: DriftThresholds = DriftThresholds(),
+                  experiment: str = "churn-monitoring") -> DriftReport:
+    """Compare a new dataset with the training data of a registered model (the champion by
+    default) and emit `mlpipe.drift.detected` when it has drifted, which triggers retraining.
+
+    Per feature the model reads: PSI (numeric and categorical), the share of unseen categories
+    and the change in missing rate; for the model: the PSI of its predicted probabilities. The
+    report is a markdown and a table artifact and an MLflow run in `experiment`. `model_ref` is
+    an alias or a version number.
+    """
+    champion = champion_task(model_name, model_ref)
+    reference = reference_task(champion)
+    current = current_task(data_uri, champion.config.data, reference)
+    report = compare_task(reference, current, champion, data_uri, thresholds)
+    report = log_drift_task(report, experiment)
+    publish_drift_task(report)
+    if report.drifted:
+        emit_drift_task(report)
+    return report

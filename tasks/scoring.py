@@ -1,0 +1,503 @@
+"""Batch scoring: a registered model over a dataset of any size, predictions out as Parquet.
+
+The input is read in chunks (CSV rows or Parquet batches), so memory stays flat whatever its
+size. Each chunk is conformed to the model's signature: numeric columns are parsed (numbers
+stored as text, blanks made missing), text columns made text. A value that cannot be parsed
+rejects its row, reported by its 0-based data-row number in the input; every other row is
+scored. Predictions are written to a temporary sibling of the output and moved into place
+only when complete, so readers see the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from tasks import registry
+from tasks.data import IO_RETRIES, DatasetError, dataset_format, storage_options
+from tasks.validation import DataValidationError, coerce_numeric_text
+
+NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})
+OUTPUT_COLUMNS = ("probability", "label", "model_name", "model_version", "scored_at")
+ROW_NUMBER_COLUMN = "row_number"
+REJECTED_SAMPLE = 100
+_VALUE_CHARS = 80
+
+
+@dataclass(frozen=True)
+class InputColumn:
+    """One column of the model's input signature: its name and MLflow type ("double", "string")."""
+
+    name: str
+    type: str
+
+
+@dataclass(frozen=True)
+class ScoringModel:
+    """The registered version a run scores with, and the columns it reads."""
+
+    name: str
+    version: str
+    ref: str  # what the caller asked for: an alias or a version number
+    inputs: tuple[InputColumn, ...]
+
+    @property
+    def columns(self) -> list[str]:
+        return [column.name for column in self.inputs]
+
+
+@dataclass(frozen=True)
+class RejectedRow:
+    """One value that kept its row from being scored."""
+
+    row: int  # 0-based data row of the input (the header is not a row)
+    column: str
+    value: str
+    problem: str
+
+
+@dataclass
+class ConformedChunk:
+    """A chunk ready for the model: the accepted rows' features, which rows those are, and
+    why the others were rejected."""
+
+    features: pd.DataFrame
+    accepted: np.ndarray  # bool per input row of the chunk
+    rejected: list[RejectedRow]
+
+
+@dataclass
+class ScoringSummary:
+    """What one `score` run read, scored, rejected and wrote; the flow returns it."""
+
+    rows_in: int
+    rows_scored: int
+    rows_rejected: int
+    rejected: list[RejectedRow]  # the first REJECTED_SAMPLE problems, in input order
+    output_uri: str
+    model_name: str
+    model_version: str
+    scored_at: datetime
+    data_uri: str = ""
+    model_ref: str = ""
+    id_column: str = ""  # the id column written: the requested one, or `row_number` when absent
+    threshold: float = 0.5
+    rows_positive: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+# -- Conforming rows to the signature ---------------------------------------------------------
+
+def require_columns(columns: Iterable[str], inputs: Sequence[InputColumn]) -> None:
+    """Fail, naming every one, when a column the model reads is missing from the input.
+
+    All signature columns count, even those MLflow marks optional (it does so when the input
+    example happened to hold a gap): the pipeline selects each by name and cannot run without it.
+    """
+    present = set(columns)
+    missing = [column.name for column in inputs if column.name not in present]
+    if missing:
+        raise DataValidationError(
+            f"the input lacks column(s) {missing} that the model reads; add them (values may be blank)",
+            missing[0])
+
+
+def _numeric_values(series: pd.Series) -> tuple[pd.Series, np.ndarray]:
+    """The column as float64 and a mask of values that are present but not a number."""
+    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
+        return series.astype("float64"), np.zeros(len(series), dtype=bool)
+    coerced = coerce_numeric_text(series)
+    if coerced is not None:  # the common case: every value parses, blanks become missing
+        return coerced[0], np.zeros(len(series), dtype=bool)
+    text = series.astype("string").str.strip()
+    blank = (text.isna() | (text == "")).to_numpy()
+    parsed = pd.to_numeric(text.where(~blank), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return pd.Series(parsed, index=series.index), np.isnan(parsed) & ~blank
+
+
+def _holds_booleans(series: pd.Series) -> bool:
+    """True/False values (with gaps, pandas reads them as object): a categorical the signature
+    calls double, because `registry.signature_frame` casts bools to float for MLflow."""
+    if pd.api.types.is_bool_dtype(series):
+        return True
+    if not pd.api.types.is_object_dtype(series):
+        return False
+    present = series.dropna()
+    return not present.empty and all(isinstance(value, (bool, np.bool_)) for value in present)
+
+
+def _text_values(series: pd.Series) -> pd.Series:
+    """Text as the pipeline saw it at training (see `registry.signature_frame`): object, None for missing."""
+    if not (pd.api.types.is_string_dtype(series) or pd.api.types.is_object_dtype(series)):
+        series = series.astype("string")
+    return series.astype(object).where(series.notna(), None)
+
+
+def _shown(value) -> str:
+    text = str(value)
+    return text if len(text) <= _VALUE_CHARS else text[:_VALUE_CHARS - 3] + "..."
+
+
+def conform_chunk(chunk: pd.DataFrame, inputs: Sequence[InputColumn], first_row: int = 0) -> ConformedChunk:
+    """Shape one chunk into the model's input: signature columns in order, numeric ones parsed
+    to float, text ones as text. Rows holding a value that is not a number in a numeric column
+    (or an infinite one, which the imputers refuse) are rejected; `first_row` is the chunk's
+    position in the input, so rejected rows carry their row number in the whole file.
+    Booleans, and columns of other signature types, pass unchanged: the pipeline was fit on
+    them as they were (it encodes booleans as categories though the signature says double)."""
+    require_columns(chunk.columns, inputs)
+    rejected_mask = np.zeros(len(chunk), dtype=bool)
+    problems: list[tuple[int, int, RejectedRow]] = []  # (row, column order, problem) for sorting
+    features: dict[str, pd.Series] = {}
+    for order, column in enumerate(inputs):
+        series = chunk[column.name]
+        if column.type in NUMERIC_TYPES and not _holds_booleans(series):
+            values, not_number = _numeric_values(series)
+            infinite = np.isinf(values.to_numpy())
+            for position in np.flatnonzero(not_number | infinite):
+                problem = "not a number" if not_number[position] else "not a finite number"
+                row = first_row + int(position)
+                problems.append((row, order, RejectedRow(row, column.name, _shown(series.iloc[position]), problem)))
+            rejected_mask |= not_number | infinite
+            features[column.name] = values
+        elif column.type == "string":
+            features[column.name] = _text_values(series)
+        else:
+            features[column.name] = series
+    frame = pd.DataFrame(features, index=chunk.index)
+    accepted = ~rejected_mask
+    return ConformedChunk(features=frame[accepted], accepted=accepted,
+                          rejected=[problem for *_, problem in sorted(problems, key=lambda p: p[:2])])
+
+
+# -- Reading in chunks ------------------------------------------------------------------------
+
+@dataclass
+class InputChunks:
+    """An open dataset: all its column names (known before the first chunk), the Arrow types
+    known up front (Parquet's schema; text columns of a CSV), and the chunks themselves."""
+
+    columns: list[str]
+    types: dict[str, pa.DataType]
+    chunks: Iterator[pd.DataFrame]
+
+
+@contextmanager
+def open_chunks(uri: str, chunk_rows: int, read_columns: Sequence[str] | None = None,
+                text_columns: Sequence[str] = (), fmt: str = "auto") -> Iterator[InputChunks]:
+    """Open a CSV or Parquet dataset at any fsspec URI for reading `chunk_rows` rows at a time.
+
+    Only `read_columns` (those present) are read. CSV `text_columns` are read as text, so a
+    code like "007" keeps its zeros and a text column never turns numeric in one chunk.
+    """
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
+    fmt = dataset_format(uri, fmt)
+    fs, path = fsspec.core.url_to_fs(uri, **storage_options(uri))
+    try:
+        handle = fs.open(path, "rb", compression="infer")
+    except FileNotFoundError:
+        raise DatasetError(f"dataset {uri} does not exist") from None
+    with handle:
+        if fmt == "parquet":
+            yield _parquet_chunks(uri, handle, chunk_rows, read_columns)
+        else:
+            yield _csv_chunks(uri, handle, chunk_rows, read_columns, text_columns)
+
+
+def _parquet_chunks(uri: str, handle, chunk_rows: int, read_columns: Sequence[str] | None) -> InputChunks:
+    try:
+        parquet = pq.ParquetFile(handle)
+    except Exception as error:  # pyarrow raises several types for corrupt files
+        raise DatasetError(f"{uri} is not a readable Parquet file: {error}") from None
+    schema = parquet.schema_arrow
+    wanted = None if read_columns is None else [c for c in schema.names if c in set(read_columns)]
+    batches = parquet.iter_batches(batch_size=chunk_rows, columns=wanted)
+    return InputChunks(columns=list(schema.names), types={f.name: f.type for f in schema},
+                       chunks=(batch.to_pandas() for batch in batches))
+
+
+def _csv_chunks(uri: str, handle, chunk_rows: int, read_columns: Sequence[str] | None,
+                text_columns: Sequence[str]) -> InputChunks:
+    text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
+    try:
+        first_line = text.readline()
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"{uri} is not UTF-8 (byte {error.start}); re-export it as UTF-8") from None
+    if not first_line.strip():
+        raise DatasetError(f"{uri} is empty: expected a header row naming the columns")
+    # The header is parsed here, not by pandas, which would silently rename duplicates to `x.1`.
+    header = [name.strip() for name in next(csv.reader([first_line]))]
+    duplicated = sorted({name for name in header if header.count(name) > 1})
+    if duplicated:
+        raise DatasetError(f"{uri} has duplicate column names {duplicated}: rename them so each is unique")
+    wanted = header if read_columns is None else [c for c in header if c in set(read_columns)]
+    as_text = [c for c in text_columns if c in wanted]
+    reader = pd.read_csv(text, header=None, names=header, usecols=wanted, dtype={c: "str" for c in as_text},
+                         chunksize=chunk_rows, index_col=False, skip_blank_lines=True)
+    return InputChunks(columns=header, types={c: pa.string() for c in as_text},
+                       chunks=_checked_csv(uri, reader))
+
+
+def _checked_csv(uri: str, reader) -> Iterator[pd.DataFrame]:
+    try:
+        yield from reader
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"{uri} is not UTF-8 (byte {error.start}); re-export it as UTF-8") from None
+    except pd.errors.ParserError as error:
+        raise DatasetError(f"{uri} is not a well-formed CSV file: {error}") from None
+
+
+# -- Writing atomically -----------------------------------------------------------------------
+
+def output_schema(id_column: str, id_type: pa.DataType) -> pa.Schema:
+    """The predictions file's columns: the id, then the model's outputs and provenance."""
+    return pa.schema([
+        pa.field(id_column, id_type),
+        pa.field("probability", pa.float64()),
+        pa.field("label", pa.int64()),
+        pa.field("model_name", pa.string()),
+        pa.field("model_version", pa.string()),
+        pa.field("scored_at", pa.timestamp("us", tz="UTC")),
+    ])
+
+
+def predictions_table(ids, probability: np.ndarray, threshold: float, model_name: str, model_version: str,
+                      scored_at: datetime, schema: pa.Schema) -> pa.Table:
+    """One chunk of predictions; `label` is 1 where `probability >= threshold`."""
+    rows = len(probability)
+    return pa.table([
+        pa.array(ids, type=schema.field(0).type, from_pandas=True),
+        pa.array(probability, type=pa.float64()),
+        pa.array((probability >= threshold).astype("int64"), type=pa.int64()),
+        pa.array([model_name] * rows, type=pa.string()),
+        pa.array([model_version] * rows, type=pa.string()),
+        pa.array([scored_at] * rows, type=pa.timestamp("us", tz="UTC")),
+    ], schema=schema)
+
+
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
+    return "file" in protocols or "local" in protocols
+
+
+def write_parquet_atomically(tables: Iterable[pa.Table], output_uri: str, schema: pa.Schema) -> int:
+    """Write `tables` as one Parquet file at `output_uri` (a path or any fsspec URI); returns
+    the rows written.
+
+    The file is written to a temporary sibling (`<output>.tmp-<uuid>`) and moved into place
+    once complete: a rename locally, a server-side copy on S3, so a reader never sees a partial
+    file. If anything fails (including the iterator producing `tables`), the temporary object is
+    removed and an existing output is left as it was.
+    """
+    fs, path = fsspec.core.url_to_fs(output_uri, **storage_options(output_uri))
+    if fs.isdir(path):
+        raise ValueError(f"output {output_uri} is a folder; point output_uri at a file, e.g. .../predictions.parquet")
+    if _is_local(fs):
+        fs.makedirs(fs._parent(path), exist_ok=True)  # never on S3: that could create a bucket
+    temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+    rows = 0
+    try:
+        with fs.open(temporary, "wb") as handle, pq.ParquetWriter(handle, schema) as writer:
+            for table in tables:
+                writer.write_table(table)
+                rows += table.num_rows
+        fs.mv(temporary, path)
+    except BaseException:
+        try:
+            if fs.exists(temporary):
+                fs.rm(temporary)
+        except Exception:  # noqa: BLE001  (the original error is the one worth reporting)
+            pass
+        raise
+    return rows
+
+
+# -- Scoring ----------------------------------------------------------------------------------
+
+def _positive_proba(pipeline, features: pd.DataFrame) -> np.ndarray:
+    proba = pipeline.predict_proba(features)
+    classes = list(getattr(pipeline, "classes_", [0, 1]))
+    return np.asarray(proba[:, classes.index(1) if 1 in classes else -1], dtype="float64")
+
+
+def _location(uri: str) -> tuple[str, str]:
+    fs, path = fsspec.core.url_to_fs(uri, **storage_options(uri))
+    return str(fs.protocol), path
+
+
+def score_dataset(pipeline, model: ScoringModel, data_uri: str, output_uri: str, *,
+                  id_column: str = "customer_id", chunk_rows: int = 50_000, threshold: float = 0.5,
+                  scored_at: datetime | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> ScoringSummary:
+    """Score every row of `data_uri` with `pipeline` (an sklearn classifier taking the raw
+    signature columns) and write the predictions to `output_uri` atomically.
+
+    Columns written: `id_column` (or `row_number` when the input has no such column),
+    `probability`, `label`, `model_name`, `model_version`, `scored_at` (one UTC time per run).
+    Rows with unparseable numbers are rejected and counted; a missing signature column fails
+    before anything is written. `progress(rows_in, rows_rejected)` is called after each chunk.
+    """
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
+    if id_column in OUTPUT_COLUMNS:
+        raise ValueError(f"id_column {id_column!r} clashes with an output column {list(OUTPUT_COLUMNS)}")
+    if _location(data_uri) == _location(output_uri):
+        raise ValueError("output_uri is the input's own URI: write predictions somewhere else")
+    scored_at = (scored_at or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    text_columns = [c.name for c in model.inputs if c.type == "string"] + [id_column]
+    counts = {"in": 0, "scored": 0, "rejected": 0, "positive": 0}
+    sample: list[RejectedRow] = []
+    warnings: list[str] = []
+
+    with open_chunks(data_uri, chunk_rows, read_columns=[*model.columns, id_column],
+                     text_columns=text_columns) as source:
+        require_columns(source.columns, model.inputs)  # before a byte is written
+        has_id = id_column in source.columns
+        written_id = id_column if has_id else ROW_NUMBER_COLUMN
+        if not has_id:
+            warnings.append(f"the input has no {id_column!r} column: predictions carry {ROW_NUMBER_COLUMN!r} "
+                            "(0-based data row) instead")
+        schema = output_schema(written_id, source.types.get(id_column, pa.string()) if has_id else pa.int64())
+
+        def tables() -> Iterator[pa.Table]:
+            for chunk in source.chunks:
+                first_row = counts["in"]
+                counts["in"] += len(chunk)
+                if chunk.empty:
+                    continue
+                conformed = conform_chunk(chunk, model.inputs, first_row)
+                rejected_rows = int((~conformed.accepted).sum())
+                counts["rejected"] += rejected_rows
+                sample.extend(conformed.rejected[:REJECTED_SAMPLE - len(sample)])
+                if rejected_rows < len(chunk):
+                    ids = (chunk[id_column] if has_id
+                           else pd.Series(np.arange(first_row, first_row + len(chunk)), index=chunk.index))
+                    probability = _positive_proba(pipeline, conformed.features)
+                    counts["scored"] += len(probability)
+                    counts["positive"] += int((probability >= threshold).sum())
+                    yield predictions_table(ids[conformed.accepted], probability, threshold, model.name,
+                                            model.version, scored_at, schema)
+                if progress is not None:
+                    progress(counts["in"], counts["rejected"])
+
+        write_parquet_atomically(tables(), output_uri, schema)
+
+    if counts["rejected"]:
+        warnings.append(f"{counts['rejected']} of {counts['in']} rows were rejected (values that are not "
+                        "numbers in numeric columns) and not scored")
+    return ScoringSummary(
+        rows_in=counts["in"], rows_scored=counts["scored"], rows_rejected=counts["rejected"], rejected=sample,
+        output_uri=registry.redact_uri(output_uri), model_name=model.name, model_version=model.version,
+        scored_at=scored_at, data_uri=registry.redact_uri(data_uri), model_ref=model.ref, id_column=written_id,
+        threshold=threshold, rows_positive=counts["positive"], warnings=warnings)
+
+
+def _cell(text: str) -> str:
+    """Input values are arbitrary text: keep them from breaking the markdown table."""
+    return "`" + text.replace("`", "'").replace("|", "\\|").replace("\n", " ") + "`"
+
+
+def summary_markdown(summary: ScoringSummary) -> str:
+    """The run summary as the markdown of the `batch-score-summary` artifact."""
+    rate = f"{summary.rows_positive / summary.rows_scored:.1%}" if summary.rows_scored else "n/a"
+    rejected = ""
+    if summary.rows_rejected:
+        shown = "\n".join(f"| {r.row} | {_cell(r.column)} | {_cell(r.value)} | {r.problem} |"
+                          for r in summary.rejected[:10])
+        rejected = f"""
+## Rejected rows (first {min(10, len(summary.rejected))}; all sampled ones in `batch-score-rejected`)
+| row | column | value | problem |
+|---|---|---|---|
+{shown}
+"""
+    return f"""# Batch score: {summary.model_name} v{summary.model_version} (`{summary.model_ref}`)
+
+| | |
+|---|---|
+| input | `{summary.data_uri}` |
+| output | `{summary.output_uri}` |
+| rows in | {summary.rows_in} |
+| rows scored | {summary.rows_scored} |
+| rows rejected | {summary.rows_rejected} |
+| label 1 (probability >= {summary.threshold}) | {summary.rows_positive} ({rate}) |
+| id column | `{summary.id_column}` |
+| scored at (UTC) | {summary.scored_at.isoformat()} |
+{rejected}"""
+
+
+# -- Prefect tasks ----------------------------------------------------------------------------
+
+TRACKING_RETRIES = dict(
+    retries=3,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=registry.is_transient_tracking_error,
+)
+
+
+@task(name="resolve-model", **TRACKING_RETRIES)
+def resolve_model_task(model_name: str, model_ref: str) -> ScoringModel:
+    """Which version `model_ref` (an alias or a version number) names, and its input signature."""
+    version = registry.resolve_model_version(model_name, model_ref)
+    inputs = tuple(InputColumn(name, kind) for name, kind in registry.model_input_schema(model_name, version))
+    get_run_logger().info("%s@%s is v%s; it reads %d columns", model_name, model_ref, version, len(inputs))
+    return ScoringModel(model_name, version, model_ref, inputs)
+
+
+@task(name="load-model", **TRACKING_RETRIES)
+def load_model_task(model: ScoringModel):
+    """Load the registered sklearn Pipeline (skops, trusted types only)."""
+    return registry.load_version(model.name, model.version)
+
+
+# Never cached: each run must write its output, and the key would hash the whole model.
+@task(name="score", cache_policy=NO_CACHE, **IO_RETRIES)
+def score_task(pipeline, model: ScoringModel, data_uri: str, output_uri: str, id_column: str,
+               chunk_rows: int, threshold: float) -> ScoringSummary:
+    """Score the dataset chunk by chunk and write the predictions atomically. A retry (only on
+    transient I/O faults) rewrites the whole output, so it is never a mix of two attempts."""
+    logger = get_run_logger()
+
+    def progress(rows_in: int, rows_rejected: int) -> None:
+        logger.info("read %d rows, %d rejected so far", rows_in, rows_rejected)
+
+    summary = score_dataset(pipeline, model, data_uri, output_uri, id_column=id_column, chunk_rows=chunk_rows,
+                            threshold=threshold, progress=progress)
+    for message in summary.warnings:
+        logger.warning(message)
+    for problem in summary.rejected[:5]:
+        logger.warning("row %d rejected: %s %r is %s", problem.row, problem.column, problem.value, problem.problem)
+    logger.info("scored %d of %d rows with %s v%s -> %s", summary.rows_scored, summary.rows_in,
+                summary.model_name, summary.model_version, summary.output_uri)
+    return summary
+
+
+@task(name="score-report")
+def score_report_task(summary: ScoringSummary) -> ScoringSummary:
+    """Publish the run summary (markdown) and, when rows were rejected, their row numbers (table)."""
+    create_markdown_artifact(key="batch-score-summary", markdown=summary_markdown(summary),
+                             description=f"{summary.model_name} v{summary.model_version}: "
+                                         f"{summary.rows_scored} scored, {summary.rows_rejected} rejected")
+    if summary.rows_rejected:
+        create_table_artifact(key="batch-score-rejected",
+                              table=[{"row": r.row, "column": r.column, "value": r.value, "problem": r.problem}
+                                     for r in summary.rejected],
+                              description=f"{summary.rows_rejected} rejected rows (first {len(summary.rejected)} "
+                                          "problems; row = 0-based data row of the input)")
+    return summary

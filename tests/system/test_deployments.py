@@ -1,0 +1,209 @@
+"""The deployments end to end with real servers, driven through the real CLIs:
+`prefect server start`, moto's S3 server, `mlflow server` (SQLite, artifacts proxied to S3),
+`mlpipe deploy`, a process worker, `prefect deployment run`."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import boto3
+import pandas as pd
+import pytest
+
+from deployments.local_server import free_port, wait_healthy
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.slow
+
+
+class Services:
+    """Started processes, stopped (whole process groups) at teardown, also when a test fails."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, name: str, args: list[str], env: dict, health: str | None = None) -> subprocess.Popen:
+        log = open(self.home / f"{name}.log", "w")
+        process = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                   start_new_session=True)
+        self.processes.append(process)
+        if health:
+            try:
+                wait_healthy(health, process, timeout=120)
+            except RuntimeError:
+                raise RuntimeError(f"{name} did not start:\n{(self.home / f'{name}.log').read_text()[-3000:]}")
+        return process
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    home = tmp_path_factory.mktemp("stack")
+    services = Services(home)
+    s3_port, prefect_port, mlflow_port = free_port(), free_port(), free_port()
+    s3 = f"http://127.0.0.1:{s3_port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "PYTEST"))}
+    env.update(
+        AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+        AWS_ENDPOINT_URL_S3=s3, MLFLOW_S3_ENDPOINT_URL=s3,
+        PREFECT_HOME=str(home / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_API_URL=f"http://127.0.0.1:{prefect_port}/api",
+        PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_WORKER_PREFETCH_SECONDS="5",
+        MLFLOW_TRACKING_URI=f"http://127.0.0.1:{mlflow_port}", MLPIPE_HOME=str(home / "project"),
+        PATH=f"{BIN}:{os.environ.get('PATH', '')}",
+    )
+    try:
+        services.start("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(s3_port)], env,
+                       f"{s3}/moto-api/")
+        client = boto3.client("s3", endpoint_url=s3, region_name="us-east-1", aws_access_key_id="testing",
+                              aws_secret_access_key="testing")
+        for bucket in ("data", "mlflow-artifacts"):
+            client.create_bucket(Bucket=bucket)
+        services.start("prefect", [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port",
+                                   str(prefect_port)], env, f"http://127.0.0.1:{prefect_port}/api/health")
+        services.start("mlflow", [str(BIN / "mlflow"), "server", "--backend-store-uri",
+                                  f"sqlite:///{home / 'mlflow.db'}", "--artifacts-destination", "s3://mlflow-artifacts",
+                                  "--host", "127.0.0.1", "--port", str(mlflow_port), "--workers", "1"],
+                       env, f"http://127.0.0.1:{mlflow_port}/health")
+        yield {"env": env, "s3": client, "services": services, "home": home}
+    finally:
+        services.stop()
+
+
+def cli(stack, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(list(args), env=stack["env"], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{args}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def prefect_client(stack):
+    from prefect.client.orchestration import SyncPrefectClient
+
+    return SyncPrefectClient(stack["env"]["PREFECT_API_URL"])
+
+
+def mlflow_client(stack):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=stack["env"]["MLFLOW_TRACKING_URI"])
+
+
+def upload(stack, frame: pd.DataFrame, key: str) -> str:
+    buffer = io.BytesIO()
+    frame.to_csv(buffer, index=False)
+    stack["s3"].put_object(Bucket="data", Key=key, Body=buffer.getvalue())
+    return f"s3://data/{key}"
+
+
+def flow_runs(stack, deployment: str) -> list:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    with prefect_client(stack) as client:
+        return client.read_flow_runs(deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[deployment])))
+
+
+def wait_for_runs(stack, deployment: str, count: int, timeout: float = 300) -> list:
+    """Runs of `deployment` once `count` of them are final."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = flow_runs(stack, deployment)
+        if sum(r.state.is_final() for r in runs) >= count:
+            return runs
+        time.sleep(2)
+    raise AssertionError(f"{deployment}: {[(r.name, r.state.name) for r in flow_runs(stack, deployment)]}")
+
+
+def events(stack, name: str) -> list:
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    with prefect_client(stack) as client:
+        return client.read_events(EventFilter(event=EventNameFilter(name=[name])), limit=50).events
+
+
+def fast_config(uri: str) -> dict:
+    from tasks.config import load_config
+
+    return load_config(ROOT / "conf" / "churn.yaml", ["evaluation.cv_folds=3", "evaluation.permutation_repeats=2"],
+                       uri).model_dump(mode="json")
+
+
+def test_deployments_end_to_end(stack, generate_churn):
+    prefect = str(BIN / "prefect")
+
+    # 1. deploy: pool + six deployments with their schedules and triggers
+    cli(stack, str(BIN / "mlpipe"), "deploy")
+    with prefect_client(stack) as client:
+        weekly = client.read_deployment_by_name("train/retrain-weekly")
+        assert weekly.schedules[0].schedule.cron == "0 3 * * 1" and weekly.schedules[0].schedule.timezone == "UTC"
+        sensor = client.read_deployment_by_name("new-data-sensor/new-data-sensor")
+        assert sensor.schedules[0].schedule.interval.total_seconds() == 300
+        for name in ("train/train-manual", "train/retrain-on-new-data", "score/batch-score",
+                     "drift-monitor/drift-monitor"):
+            assert client.read_deployment_by_name(name).work_pool_name == "mlpipe-process"
+        automations = [a for a in client.read_automations() if "retrain-on-new-data" in a.name]
+        assert len(automations) == 1
+        assert automations[0].trigger.expect == {"mlpipe.dataset.arrived", "mlpipe.drift.detected"}
+    stack["services"].start("worker", [prefect, "worker", "start", "--pool", "mlpipe-process"], stack["env"])
+
+    # 2. a manual training run through the worker: champion on the MLflow server, artifacts in S3
+    reference = upload(stack, generate_churn(rows=1500, seed=21), "train/churn.csv")
+    cli(stack, prefect, "deployment", "run", "train/train-manual", "--params",
+        json.dumps({"config": fast_config(reference)}), "--watch")
+    (manual,) = wait_for_runs(stack, "train-manual", 1)
+    assert manual.state.is_completed(), manual.state
+    champion = mlflow_client(stack).get_model_version_by_alias("churn-classifier", "champion")
+    assert stack["s3"].list_objects_v2(Bucket="mlflow-artifacts").get("KeyCount", 0) > 0
+
+    # 3. new data: sensor -> one event -> one triggered retrain with that URI; again: nothing
+    arrived = upload(stack, generate_churn(rows=1500, seed=22), "incoming/batch-1.csv")
+    cli(stack, prefect, "deployment", "run", "new-data-sensor/new-data-sensor", "--param",
+        "prefix=s3://data/incoming/", "--watch")
+    (retrain,) = wait_for_runs(stack, "retrain-on-new-data", 1)
+    assert retrain.state.is_completed(), retrain.state
+    assert retrain.parameters["config"]["data"]["uri"] == arrived
+    assert [e.resource.id for e in events(stack, "mlpipe.dataset.arrived")] == [arrived]
+    cli(stack, prefect, "deployment", "run", "new-data-sensor/new-data-sensor", "--param",
+        "prefix=s3://data/incoming/", "--watch")
+    time.sleep(8)
+    assert len(events(stack, "mlpipe.dataset.arrived")) == 1
+    assert len(flow_runs(stack, "retrain-on-new-data")) == 1
+
+    # 4. batch scoring with the champion
+    champion = mlflow_client(stack).get_model_version_by_alias("churn-classifier", "champion")
+    cli(stack, prefect, "deployment", "run", "score/batch-score", "--param", f"data_uri={reference}",
+        "--param", "output_uri=s3://data/scores/churn.parquet", "--watch")
+    scored = pd.read_parquet(io.BytesIO(stack["s3"].get_object(Bucket="data", Key="scores/churn.parquet")["Body"].read()))
+    assert len(scored) == 1500
+    assert set(scored["model_version"].astype(str)) == {str(champion.version)}
+
+    # 5. drift: an undrifted sample emits nothing; a drifted one emits and starts a retrain
+    steady = upload(stack, generate_churn(rows=1500, seed=23), "monitor/steady.csv")
+    cli(stack, prefect, "deployment", "run", "drift-monitor/drift-monitor", "--param", f"data_uri={steady}", "--watch")
+    drifted_frame = generate_churn(rows=1500, seed=24)
+    drifted_frame["tenure"] = drifted_frame["tenure"] // 3
+    drifted_frame["monthly_charges"] = drifted_frame["monthly_charges"] + 40
+    drifted_frame["contract"] = "Month-to-month"
+    drifted = upload(stack, drifted_frame, "monitor/drifted.csv")
+    cli(stack, prefect, "deployment", "run", "drift-monitor/drift-monitor", "--param", f"data_uri={drifted}", "--watch")
+    runs = wait_for_runs(stack, "retrain-on-new-data", 2)
+    assert {r.parameters["config"]["data"]["uri"] for r in runs} == {arrived, drifted}
+    assert [e.resource.id for e in events(stack, "mlpipe.drift.detected")] == [drifted]

@@ -1,0 +1,268 @@
+"""Pure functions of tasks.scoring: conforming rows to a signature, chunked reads, atomic writes."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+from tasks.data import DatasetError
+from tasks.scoring import (
+    InputColumn,
+    ScoringModel,
+    conform_chunk,
+    open_chunks,
+    output_schema,
+    predictions_table,
+    require_columns,
+    score_dataset,
+    summary_markdown,
+    write_parquet_atomically,
+)
+from tasks.validation import DataValidationError
+
+INPUTS = (InputColumn("tenure", "double"), InputColumn("charges", "double"), InputColumn("plan", "string"))
+MODEL = ScoringModel("toy", "7", "champion", INPUTS)
+SCORED_AT = datetime(2026, 1, 2, 3, 4, 5, 678901, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def pipeline() -> Pipeline:
+    """A small real classifier over the INPUTS columns (impute + one-hot, logistic regression)."""
+    rng = np.random.default_rng(0)
+    n = 200
+    frame = pd.DataFrame({
+        "tenure": rng.integers(0, 72, n).astype(float),
+        "charges": rng.uniform(20, 120, n),
+        "plan": rng.choice(["basic", "plus", "pro"], n).astype(object),
+    })
+    y = ((frame["charges"] > 70) ^ (frame["tenure"] > 36)).astype(int)
+    features = ColumnTransformer([
+        ("numeric", SimpleImputer(strategy="median"), ["tenure", "charges"]),
+        ("categorical", make_pipeline(SimpleImputer(strategy="constant", fill_value="__missing__"),
+                                      OneHotEncoder(handle_unknown="ignore")), ["plan"]),
+    ])
+    return Pipeline([("features", features), ("model", LogisticRegression())]).fit(frame, y)
+
+
+def write_csv(path, text: str):
+    path.write_text(text)
+    return path
+
+
+# -- conform_chunk ------------------------------------------------------------------------------
+
+def test_numbers_stored_as_text_are_coerced_and_blanks_become_missing():
+    chunk = pd.DataFrame({"tenure": ["1", " ", "3"], "charges": [10.0, np.nan, 30.5],
+                          "plan": ["basic", None, "pro"], "extra": ["x", "y", "z"]})
+    conformed = conform_chunk(chunk, INPUTS)
+
+    assert conformed.rejected == [] and conformed.accepted.all()
+    assert list(conformed.features.columns) == ["tenure", "charges", "plan"]  # signature order, extras dropped
+    assert conformed.features["tenure"].dtype == "float64"
+    assert conformed.features["tenure"].tolist()[0] == 1.0 and np.isnan(conformed.features["tenure"].iloc[1])
+    assert conformed.features["plan"].dtype == object and conformed.features["plan"].tolist() == ["basic", None, "pro"]
+
+
+def test_unparseable_and_infinite_numbers_reject_their_rows_with_global_row_numbers():
+    chunk = pd.DataFrame({"tenure": ["1", "abc", "3", "4"], "charges": ["1e400", "2", "", "x y"],
+                          "plan": ["a", "b", "c", "d"]}, index=[100, 101, 102, 103])
+    conformed = conform_chunk(chunk, INPUTS, first_row=100)
+
+    assert conformed.accepted.tolist() == [False, False, True, False]
+    assert [(r.row, r.column, r.value, r.problem) for r in conformed.rejected] == [
+        (100, "charges", "1e400", "not a finite number"),
+        (101, "tenure", "abc", "not a number"),
+        (103, "charges", "x y", "not a number"),
+    ]
+    assert conformed.features.index.tolist() == [102]
+    assert np.isnan(conformed.features.loc[102, "charges"])  # a blank is missing, not rejected
+
+
+def test_numeric_text_in_a_text_column_stays_text():
+    chunk = pd.DataFrame({"tenure": [1, 2], "charges": [1.5, 2.5], "plan": [7, 8]})
+    features = conform_chunk(chunk, INPUTS).features
+    assert features["plan"].tolist() == ["7", "8"]
+
+
+def test_booleans_pass_unchanged_even_with_gaps():
+    """Training encodes a True/False column as categories, though the signature calls it double."""
+    inputs = (InputColumn("paperless", "double"),)
+    with_gaps = conform_chunk(pd.DataFrame({"paperless": [True, None, False]}), inputs)
+    assert with_gaps.rejected == [] and with_gaps.features["paperless"].tolist() == [True, None, False]
+    plain = conform_chunk(pd.DataFrame({"paperless": [True, False]}), inputs)
+    assert plain.features["paperless"].dtype == bool
+
+
+def test_missing_column_fails_naming_every_one():
+    with pytest.raises(DataValidationError, match=r"\['charges', 'plan'\]") as error:
+        require_columns(["tenure", "other"], INPUTS)
+    assert error.value.column == "charges"
+    with pytest.raises(DataValidationError, match="plan"):
+        conform_chunk(pd.DataFrame({"tenure": [1], "charges": [2]}), INPUTS)
+
+
+# -- open_chunks ------------------------------------------------------------------------------
+
+def test_csv_chunks_keep_text_columns_as_text(tmp_path):
+    path = write_csv(tmp_path / "d.csv", "id,tenure,plan\n007,1,10\n008,2,20\n009,3,30\n")
+    with open_chunks(str(path), 2, read_columns=["id", "tenure", "plan"], text_columns=["id", "plan"]) as source:
+        chunks = list(source.chunks)
+    assert source.columns == ["id", "tenure", "plan"]
+    assert [len(c) for c in chunks] == [2, 1]
+    assert chunks[0]["id"].tolist() == ["007", "008"] and chunks[1]["plan"].tolist() == ["30"]
+    assert chunks[0]["tenure"].dtype == "int64"
+
+
+def test_csv_with_duplicate_header_names_is_refused(tmp_path):
+    path = write_csv(tmp_path / "d.csv", "tenure,tenure,plan\n1,2,a\n")
+    with pytest.raises(DatasetError, match=r"duplicate column names \['tenure'\]"):
+        with open_chunks(str(path), 10):
+            pass
+
+
+def test_missing_dataset_is_a_dataset_error(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        with open_chunks(str(tmp_path / "nope.csv"), 10):
+            pass
+
+
+def test_parquet_is_read_in_batches_of_chunk_rows(tmp_path):
+    path = tmp_path / "d.parquet"
+    pd.DataFrame({"tenure": range(5), "plan": list("abcde"), "unused": range(5)}).to_parquet(path)
+    with open_chunks(str(path), 2, read_columns=["tenure", "plan"]) as source:
+        chunks = list(source.chunks)
+    assert [len(c) for c in chunks] == [2, 2, 1]
+    assert list(chunks[0].columns) == ["tenure", "plan"]
+    assert source.types["tenure"] == pa.int64() and "unused" in source.columns
+
+
+# -- write_parquet_atomically -----------------------------------------------------------------
+
+def table(ids, probability, schema):
+    return predictions_table(pd.Series(ids), np.asarray(probability, dtype=float), 0.5, "toy", "7", SCORED_AT,
+                             schema)
+
+
+def test_atomic_write_replaces_the_output_and_leaves_no_temp_file(tmp_path):
+    schema = output_schema("id", pa.string())
+    output = tmp_path / "out" / "predictions.parquet"  # the folder is created
+    assert write_parquet_atomically([table(["a"], [0.2], schema)], str(output), schema) == 1
+    rows = write_parquet_atomically([table(["b", "c"], [0.7, 0.4], schema), table(["d"], [0.5], schema)],
+                                    str(output), schema)
+
+    assert rows == 3
+    written = pd.read_parquet(output)
+    assert written["id"].tolist() == ["b", "c", "d"] and written["label"].tolist() == [1, 0, 1]
+    assert [p.name for p in output.parent.iterdir()] == ["predictions.parquet"]
+
+
+def test_failed_write_keeps_the_previous_output_and_removes_the_temp_file(tmp_path):
+    schema = output_schema("id", pa.string())
+    output = tmp_path / "predictions.parquet"
+    write_parquet_atomically([table(["old"], [0.9], schema)], str(output), schema)
+    before = output.read_bytes()
+
+    def failing():
+        yield table(["new"], [0.1], schema)
+        raise RuntimeError("scoring broke half way")
+
+    with pytest.raises(RuntimeError, match="half way"):
+        write_parquet_atomically(failing(), str(output), schema)
+    assert output.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["predictions.parquet"]
+
+
+def test_output_that_is_a_folder_is_refused(tmp_path):
+    schema = output_schema("id", pa.string())
+    with pytest.raises(ValueError, match="is a folder"):
+        write_parquet_atomically([], str(tmp_path), schema)
+
+
+def test_empty_input_writes_an_empty_file_with_the_schema(tmp_path):
+    schema = output_schema("id", pa.string())
+    output = tmp_path / "p.parquet"
+    assert write_parquet_atomically([], str(output), schema) == 0
+    assert pq.read_schema(output).names == ["id", "probability", "label", "model_name", "model_version", "scored_at"]
+
+
+# -- score_dataset ----------------------------------------------------------------------------
+
+def test_scores_in_chunks_with_rejected_rows_numbered_across_chunks(tmp_path, pipeline):
+    data = write_csv(tmp_path / "in.csv",
+                     "customer_id,tenure,charges,plan,note\n"
+                     "c0,1,20.5,basic,x\n"
+                     "c1,5, ,plus,x\n"        # blank number: scored
+                     "c2,abc,30,pro,x\n"      # row 2: rejected
+                     "c3,12,45,enterprise,x\n"  # unseen category: scored
+                     "c4,40,99.9,,x\n"        # missing category: scored
+                     "c5,7,lots,basic,x\n"    # row 5: rejected
+                     "c6,60,110,pro,x\n")
+    output = tmp_path / "predictions.parquet"
+    seen = []
+    summary = score_dataset(pipeline, MODEL, str(data), str(output), chunk_rows=2, threshold=0.3,
+                            scored_at=SCORED_AT, progress=lambda rows, rejected: seen.append((rows, rejected)))
+
+    assert (summary.rows_in, summary.rows_scored, summary.rows_rejected) == (7, 5, 2)
+    assert [(r.row, r.column, r.value) for r in summary.rejected] == [(2, "tenure", "abc"), (5, "charges", "lots")]
+    assert seen == [(2, 0), (4, 1), (6, 2), (7, 2)]
+    written = pd.read_parquet(output)
+    assert list(written.columns) == ["customer_id", "probability", "label", "model_name", "model_version",
+                                     "scored_at"]
+    assert written["customer_id"].tolist() == ["c0", "c1", "c3", "c4", "c6"]
+    assert written["label"].tolist() == (written["probability"] >= 0.3).astype(int).tolist()
+    assert summary.rows_positive == int(written["label"].sum())
+    assert set(written["model_version"]) == {"7"} and set(written["model_name"]) == {"toy"}
+    assert set(written["scored_at"]) == {pd.Timestamp(SCORED_AT)}
+    expected = pipeline.predict_proba(pd.DataFrame({
+        "tenure": [1.0, 5.0, 12.0, 40.0, 60.0], "charges": [20.5, np.nan, 45.0, 99.9, 110.0],
+        "plan": ["basic", "plus", "enterprise", None, "pro"]}))[:, 1]
+    np.testing.assert_allclose(written["probability"].to_numpy(), expected)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "predictions.parquet"]  # no temp file
+    markdown = summary_markdown(summary)
+    assert "| 2 | `tenure` | `abc` | not a number |" in markdown and "rows rejected | 2" in markdown
+
+
+def test_without_the_id_column_rows_are_identified_by_row_number(tmp_path, pipeline):
+    data = tmp_path / "in.parquet"
+    pd.DataFrame({"tenure": [1.0, 2.0, 3.0], "charges": ["5", "x", "7"], "plan": ["a", "b", "c"]}).to_parquet(data)
+    output = tmp_path / "p.parquet"
+    summary = score_dataset(pipeline, MODEL, str(data), str(output), chunk_rows=2)
+
+    assert summary.id_column == "row_number" and any("row_number" in w for w in summary.warnings)
+    assert pd.read_parquet(output)["row_number"].tolist() == [0, 2]
+
+
+def test_missing_column_fails_before_anything_is_written(tmp_path, pipeline):
+    data = write_csv(tmp_path / "in.csv", "customer_id,tenure\nc0,1\n")
+    output = tmp_path / "p.parquet"
+    with pytest.raises(DataValidationError, match=r"\['charges', 'plan'\]"):
+        score_dataset(pipeline, MODEL, str(data), str(output))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv"]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"threshold": 1.5}, "threshold"),
+    ({"chunk_rows": 0}, "chunk_rows"),
+    ({"id_column": "probability"}, "clashes"),
+])
+def test_bad_arguments_fail_with_their_name(tmp_path, pipeline, kwargs, message):
+    data = write_csv(tmp_path / "in.csv", "tenure,charges,plan\n1,2,a\n")
+    with pytest.raises(ValueError, match=message):
+        score_dataset(pipeline, MODEL, str(data), str(tmp_path / "p.parquet"), **kwargs)
+
+
+def test_output_must_not_be_the_input(tmp_path, pipeline):
+    data = write_csv(tmp_path / "in.csv", "tenure,charges,plan\n1,2,a\n")
+    with pytest.raises(ValueError, match="input's own URI"):
+        score_dataset(pipeline, MODEL, str(data), f"file://{data}")
+    assert data.read_text() == "tenure,charges,plan\n1,2,a\n"
