@@ -30,7 +30,7 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
 
     fingerprint = fingerprint_task(config.data)
     raw = step(load_task)(fingerprint, config.data.format)
-    data = step(validate_task)(raw, fingerprint, config.data)
+    data = step(validate_task)(raw, fingerprint, config.data, config.min_class_rows())
     train_rows, holdout_rows = split_task(data, config.split)
 
     data_key = step_key(fingerprint, config.data, config.split, config.features)

@@ -13,6 +13,7 @@ import typing
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -42,6 +43,9 @@ class DataConfig(Section):
     drop_columns: list[str] = Field(default_factory=list, description="Ignored entirely")
     required_features: list[str] = Field(default_factory=list, description="Must be present")
     min_rows: int = Field(200, ge=2, description="Fewer rows than this fail validation")
+    leak_threshold: float = Field(
+        0.995, gt=0.5, le=1, description="A column that alone separates the classes this well is refused as a leak"
+    )
     id_unique_ratio: float = Field(
         1.0, gt=0, le=1, description="Text or integer columns with this share of unique values are IDs"
     )
@@ -249,6 +253,12 @@ class PipelineConfig(Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
+
+    def min_class_rows(self) -> int:
+        """Rows each class needs: one per CV fold (training and tuning) in the train split,
+        plus at least one in the holdout."""
+        folds = max(self.evaluation.cv_folds, self.tuning.cv_folds if self.tuning.enabled else 0)
+        return int(np.ceil(folds / (1 - self.split.holdout_fraction))) + 1
 
     def with_model(self, model: ModelConfig) -> "PipelineConfig":
         """This config with another model section (e.g. the tuned parameters)."""

@@ -101,14 +101,61 @@ def map_target(series: pd.Series, column: str, positive_label) -> pd.Series:
         _fail(f"target {column!r} never takes the positive label {positive!r} "
               f"(values: {sorted(set(as_text))[:5]}); set data.positive_label", column)
     if len(labels) > 2:
-        others = sorted(set(as_text) - {positive})
-        _fail(f"target {column!r} has unparseable labels {others[:5]}: expected {positive!r} and "
-              "exactly one other value", column)
+        counts = as_text[as_text != positive].value_counts()
+        negative, odd = counts.index[0], sorted(counts.index[1:])
+        rows = np.flatnonzero(as_text.isin(odd).to_numpy())[:5].tolist()
+        _fail(f"target {column!r} has unparseable labels {odd[:5]} (rows {rows}...): expected {positive!r} and "
+              f"one other label ({negative!r}); fix or drop those rows", column)
     return (as_text == positive).astype("int64")
 
 
-def validate_dataset(frame: pd.DataFrame, config: DataConfig) -> ValidatedData:
-    """Check `frame` against the contract in `config`; see the module docstring."""
+def _delimiter_hint(columns) -> str:
+    if len(columns) == 1:
+        for sep, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
+            if sep in str(columns[0]):
+                return (f"; the file looks {name}-delimited (one column named {str(columns[0])[:60]!r}): "
+                        "export it comma-separated")
+    return ""
+
+
+def mixed_type_values(series: pd.Series, min_share: float = 0.9) -> pd.Series | None:
+    """For a text column whose values are mostly numbers, the values that are not (else None)."""
+    if _is_numeric(series) or pd.api.types.is_bool_dtype(series):
+        return None
+    text = series.astype("string").str.strip()
+    present = text[text.notna() & (text != "")]
+    if len(present) < 10:
+        return None
+    parsed = pd.to_numeric(present, errors="coerce")
+    share = parsed.notna().mean()
+    if min_share <= share < 1.0:
+        return present[parsed.isna()]
+    return None
+
+
+def leak_score(values: pd.Series, y: pd.Series) -> float:
+    """How well one column alone separates the classes: roc_auc (either direction) for
+    numbers, accuracy of its per-category majority class for categories. 1.0 = perfectly."""
+    present = values.notna()
+    if present.mean() < 0.9 or values[present].nunique() < 2:
+        return 0.0
+    v, t = values[present], y[present]
+    if _is_numeric(v):
+        from sklearn.metrics import roc_auc_score
+
+        if t.nunique() < 2:
+            return 0.0
+        auc = roc_auc_score(t, v.astype(float))
+        return float(max(auc, 1 - auc))
+    if v.nunique() > 50:
+        return 0.0
+    majority = pd.crosstab(v.astype("string"), t).max(axis=1).sum()
+    return float(majority / len(v))
+
+
+def validate_dataset(frame: pd.DataFrame, config: DataConfig, min_class_rows: int = 2) -> ValidatedData:
+    """Check `frame` against the contract in `config`; see the module docstring. Each class
+    needs `min_class_rows` rows (cross-validation folds + a holdout)."""
     report = ValidationReport(rows=len(frame))
     if frame.shape[1] == 0 or frame.empty:
         _fail("the dataset is empty (no rows)" if frame.shape[1] else "the dataset is empty (no columns)")
@@ -117,7 +164,8 @@ def validate_dataset(frame: pd.DataFrame, config: DataConfig) -> ValidatedData:
         _fail(f"duplicate column names {duplicated}: rename them so each column is unique", duplicated[0])
     target = config.target
     if target not in frame.columns:
-        _fail(f"target column {target!r} is missing (columns: {list(frame.columns)[:12]})", target)
+        _fail(f"target column {target!r} is missing (columns: {list(frame.columns)[:12]})"
+              f"{_delimiter_hint(frame.columns)}", target)
     missing_required = [c for c in config.required_features if c not in frame.columns]
     if missing_required:
         _fail(f"required feature {missing_required[0]!r} is missing from the dataset", missing_required[0])
@@ -126,6 +174,10 @@ def validate_dataset(frame: pd.DataFrame, config: DataConfig) -> ValidatedData:
 
     frame = frame.drop(columns=[c for c in config.drop_columns if c in frame.columns])
     y = map_target(frame[target], target, config.positive_label)
+    smallest = int(min((y == 0).sum(), (y == 1).sum()))
+    if smallest < min_class_rows:
+        _fail(f"target {target!r}: the rarer class has {smallest} rows, fewer than the {min_class_rows} that "
+              "cross-validation folds and the holdout need; add data or lower evaluation.cv_folds", target)
     features = frame.drop(columns=[target])
 
     all_null = [c for c in features.columns if features[c].isna().all()]
@@ -143,6 +195,19 @@ def validate_dataset(frame: pd.DataFrame, config: DataConfig) -> ValidatedData:
                     f"column {column!r} holds numbers stored as text: coerced, {blanks} blank rows "
                     "became missing values")
 
+    for column in features.columns:
+        bad = mixed_type_values(features[column])
+        if bad is not None:
+            rows = bad.index[:5].tolist()
+            _fail(f"column {column!r} mixes numbers and text: {len(bad)} values are not numbers "
+                  f"(e.g. {bad.iloc[0]!r}, rows {rows}); fix them or add the column to data.drop_columns", column)
+        if _is_numeric(features[column]):
+            infinite = np.isinf(features[column].to_numpy(dtype=float, na_value=np.nan))
+            if infinite.any():
+                features[column] = features[column].astype(float).where(~infinite, np.nan)
+                report.warnings.append(f"column {column!r} has {int(infinite.sum())} infinite values: "
+                                       "treated as missing")
+
     ids = [c for c in config.id_columns if c in features.columns]
     for column in features.columns:
         if column in ids or pd.api.types.is_float_dtype(features[column]):  # measurements, not keys
@@ -154,6 +219,17 @@ def validate_dataset(frame: pd.DataFrame, config: DataConfig) -> ValidatedData:
                                    "dropped from the features (list it in data.id_columns to silence this)")
     features = features.drop(columns=ids)
     report.id_columns = ids
+    constant = [c for c in features.columns if features[c].nunique(dropna=True) <= 1]
+    for column in constant:
+        report.warnings.append(f"column {column!r} has a single value: dropped from the features")
+    features = features.drop(columns=constant)
+    if len(features) >= 50:
+        for column in features.columns:
+            score = leak_score(features[column], y)
+            if score >= config.leak_threshold:
+                _fail(f"column {column!r} predicts target {target!r} almost perfectly on its own (score "
+                      f"{score:.4f} >= data.leak_threshold {config.leak_threshold}): it likely leaks the label "
+                      "(recorded after the outcome?); add it to data.drop_columns", column)
     if features.shape[1] == 0:
         _fail("no feature columns are left after removing the target and ID columns")
 
@@ -167,9 +243,10 @@ def validate_dataset(frame: pd.DataFrame, config: DataConfig) -> ValidatedData:
 
 @task(name="validate", cache_policy=STEP_CACHE - "frame", persist_result=True,
       cache_result_in_memory=False)
-def validate_task(frame: pd.DataFrame, fingerprint: DatasetFingerprint, config: DataConfig) -> ValidatedData:
+def validate_task(frame: pd.DataFrame, fingerprint: DatasetFingerprint, config: DataConfig,
+                  min_class_rows: int = 2) -> ValidatedData:
     """Validate the loaded dataset; cached on (fingerprint, data config), never retried."""
-    validated = validate_dataset(frame, config)
+    validated = validate_dataset(frame, config, min_class_rows)
     logger = get_run_logger()
     for message in validated.report.warnings:
         logger.warning(message)
