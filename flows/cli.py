@@ -167,6 +167,37 @@ def deploy(pool: Annotated[str, typer.Option("--pool", help="Process work pool t
     console.print(f"deployed prefect.yaml; start a worker with `make worker` (pool {pool})")
 
 
+@app.command()
+def rollback(
+    to: Annotated[str, typer.Option("--to", help="Version to make champion again")],
+    model: Annotated[str, typer.Option("--model", help="Registered model name")] = "churn-classifier",
+    reason: Annotated[str, typer.Option("--reason", help="Recorded in the promotion history")] = "manual rollback",
+) -> None:
+    """Point `champion` back at an earlier version (it must load); recorded in the history."""
+    from mlflow.exceptions import MlflowException
+
+    from tasks.registry import rollback as rollback_to
+
+    try:
+        previous = rollback_to(model, to, reason)
+    except (MlflowException, OSError, ValueError) as error:
+        _fail(f"rollback of {model} to v{to} failed: {error}", debug=False)
+    console.print(f"{model}: champion v{previous} -> v{to} ({reason})")
+
+
+@app.command()
+def history(model: Annotated[str, typer.Option("--model", help="Registered model name")] = "churn-classifier") -> None:
+    """Which version was champion when, and why (promotions, challengers, rollbacks)."""
+    from tasks.registry import promotion_history
+
+    table = Table("when", "action", "version", "previous champion", "reason")
+    for entry in promotion_history(model):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(entry["at"]) / 1000))
+        table.add_row(when, entry.get("action", ""), entry.get("version", ""), entry.get("previous_champion", ""),
+                      entry.get("reason", ""))
+    console.print(table)
+
+
 def _print_tuning(result, seconds: float, temporary_server: bool) -> None:
     table = Table(title=f"best parameters  (trial {result.best_trial})", show_header=False)
     for key, value in result.best_params.items():

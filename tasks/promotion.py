@@ -74,7 +74,25 @@ def decide_promotion(version: str, candidate_score: float, config: PromotionConf
       retry_jitter_factor=0.5, retry_condition_fn=registry.is_transient_tracking_error)
 def promote_task(version: registry.RegisteredVersion, evaluation: Evaluation, holdout, target: str,
                  spec: FeatureSpec, config: PromotionConfig, threshold: float) -> PromotionDecision:
-    """Compare with the current champion on the same holdout; set `champion` or `challenger`."""
+    """Compare with the current champion on the same holdout; set `champion` or `challenger`.
+
+    The read of the current champion, the comparison and the alias change happen under the
+    registry's promotion lock: a compare-and-set, so runs finishing together cannot both
+    promote against a stale champion. Every decision is appended to the promotion history."""
+    from prefect import runtime
+
+    with registry.promotion_lock(version.name, owner=f"v{version.version}"):
+        decision = _decide_and_apply(version, evaluation, holdout, target, spec, config, threshold)
+        registry.record_promotion(
+            version.name, version=version.version, alias=decision.alias, previous=decision.champion_version,
+            action="promote" if decision.promoted else decision.alias, reason=decision.reason,
+            scores={"candidate_score": decision.candidate_score, "champion_score": decision.champion_score},
+            flow_run_id=str(runtime.flow_run.id or ""))
+    get_run_logger().info("version %s -> %s: %s", version.version, decision.alias, decision.reason)
+    return decision
+
+
+def _decide_and_apply(version, evaluation, holdout, target, spec, config, threshold) -> PromotionDecision:
     logger = get_run_logger()
     current = registry.alias_version(version.name, CHAMPION)
     champion_score = champion_error = None
@@ -91,5 +109,4 @@ def promote_task(version: registry.RegisteredVersion, evaluation: Evaluation, ho
     registry.tag_version(version.name, version.version, decision.tags())
     if decision.alias == CHALLENGER or decision.promoted:
         registry.set_alias(version.name, decision.alias, version.version)
-    logger.info("version %s -> %s: %s", version.version, decision.alias, decision.reason)
     return decision

@@ -6,6 +6,7 @@ embedded: a SQLite file and an artifact folder under `<project>/.mlpipe/` (git-i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -404,3 +405,95 @@ def model_input_schema(name: str, version: str) -> list[tuple[str, str]]:
                          "(register it with a signature from a DataFrame)")
     return [(spec.name, spec.type.name if isinstance(spec.type, DataType) else str(spec.type))
             for spec in inputs.inputs]
+
+
+# -- promotion: a registry-wide lock and an append-only history ---------------------------------
+
+class PromotionLockTimeout(TimeoutError):
+    """Another promotion held the lock for longer than we were willing to wait."""
+
+
+@contextlib.contextmanager
+def promotion_lock(name: str, owner: str, wait_s: float = 300.0, stale_s: float = 600.0):
+    """Mutual exclusion for changing `name`'s aliases, kept in the MLflow store itself so it
+    holds across processes and machines: creating a registered model is atomic and fails if
+    it exists, so `<name>.promotion-lock` exists exactly while someone holds the lock. A lock
+    older than `stale_s` (its holder crashed) is broken."""
+    import random
+    import time as clock
+
+    from mlflow.exceptions import MlflowException
+
+    lock = f"{name}.promotion-lock"
+    c = client()
+    deadline = clock.monotonic() + wait_s
+    while True:
+        try:
+            c.create_registered_model(lock, tags={"owner": owner, "acquired": str(clock.time())},
+                                      description=f"held while {owner} changes aliases of {name}")
+            break
+        except MlflowException as error:
+            if "RESOURCE_ALREADY_EXISTS" not in str(error.error_code) and "already exists" not in str(error):
+                raise
+        try:
+            acquired = float(c.get_registered_model(lock).tags.get("acquired", "0"))
+            if clock.time() - acquired > stale_s:
+                c.delete_registered_model(lock)
+                continue
+        except MlflowException:
+            continue  # released meanwhile
+        if clock.monotonic() > deadline:
+            raise PromotionLockTimeout(f"the promotion lock of {name} is held by another run (waited {wait_s:.0f} s)")
+        clock.sleep(0.2 + random.random() * 0.3)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(MlflowException):
+            c.delete_registered_model(lock)
+
+
+HISTORY_SUFFIX = "-promotions"
+
+
+def record_promotion(name: str, *, version: str, alias: str, previous: str | None, action: str, reason: str,
+                     scores: dict[str, float] | None = None, flow_run_id: str = "") -> str:
+    """Append one entry to `name`'s promotion history: an MLflow run of its own in the
+    experiment `<name>-promotions`. Runs are created atomically, so concurrent entries are
+    never lost (a tag holding a list would be read-modify-write)."""
+    experiment_id = ensure_experiment(name + HISTORY_SUFFIX)
+    c = client()
+    run = c.create_run(experiment_id, run_name=f"{action}-v{version}", tags={
+        "mlpipe.model": name, "mlpipe.version": str(version), "mlpipe.alias": alias,
+        "mlpipe.previous_champion": previous or "", "mlpipe.action": action, "mlpipe.reason": reason[:4000],
+        "mlpipe.prefect_flow_run_id": flow_run_id})
+    for key, value in (scores or {}).items():
+        if value is not None:
+            c.log_metric(run.info.run_id, key, float(value))
+    c.set_terminated(run.info.run_id)
+    return run.info.run_id
+
+
+def promotion_history(name: str) -> list[dict[str, str]]:
+    """Every recorded promotion decision and rollback of `name`, oldest first."""
+    experiment = client().get_experiment_by_name(name + HISTORY_SUFFIX)
+    if experiment is None:
+        return []
+    runs = client().search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"],
+                                max_results=5000)
+    return [{"at": str(r.info.start_time), **{k.removeprefix("mlpipe."): v for k, v in r.data.tags.items()
+                                              if k.startswith("mlpipe.")}} for r in runs]
+
+
+def rollback(name: str, version: str, reason: str = "manual rollback") -> str | None:
+    """Point `champion` at `version` (which must load), record it; returns the previous champion."""
+    import mlflow.pyfunc
+
+    client().get_model_version(name, version)  # fails clearly if it does not exist
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.pyfunc.load_model(f"models:/{name}/{version}")  # never point champion at a model that won't load
+    with promotion_lock(name, owner=f"rollback-to-v{version}"):
+        previous = alias_version(name, "champion")
+        set_alias(name, "champion", version)
+        tag_version(name, version, {"promotion.alias": "champion", "promotion.reason": f"rollback: {reason}"})
+        record_promotion(name, version=version, alias="champion", previous=previous, action="rollback", reason=reason)
+    return previous
