@@ -211,7 +211,8 @@ class TuningConfig(Section):
     threads_per_worker: int | None = Field(
         None, ge=1, description="BLAS/OpenMP threads per worker; default: cores // workers")
     storage: str | None = Field(
-        None, description="Optuna storage URL; default sqlite:///<project>/data/.optuna/studies.db"
+        None, description="Optuna storage URL (${VAR} taken from the environment, for passwords); "
+                          "default sqlite:///<project>/data/.optuna/studies.db"
     )
     spaces: dict[Family, dict[str, ParamSpace]] = Field(default_factory=_default_spaces)
 

@@ -44,6 +44,15 @@ def default_storage() -> str:
     return f"sqlite:///{folder / 'studies.db'}"
 
 
+def expand_secrets(url: str) -> str:
+    """`${VAR}` in a URL comes from the environment at connection time, so a password never
+    sits in YAML, in the flow-run parameters or in MLflow params (they keep the placeholder)."""
+    expanded = os.path.expandvars(url)
+    if "${" in expanded:
+        raise ValueError(f"tuning.storage refers to an environment variable that is not set: {url}")
+    return expanded
+
+
 def study_name(experiment: str, fingerprint: str, family: str, tuning: TuningConfig) -> str:
     """Stable name: the same data, family, space and CV recipe always resume the same study."""
     recipe = {"family": family, "space": {k: v.model_dump() for k, v in sorted(tuning.spaces.get(family, {}).items())},
@@ -292,7 +301,9 @@ def run_ray_workers(plan: StudyPlan, train: pd.DataFrame, workers: int, poll: Ca
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=max(workers, 1), include_dashboard=False, log_to_driver=False)
+            # A local Ray binds to loopback: nothing this project starts listens on other interfaces.
+            ray.init(num_cpus=max(workers, 1), include_dashboard=False, log_to_driver=False,
+                     _node_ip_address="127.0.0.1")
     try:
         remote = ray.remote(num_cpus=plan.threads_per_worker)(run_worker)
         train_ref = ray.put(train)
@@ -377,7 +388,7 @@ def run_study(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor,
     experiment_id = ensure_experiment(experiment)
     client = MlflowClient(tracking_uri=tracking_uri())
     parent = _parent_run(client, experiment_id, name)
-    plan = StudyPlan(study_name=name, storage=tuning.storage or default_storage(), budget=tuning.trials,
+    plan = StudyPlan(study_name=name, storage=expand_secrets(tuning.storage) if tuning.storage else default_storage(), budget=tuning.trials,
                      timeout_s=tuning.timeout_s, seed=tuning.seed, pruner=tuning.pruner, metric=tuning.metric,
                      cv_folds=tuning.cv_folds, target=target, spec=spec, preprocessor=preprocessor, model=model,
                      space=space, tracking_uri=tracking_uri(), experiment_id=experiment_id, parent_run_id=parent,
