@@ -1,0 +1,167 @@
+"""Transient faults are ridden out by retries; a permanent outage fails naming the endpoint.
+
+A small TCP proxy stands between the pipeline and a real server (moto's S3, `mlflow server`):
+from the first connection it sees, it drops connections for `outage_s` seconds (forever with
+None), then forwards bytes both ways."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+from mlflow import MlflowClient
+from moto.server import ThreadedMotoServer
+
+from deployments.local_server import free_port, wait_healthy
+from flows.training import train
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+
+
+class FlakyProxy:
+    def __init__(self, upstream_port: int, outage_s: float | None):
+        self.upstream_port, self.outage_s = upstream_port, outage_s
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.first_seen: float | None = None
+        self.dropped = 0
+        self.closed = False
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _down(self) -> bool:
+        now = time.monotonic()
+        self.first_seen = self.first_seen or now
+        return self.outage_s is None or now - self.first_seen < self.outage_s
+
+    def _serve(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self._down():
+                self.dropped += 1
+                client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                client.close()  # RST: the client sees a reset connection
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.closed = True
+        self.listener.close()
+
+
+@pytest.fixture
+def moto(small_churn_csv, monkeypatch):
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    port = server.get_host_and_port()[1]
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}")
+    s3.create_bucket(Bucket="flaky")
+    s3.upload_file(str(small_churn_csv), "flaky", "churn.csv")
+    yield port
+    server.stop()
+
+
+def test_s3_that_fails_its_first_requests_is_ridden_out(workspace, fast_config, moto, monkeypatch):
+    proxy = FlakyProxy(moto, outage_s=4.0)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{proxy.port}")
+    try:
+        state = train(config=fast_config(data="s3://flaky/churn.csv"), return_state=True)
+    finally:
+        proxy.close()
+    assert state.is_completed(), state.result(raise_on_failure=False)
+    assert proxy.dropped >= 2
+
+
+def test_s3_permanently_down_fails_naming_the_endpoint(workspace, fast_config, moto, monkeypatch):
+    proxy = FlakyProxy(moto, outage_s=None)
+    endpoint = f"http://127.0.0.1:{proxy.port}"
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+    try:
+        state = train(config=fast_config(data="s3://flaky/churn.csv"), return_state=True)
+    finally:
+        proxy.close()
+    assert state.is_failed()
+    assert endpoint in str(state.result(raise_on_failure=False))
+    assert MlflowClient().search_registered_models() == []
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    port = free_port()
+    log = open(tmp_path / "mlflow.log", "w")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri",
+         f"sqlite:///{tmp_path / 'mlflow.db'}", "--artifacts-destination", str(tmp_path / "artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/health", process, timeout=120)
+        yield port
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_mlflow_server_down_for_seconds_is_ridden_out(workspace, fast_config, mlflow_server, monkeypatch):
+    import mlflow
+
+    proxy = FlakyProxy(mlflow_server, outage_s=6.0)
+    uri = f"http://127.0.0.1:{proxy.port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # fail fast: the task's own retries must cope
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    mlflow.set_tracking_uri(uri)
+    try:
+        summary = train(config=fast_config())
+    finally:
+        proxy.close()
+    assert proxy.dropped >= 1
+    assert summary.decision.alias == "champion"
+    client = MlflowClient(tracking_uri=f"http://127.0.0.1:{mlflow_server}")
+    assert str(client.get_model_version_by_alias("churn-classifier", "champion").version) == summary.version
+
+
+def test_mlflow_server_permanently_down_fails_naming_it(workspace, fast_config, mlflow_server, monkeypatch):
+    import mlflow
+
+    proxy = FlakyProxy(mlflow_server, outage_s=None)
+    uri = f"http://127.0.0.1:{proxy.port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    mlflow.set_tracking_uri(uri)
+    try:
+        state = train(config=fast_config(), return_state=True)
+    finally:
+        proxy.close()
+    assert state.is_failed()
+    assert f"127.0.0.1:{proxy.port}" in str(state.result(raise_on_failure=False))
