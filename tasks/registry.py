@@ -112,6 +112,22 @@ def client():
     return MlflowClient(tracking_uri=tracking_uri())
 
 
+def mark_orphaned_runs(experiment: str, lineage_key: str) -> list[str]:
+    """Runs of this lineage left RUNNING by a killed attempt (it died while logging, before
+    registering): tagged `mlpipe.orphaned` and ended as FAILED, so nobody mistakes their
+    partial artifacts for a model. Versions are registered only after every artifact is
+    logged, so no version can point at a half-written model."""
+    found = client().get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    runs = client().search_runs([found.experiment_id],
+                                f"tags.`{LINEAGE_KEY}` = '{lineage_key}' and attributes.status = 'RUNNING'")
+    for run in runs:
+        client().set_tag(run.info.run_id, TAG_PREFIX + "orphaned", "true: its train run stopped while logging")
+        client().set_terminated(run.info.run_id, status="FAILED")
+    return [run.info.run_id for run in runs]
+
+
 def find_version_by_lineage(name: str, lineage_key: str) -> RegisteredVersion | None:
     """The model version an identical earlier run registered, if any."""
     from mlflow.exceptions import MlflowException
@@ -296,6 +312,9 @@ def register_task(model, evaluation, holdout: pd.DataFrame, columns: list[str], 
         source_hash=source_hash(),
         flow_run_id=str(runtime.flow_run.id or ""),
     )
+    orphans = mark_orphaned_runs(config.tracking.experiment, lineage.key)
+    if orphans:
+        logger.warning("marked %d run(s) of an earlier, interrupted attempt as orphaned: %s", len(orphans), orphans)
     existing = find_version_by_lineage(config.tracking.model_name, lineage.key)
     if existing is not None:
         logger.info("identical data, config and code already registered as %s v%s: no new version",
