@@ -29,7 +29,7 @@ from prefect.tasks import exponential_backoff
 from pydantic import Field
 
 from tasks.config import DataConfig, PipelineConfig, Section, build_config
-from tasks.data import IO_RETRIES, DatasetError, dataset_format, read_dataset
+from tasks.data import IO_RETRIES, DatasetError, dataset_format, read_dataset, split_dataset
 from tasks.registry import (TAG_PREFIX, is_transient_tracking_error, load_version, log_run, redact_uri,
                             resolve_model_version, run_artifact_text, version_run_id, version_tags)
 from tasks.validation import DataValidationError, ValidatedData, coerce_numeric_text, validate_dataset
@@ -435,11 +435,14 @@ def compare_to_reference(reference: ValidatedData, current: pd.DataFrame, champi
     """Score both datasets with the champion and compare them (see `compare_datasets`)."""
     numeric, categorical = reference.report.numeric_features, reference.report.categorical_features
     columns = [*numeric, *categorical]
-    # The reference's scores include the rows the model was fit on. That in-sample optimism moves
-    # the prediction PSI by ~0.02 on the sample data (train vs holdout split), far below any useful
-    # threshold, so the whole training set is the reference rather than a re-derived holdout.
+    # Reference scores come from the champion's holdout (re-derived with its own split config):
+    # scores on rows it was fit on are over-confident, and for a small or overfit model that alone
+    # pushes the prediction PSI past the threshold on data that has not drifted at all.
+    split = champion.config.split
+    _, holdout = split_dataset(reference.frame, reference.target, split.holdout_fraction, split.seed,
+                               split.stratify, split.time_column)
     return compare_datasets(reference.frame, current, numeric, categorical,
-                            champion.predict_proba(reference.frame, columns), champion.predict_proba(current, columns),
+                            champion.predict_proba(holdout, columns), champion.predict_proba(current, columns),
                             thresholds, data_uri=data_uri, reference_uri=champion.reference_uri,
                             model_name=champion.name, model_version=champion.version)
 

@@ -188,7 +188,7 @@ def test_deployments_end_to_end(stack, generate_churn):
     assert len(flow_runs(stack, "retrain-on-new-data")) == 1
 
     # a burst of uploads under another prefix: three events, one retrain (debounced)
-    burst = [upload(stack, generate_churn(rows=600, seed=30 + i), f"burst/part-{i}.csv") for i in range(3)]
+    burst = [upload(stack, generate_churn(rows=1500, seed=30 + i), f"burst/part-{i}.csv") for i in range(3)]
     cli(stack, prefect, "deployment", "run", "new-data-sensor/new-data-sensor", "--param",
         "prefix=s3://data/burst/", "--watch")
     runs = wait_for_runs(stack, "retrain-on-new-data", 2)
@@ -208,6 +208,8 @@ def test_deployments_end_to_end(stack, generate_churn):
     # 5. drift: an undrifted sample emits nothing; a drifted one emits and starts a retrain
     steady = upload(stack, generate_churn(rows=1500, seed=23), "monitor/steady.csv")
     cli(stack, prefect, "deployment", "run", "drift-monitor/drift-monitor", "--param", f"data_uri={steady}", "--watch")
+    (steady_run,) = [r for r in flow_runs(stack, "drift-monitor") if r.parameters["data_uri"] == steady]
+    assert steady_run.state.is_completed(), steady_run.state
     drifted_frame = generate_churn(rows=1500, seed=24)
     drifted_frame["tenure"] = drifted_frame["tenure"] // 3
     drifted_frame["monthly_charges"] = drifted_frame["monthly_charges"] + 40
