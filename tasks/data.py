@@ -75,6 +75,9 @@ def fingerprint_dataset(uri: str) -> DatasetFingerprint:
         info = fs.info(path)
     except FileNotFoundError:
         raise DatasetError(f"dataset {uri} does not exist") from None
+    except PermissionError:
+        raise DatasetError(f"no permission to read {uri}: check the credentials (AWS_* environment, "
+                           "AWS_PROFILE) and the bucket policy") from None
     if info.get("type") == "directory":
         raise DatasetError(f"dataset {uri} is a folder; point data.uri at a CSV or Parquet file")
     size = int(info.get("size") or 0)
@@ -99,6 +102,9 @@ def read_dataset(uri: str, fmt: str = "auto") -> pd.DataFrame:
             payload = handle.read()
     except FileNotFoundError:
         raise DatasetError(f"dataset {uri} does not exist") from None
+    except PermissionError:
+        raise DatasetError(f"no permission to read {uri}: check the credentials (AWS_* environment, "
+                           "AWS_PROFILE) and the bucket policy") from None
     if fmt == "parquet":
         try:
             return pd.read_parquet(io.BytesIO(payload))

@@ -200,3 +200,46 @@ def test_handled_cases_train_with_a_warning(case, registry_with_champion, tmp_pa
     assert summary.metrics["roc_auc"] > 0.75
     if warning:
         assert any(warning in w for w in summary.warnings), summary.warnings
+
+
+@pytest.fixture
+def s3_denying_access(monkeypatch):
+    """An S3 endpoint that answers every request as S3 does without access: 403 AccessDenied."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    body = (b'<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>'
+            b"<Message>Access Denied</Message></Error>")
+
+    class Deny(BaseHTTPRequestHandler):
+        def _deny(self):
+            self.send_response(403)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", "0" if self.command == "HEAD" else str(len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        do_GET = do_HEAD = do_PUT = do_POST = _deny
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Deny)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "no-access")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "no-access")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{server.server_address[1]}")
+    yield
+    server.shutdown()
+
+
+def test_s3_bucket_without_access_fails_at_once_naming_the_uri(registry_with_champion, s3_denying_access):
+    before = registry_state()
+    state = train(config=config_for("s3://locked-bucket/churn.csv", []), return_state=True)
+    assert state.is_failed()
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, DatasetError)
+    assert "no permission to read s3://locked-bucket/churn.csv" in str(error)
+    assert registry_state() == before
