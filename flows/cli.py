@@ -174,13 +174,12 @@ def rollback(
     reason: Annotated[str, typer.Option("--reason", help="Recorded in the promotion history")] = "manual rollback",
 ) -> None:
     """Point `champion` back at an earlier version (it must load); recorded in the history."""
-    from mlflow.exceptions import MlflowException
-
+    from tasks.registry import RollbackError
     from tasks.registry import rollback as rollback_to
 
     try:
         previous = rollback_to(model, to, reason)
-    except (MlflowException, OSError, ValueError) as error:
+    except RollbackError as error:
         _fail(f"rollback of {model} to v{to} failed: {error}", debug=False)
     console.print(f"{model}: champion v{previous} -> v{to} ({reason})")
 

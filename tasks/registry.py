@@ -503,13 +503,21 @@ def promotion_history(name: str) -> list[dict[str, str]]:
                                               if k.startswith("mlpipe.")}} for r in runs]
 
 
+class RollbackError(RuntimeError):
+    """The version asked for does not exist or does not load; champion was left as it was."""
+
+
 def rollback(name: str, version: str, reason: str = "manual rollback") -> str | None:
     """Point `champion` at `version` (which must load), record it; returns the previous champion."""
     import mlflow.pyfunc
+    from mlflow.exceptions import MlflowException
 
-    client().get_model_version(name, version)  # fails clearly if it does not exist
-    mlflow.set_tracking_uri(tracking_uri())
-    mlflow.pyfunc.load_model(f"models:/{name}/{version}")  # never point champion at a model that won't load
+    try:
+        client().get_model_version(name, version)
+        mlflow.set_tracking_uri(tracking_uri())
+        mlflow.pyfunc.load_model(f"models:/{name}/{version}")  # never point champion at a model that won't load
+    except (MlflowException, OSError, ValueError) as error:
+        raise RollbackError(str(error)) from None
     with promotion_lock(name, owner=f"rollback-to-v{version}"):
         previous = alias_version(name, "champion")
         set_alias(name, "champion", version)
