@@ -72,3 +72,32 @@ def fast_config(small_churn_csv):
         )
 
     return make
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """moto's S3 server (a real HTTP endpoint, which s3fs needs: in-process mocks can't reach it)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_endpoint, monkeypatch):
+    """AWS environment pointing at moto, and an empty bucket `bucket` (removed afterwards)."""
+    import boto3
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket="bucket")
+    yield s3
+    for item in s3.list_objects_v2(Bucket="bucket").get("Contents", []):
+        s3.delete_object(Bucket="bucket", Key=item["Key"])
+    s3.delete_bucket(Bucket="bucket")

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 
-import boto3
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from moto.server import ThreadedMotoServer
 from prefect.client.orchestration import get_client
 
 from flows.batch_inference import score
@@ -110,30 +108,7 @@ def test_scores_a_given_version_and_fails_cleanly_on_bad_refs_and_columns(worksp
     assert sorted(p.name for p in folder.iterdir()) == ["no_contract.csv", "predictions.parquet", "to_score.csv"]
 
 
-# -- S3 (moto's server; the same approach as tests/integration/test_s3.py) -----------------------
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3_env(s3_endpoint, monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
-    s3.create_bucket(Bucket="bucket")
-    yield s3
-    for item in s3.list_objects_v2(Bucket="bucket").get("Contents", []):
-        s3.delete_object(Bucket="bucket", Key=item["Key"])
-    s3.delete_bucket(Bucket="bucket")
-
+# -- S3: moto's server (fixtures s3_endpoint / s3_env in tests/conftest.py) ----------------------
 
 def test_scores_parquet_from_s3_to_s3(workspace, fast_config, small_churn_csv, s3_env, tmp_path):
     train(config=fast_config(*QUICK))

@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-import boto3
 import pytest
 from mlflow import MlflowClient
-from moto.server import ThreadedMotoServer
 
 from flows.training import train
 from tasks.data import fingerprint_dataset
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3_env(s3_endpoint, monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
-    s3.create_bucket(Bucket="bucket")
-    yield s3
-    for item in s3.list_objects_v2(Bucket="bucket").get("Contents", []):
-        s3.delete_object(Bucket="bucket", Key=item["Key"])
-    s3.delete_bucket(Bucket="bucket")
 
 
 def test_train_reads_s3_uri_from_moto_server(workspace, fast_config, small_churn_csv, s3_env):
