@@ -16,25 +16,13 @@ from prefect import task
 from sklearn.base import clone
 from sklearn.calibration import CalibrationDisplay
 from sklearn.inspection import permutation_importance
-from sklearn.metrics import (
-    ConfusionMatrixDisplay,
-    PrecisionRecallDisplay,
-    RocCurveDisplay,
-    accuracy_score,
-    average_precision_score,
-    brier_score_loss,
-    confusion_matrix,
-    f1_score,
-    log_loss,
-    precision_score,
-    recall_score,
-    roc_auc_score,
-)
+from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay, confusion_matrix
 from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 from tasks.caching import STEP_CACHE
-from tasks.config import LOWER_IS_BETTER, EvaluationConfig
+from tasks.config import EvaluationConfig
 from tasks.features import FeatureSpec
+from tasks.metrics import classification_metrics
 
 
 @dataclass
@@ -45,32 +33,6 @@ class Evaluation:
     confusion: list[list[int]]
     importances: dict[str, float]
     plots: dict[str, bytes] = field(default_factory=dict)
-
-
-def classification_metrics(y_true: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """The holdout metrics for positive-class probabilities `proba`."""
-    labels = (proba >= threshold).astype(int)
-    return {
-        "roc_auc": float(roc_auc_score(y_true, proba)),
-        "pr_auc": float(average_precision_score(y_true, proba)),
-        "accuracy": float(accuracy_score(y_true, labels)),
-        "precision": float(precision_score(y_true, labels, zero_division=0)),
-        "recall": float(recall_score(y_true, labels, zero_division=0)),
-        "f1": float(f1_score(y_true, labels, zero_division=0)),
-        "log_loss": float(log_loss(y_true, np.clip(proba, 1e-15, 1 - 1e-15), labels=[0, 1])),
-        "brier": float(brier_score_loss(y_true, proba)),
-    }
-
-
-def score_metric(name: str, y_true: np.ndarray, proba: np.ndarray, threshold: float = 0.5) -> float:
-    return classification_metrics(y_true, proba, threshold)[name]
-
-
-def is_better_or_equal(metric: str, candidate: float, reference: float, tolerance: float = 0.0) -> bool:
-    """True if `candidate` is no worse than `reference` by more than `tolerance`."""
-    if metric in LOWER_IS_BETTER:
-        return candidate <= reference + tolerance
-    return candidate >= reference - tolerance
 
 
 def _png(fig) -> bytes:

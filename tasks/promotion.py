@@ -9,7 +9,8 @@ from prefect.tasks import exponential_backoff
 
 from tasks import registry
 from tasks.config import LOWER_IS_BETTER, PromotionConfig
-from tasks.evaluation import Evaluation, is_better_or_equal, score_metric
+from tasks.evaluation import Evaluation
+from tasks.metrics import is_better_or_equal, score_metric
 from tasks.features import FeatureSpec
 
 CHAMPION, CHALLENGER = "champion", "challenger"

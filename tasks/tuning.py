@@ -29,7 +29,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from tasks.caching import STEP_CACHE, project_home
 from tasks.config import LOWER_IS_BETTER, ModelConfig, ParamSpace, TuningConfig
-from tasks.evaluation import score_metric
+from tasks.metrics import score_metric
 from tasks.features import FeatureSpec, model_pipeline
 from tasks.training import build_estimator
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tasks.config import PromotionConfig
-from tasks.evaluation import classification_metrics, is_better_or_equal, score_metric
+from tasks.metrics import classification_metrics, is_better_or_equal, score_metric
 from tasks.promotion import CHALLENGER, CHAMPION, PromotionDecision, decide_promotion
 
 # -- classification_metrics ---------------------------------------------------------------------
