@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -40,6 +41,17 @@ def finish(process, timeout=600) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def wait_for_progress(process, trials: int, timeout=300) -> None:
+    """Until the job reports at least `trials` finished trials (it prints `progress n/N`)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if line.startswith("progress ") and int(line.split()[1].split("/")[0]) >= trials:
+            return
+        assert process.poll() is None, process.stderr.read()[-3000:]
+    raise AssertionError(f"no progress to {trials} trials in {timeout} s")
+
+
 def study(workspace, name):
     return optuna.load_study(study_name=name, storage=f"sqlite:///{workspace / 'data' / '.optuna' / 'studies.db'}")
 
@@ -67,7 +79,7 @@ def test_two_local_workers_finish_the_budget_without_duplicates(workspace, tiny_
     assert len(numbers) == len(set(numbers))
     children = child_runs(result["parent_run_id"])
     logged = [r.data.tags["optuna.trial"] for r in children]
-    assert len(logged) == len(set(logged))  # every trial logged once, by whichever worker ran it
+    assert len(logged) == len(set(logged))  # every trial logged once, whichever worker ran it
     assert sorted(map(int, logged)) == sorted(t.number for t in s.get_trials(deepcopy=False)
                                               if t.state.name in ("COMPLETE", "PRUNED"))
     parent = MlflowClient().get_run(result["parent_run_id"])
@@ -79,14 +91,9 @@ def test_two_local_workers_finish_the_budget_without_duplicates(workspace, tiny_
 
 @pytest.mark.slow
 def test_killed_study_resumes_to_exactly_the_budget(workspace, tiny_csv):
-    process = job(tiny_csv, 10, 1, "local", start_new_session=True)
-    deadline = time.monotonic() + 300
-    name = None
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line.startswith("progress 3/"):
-            break
-        assert process.poll() is None, process.stderr.read()[-3000:]
+    budget = 30  # enough that the kill lands mid-study: progress is reported about once a second
+    process = job(tiny_csv, budget, 1, "local", start_new_session=True)
+    wait_for_progress(process, 3)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 
@@ -95,17 +102,20 @@ def test_killed_study_resumes_to_exactly_the_budget(workspace, tiny_csv):
     name = summary.study_name
     before = {t.number: t.params for t in study(workspace, name).get_trials(deepcopy=False)
               if t.state.name in ("COMPLETE", "PRUNED")}
-    assert 3 <= len(before) < 10
+    assert 3 <= len(before) < budget
 
-    result = finish(job(tiny_csv, 10, 1))
+    result = finish(job(tiny_csv, budget, 1))
 
     assert result["study"] == name
     s = study(workspace, name)
     finished = {t.number: t.params for t in s.get_trials(deepcopy=False) if t.state.name in ("COMPLETE", "PRUNED")}
-    assert len(finished) == 10
+    assert len(finished) == budget
     assert all(finished[n] == params for n, params in before.items())  # the first k were reused, not rerun
     assert states(s).get("RUNNING", 0) == 0  # the killed trial was failed on resume
-    again = finish(job(tiny_csv, 10, 1))  # budget met: nothing more runs
+    ran = sorted(t.number for t in s.get_trials(deepcopy=False) if "skipped" not in t.user_attrs)
+    logged = sorted(int(r.data.tags["optuna.trial"]) for r in child_runs(result["parent_run_id"]))
+    assert logged == ran  # each trial that ran, the killed run's included, has exactly one child run
+    again = finish(job(tiny_csv, budget, 1))  # budget met: nothing more runs
     assert len([t for t in study(workspace, name).get_trials(deepcopy=False)]) == len(s.get_trials(deepcopy=False))
     assert again["best_value"] == result["best_value"]
 
@@ -114,14 +124,12 @@ def test_median_pruner_prunes_an_always_bad_trial(workspace, tiny_csv):
     sys.path.insert(0, str(HERE))
     from tuning_job import prepare
 
-    from tasks.registry import ensure_experiment, tracking_uri
-    from tasks.tuning import StudyPlan, open_study
+    from tasks.distributed import StudyPlan, open_study
 
     config, train, spec, preprocessor, fingerprint = prepare(str(tiny_csv), [])
     plan = StudyPlan(study_name="pruning", storage=f"sqlite:///{workspace / 'p.db'}", budget=10, timeout_s=None,
-                     seed=1, pruner="median", metric="roc_auc", cv_folds=3, target="churn", spec=spec,
-                     preprocessor=preprocessor, model=config.model, space={}, tracking_uri=tracking_uri(),
-                     experiment_id=ensure_experiment("t"), parent_run_id="")
+                     seed=1, pruner="median", metric="roc_auc", cv_folds=3, target="churn", columns=tuple(spec.columns),
+                     pipeline=preprocessor, space={})
     s = open_study(plan)
     for _ in range(4):
         good = s.ask()
@@ -199,3 +207,61 @@ def test_train_with_tuning_registers_the_best_params(workspace, fast_config):
     for key, value in trial.params.items():
         assert params[f"model.params.hist_gradient_boosting.{key}"] == str(value)
     assert len(child_runs(version.tags["tuning.parent_run_id"])) == 4
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_tune_flow_reports_progress_in_logs_and_a_progress_artifact(workspace, fast_config):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    from flows.tuning import tune
+
+    state = tune(config=fast_config("tuning.trials=4", "tuning.cv_folds=2", "tuning.workers=2"), return_state=True)
+    result = state.result()
+    assert result.complete + result.pruned == 4
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as prefect:
+        logs = [log.message for log in prefect.read_logs(
+            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))]
+        progress = [a for a in prefect.read_artifacts() if a.flow_run_id == flow_run_id and a.type == "progress"]
+    assert any(message.startswith("trials 4/4  best ") for message in logs), logs
+    assert [a.data for a in progress] == [100.0]
+    assert len(child_runs(result.parent_run_id)) == 4
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
+def test_spawned_workers_end_when_the_tuning_process_is_killed(workspace, tiny_csv):
+    process = job(tiny_csv, 5000, 2, "local", start_new_session=True)  # far more than 20 s of trials
+    try:
+        wait_for_progress(process, 2)
+        children = _children(process.pid)
+        assert children, "the 2-worker run has a spawned worker"
+        os.kill(process.pid, signal.SIGKILL)  # the coordinator alone, not its process group
+        process.wait()
+        deadline = time.monotonic() + 20
+        while any(_alive(pid) for pid in children) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(_alive(pid) for pid in children)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
