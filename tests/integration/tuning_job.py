@@ -14,12 +14,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+# Small models, so a trial takes a fraction of a second: these tests are about the study, not the fit.
+SMALL_SPACE = ("tuning.spaces.hist_gradient_boosting={learning_rate: {type: log_float, low: 0.01, high: 0.3}, "
+               "max_iter: {type: int, low: 20, high: 80, step: 20}, max_leaf_nodes: {type: int, low: 7, high: 31}, "
+               "min_samples_leaf: {type: int, low: 5, high: 50}}")
+
 
 def prepare(csv: str, overrides: list[str]):
     from tasks.config import load_config
     from tasks.training import prepare_data
 
-    config = load_config(ROOT / "conf" / "churn.yaml", ["data.min_rows=50", "tuning.cv_folds=2", *overrides], csv)
+    config = load_config(ROOT / "conf" / "churn.yaml", ["data.min_rows=50", "tuning.cv_folds=2", SMALL_SPACE, *overrides],
+                         csv)
     train, _, spec, preprocessor, fingerprint = prepare_data(config)
     return config, train, spec, preprocessor, fingerprint
 
