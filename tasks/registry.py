@@ -433,13 +433,42 @@ class PromotionLockTimeout(TimeoutError):
     """Another promotion held the lock for longer than we were willing to wait."""
 
 
+def _process_identity() -> str:
+    """This machine and PID namespace: two processes with the same identity can check each
+    other's PIDs (a container with its own PID namespace gets another identity)."""
+    import socket
+
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        namespace = 0
+    return f"{socket.gethostname()}:{namespace}"
+
+
+def _holder_is_dead(tags: dict[str, str]) -> bool:
+    """True when the lock's holder ran on this machine (same PID namespace) and its process is gone."""
+    if tags.get("identity") != _process_identity() or not tags.get("pid", "").isdigit():
+        return False
+    try:
+        os.kill(int(tags["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 @contextlib.contextmanager
-def promotion_lock(name: str, owner: str, wait_s: float = 300.0, stale_s: float = 600.0):
+def promotion_lock(name: str, owner: str, wait_s: float = 300.0, stale_s: float = 60.0, heartbeat_s: float = 10.0):
     """Mutual exclusion for changing `name`'s aliases, kept in the MLflow store itself so it
     holds across processes and machines: creating a registered model is atomic and fails if
-    it exists, so `<name>.promotion-lock` exists exactly while someone holds the lock. A lock
-    older than `stale_s` (its holder crashed) is broken."""
+    it exists, so `<name>.promotion-lock` exists exactly while someone holds the lock.
+
+    The holder refreshes a heartbeat tag every `heartbeat_s`. A waiter breaks the lock when the
+    heartbeat is older than `stale_s`, or at once when the holder ran on this machine and its
+    process is gone (a killed `mlpipe train` must not block promotions for minutes)."""
     import random
+    import threading
     import time as clock
 
     from mlflow.exceptions import MlflowException
@@ -448,26 +477,43 @@ def promotion_lock(name: str, owner: str, wait_s: float = 300.0, stale_s: float 
     c = client()
     deadline = clock.monotonic() + wait_s
     while True:
+        now = str(clock.time())
         try:
-            c.create_registered_model(lock, tags={"owner": owner, "acquired": str(clock.time())},
+            c.create_registered_model(lock, tags={"owner": owner, "acquired": now, "heartbeat": now,
+                                                  "identity": _process_identity(), "pid": str(os.getpid())},
                                       description=f"held while {owner} changes aliases of {name}")
             break
         except MlflowException as error:
             if "RESOURCE_ALREADY_EXISTS" not in str(error.error_code) and "already exists" not in str(error):
                 raise
         try:
-            acquired = float(c.get_registered_model(lock).tags.get("acquired", "0"))
-            if clock.time() - acquired > stale_s:
-                c.delete_registered_model(lock)
+            tags = c.get_registered_model(lock).tags
+            beat = float(tags.get("heartbeat", tags.get("acquired", "0")))
+            if clock.time() - beat > stale_s or _holder_is_dead(tags):
+                # Re-read just before breaking: another waiter may have broken it and taken it meanwhile.
+                if c.get_registered_model(lock).tags.get("acquired") == tags.get("acquired"):
+                    c.delete_registered_model(lock)
                 continue
         except MlflowException:
             continue  # released meanwhile
         if clock.monotonic() > deadline:
             raise PromotionLockTimeout(f"the promotion lock of {name} is held by another run (waited {wait_s:.0f} s)")
         clock.sleep(0.2 + random.random() * 0.3)
+
+    released = threading.Event()
+
+    def heartbeat() -> None:
+        while not released.wait(heartbeat_s):
+            with contextlib.suppress(MlflowException):
+                c.set_registered_model_tag(lock, "heartbeat", str(clock.time()))
+
+    beating = threading.Thread(target=heartbeat, name="promotion-lock-heartbeat", daemon=True)
+    beating.start()
     try:
         yield
     finally:
+        released.set()
+        beating.join()
         with contextlib.suppress(MlflowException):
             c.delete_registered_model(lock)
 

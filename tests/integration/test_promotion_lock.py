@@ -1,0 +1,61 @@
+"""The promotion lock in a real MLflow SQLite store: held, refreshed, and broken only when its
+holder is gone."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow import MlflowClient
+
+from tasks.registry import PromotionLockTimeout, _process_identity, promotion_lock
+
+LOCK = "m.promotion-lock"
+
+
+def leave_lock(pid: int, identity: str, heartbeat_age_s: float = 0.0) -> None:
+    beat = str(time.time() - heartbeat_age_s)
+    MlflowClient().create_registered_model(LOCK, tags={"owner": "v9", "acquired": beat, "heartbeat": beat,
+                                                       "identity": identity, "pid": str(pid)})
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_lock_left_by_a_killed_process_on_this_machine_is_broken_at_once(workspace):
+    leave_lock(dead_pid(), _process_identity())
+    started = time.monotonic()
+    with promotion_lock("m", owner="v10", wait_s=30):
+        assert MlflowClient().get_registered_model(LOCK).tags["owner"] == "v10"
+    assert time.monotonic() - started < 5
+
+
+def test_a_live_holder_with_a_fresh_heartbeat_keeps_the_lock(workspace):
+    leave_lock(os.getpid(), _process_identity())
+    with pytest.raises(PromotionLockTimeout):
+        with promotion_lock("m", owner="v10", wait_s=1.5):
+            pass
+    assert MlflowClient().get_registered_model(LOCK).tags["owner"] == "v9"
+
+
+def test_a_holder_elsewhere_is_trusted_until_its_heartbeat_goes_stale(workspace):
+    leave_lock(os.getpid(), "another-host:1", heartbeat_age_s=5)  # its PID means nothing here
+    with pytest.raises(PromotionLockTimeout):
+        with promotion_lock("m", owner="v10", wait_s=1.0, stale_s=60):
+            pass
+    with promotion_lock("m", owner="v10", wait_s=10, stale_s=3):  # 5 s without a heartbeat: stale
+        assert MlflowClient().get_registered_model(LOCK).tags["owner"] == "v10"
+
+
+def test_the_holder_refreshes_its_heartbeat_and_releases(workspace):
+    with promotion_lock("m", owner="v10", heartbeat_s=0.2):
+        first = float(MlflowClient().get_registered_model(LOCK).tags["heartbeat"])
+        time.sleep(1.0)
+        assert float(MlflowClient().get_registered_model(LOCK).tags["heartbeat"]) > first
+    assert MlflowClient().search_registered_models(f"name = '{LOCK}'") == []
