@@ -107,6 +107,15 @@ class RatioFeature(Section):
     denominator: str
 
 
+class ChangeFeature(Section):
+    """(previous - current) / previous: the share lost since `previous` (negative for growth),
+    missing where `previous` is 0 or missing."""
+
+    name: str
+    previous: str
+    current: str
+
+
 class BucketFeature(Section):
     """A numeric column cut at fixed edges into one-hot encoded buckets."""
 
@@ -131,6 +140,7 @@ class FeaturesConfig(Section):
         30, ge=2, description="Rarer categories are grouped into one 'infrequent' column"
     )
     ratios: list[RatioFeature] = Field(default_factory=list)
+    changes: list[ChangeFeature] = Field(default_factory=list)
     buckets: list[BucketFeature] = Field(default_factory=list)
 
 
