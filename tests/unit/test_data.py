@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
+from pathlib import Path
 
 import fsspec
 import numpy as np
@@ -252,6 +254,28 @@ def test_csv_options_are_checked(options):
 
 def test_csv_tab_option_spelled_as_a_word():
     assert CsvConfig(delimiter="tab").delimiter == "\t"
+
+
+def test_the_dirty_export_reads_right(tmp_path):
+    spec = importlib.util.spec_from_file_location("generate_churn", Path(__file__).parents[2] / "data" / "generate_churn.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    clean = generator.generate_churn(300, seed=3)
+    for decimal_comma in (False, True):
+        path = generator.write_dirty_export(tmp_path / f"dirty-{decimal_comma}.csv", 300, seed=3,
+                                            decimal_comma=decimal_comma)
+        assert path.read_text().count(";") > 300 * 14
+        frame = read_dataset(str(path), options=CsvConfig(decimal="," if decimal_comma else "."))
+        validated = validate_dataset(frame, DataConfig(target="churn", positive_label="Yes", min_rows=2))
+        report = validated.report
+        assert set(report.numeric_features) == {"senior_citizen", "tenure", "monthly_charges", "total_charges",
+                                                "prev_month_minutes", "current_month_minutes", "support_calls"}
+        assert "paperless_billing" in report.categorical_features and report.id_columns == ["customer_id"]
+        assert set(frame["paperless_billing"].dropna()) == {True, False} and frame["paperless_billing"].isna().any()
+        np.testing.assert_allclose(validated.frame["current_month_minutes"], clean["current_month_minutes"])
+        blanks = validated.frame["monthly_charges"].isna()
+        assert 0 < blanks.sum() < 30
+        np.testing.assert_allclose(validated.frame["monthly_charges"][~blanks], clean["monthly_charges"][~blanks])
 
 
 # -- short error lines ------------------------------------------------------------------------------
