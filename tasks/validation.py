@@ -17,7 +17,7 @@ from prefect import get_run_logger, task
 from tasks.caching import STEP_CACHE
 from tasks.conform import coerce_numeric_text, is_numeric, mostly_text
 from tasks.config import DataConfig
-from tasks.data import DatasetFingerprint
+from tasks.data import DatasetFingerprint, looks_decimal_comma, name_list
 from tasks.errors import DataValidationError
 
 
@@ -81,11 +81,12 @@ def map_target(series: pd.Series, column: str, positive_label) -> pd.Series:
 
 
 def _delimiter_hint(columns) -> str:
+    """When the header was read as one column holding another delimiter (data.csv.delimiter set
+    to the wrong one, or rows too irregular to detect it), the fix; else ''."""
     if len(columns) == 1:
-        for sep, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
+        for sep, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe"), (",", "comma")):
             if sep in str(columns[0]):
-                return (f"; the file looks {name}-delimited (one column named {str(columns[0])[:60]!r}): "
-                        "export it comma-separated")
+                return f": the file looks {name}-delimited; set data.csv.delimiter to {sep!r} (or auto)"
     return ""
 
 
@@ -136,11 +137,11 @@ def validate_dataset(frame: pd.DataFrame, config: DataConfig, min_class_rows: in
         _fail("the dataset is empty (no rows)" if frame.shape[1] else "the dataset is empty (no columns)")
     duplicated = sorted({c for c in frame.columns[frame.columns.duplicated()]})
     if duplicated:
-        _fail(f"duplicate column names {duplicated}: rename them so each column is unique", duplicated[0])
+        _fail(f"duplicate column names {name_list(duplicated)}: rename them so each column is unique", duplicated[0])
     target = config.target
     if target not in frame.columns:
-        _fail(f"target column {target!r} is missing (columns: {list(frame.columns)[:12]})"
-              f"{_delimiter_hint(frame.columns)}", target)
+        _fail(f"target column {target!r} is missing{_delimiter_hint(frame.columns)} "
+              f"(columns: {name_list(frame.columns)})", target)
     missing_required = [c for c in config.required_features if c not in frame.columns]
     if missing_required:
         _fail(f"required feature {missing_required[0]!r} is missing from the dataset", missing_required[0])
@@ -171,6 +172,10 @@ def validate_dataset(frame: pd.DataFrame, config: DataConfig, min_class_rows: in
                     "became missing values")
 
     for column in features.columns:
+        if looks_decimal_comma(features[column]):
+            report.warnings.append(f"column {column!r} holds numbers with a decimal comma (e.g. "
+                                   f"{next(v for v in features[column].dropna() if v.strip())!r}), read as text: set data.csv.decimal "
+                                   "to ',' to read them as numbers")
         bad = mixed_type_values(features[column])
         if bad is not None:
             rows = bad.index[:5].tolist()
