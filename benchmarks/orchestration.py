@@ -1,0 +1,72 @@
+"""What Prefect itself costs a run: the temporary server's start and stop, and each task.
+
+    .venv/bin/python benchmarks/orchestration.py [--tasks 200] [--repeats 3]
+
+- fixed cost: the temporary local Prefect server `mlpipe` starts when no PREFECT_API_URL is
+  set (deployments/local_server.py), from spawn to healthy, and its stop;
+- per task: a flow of N trivial tasks against the same N plain calls, in ms per task.
+Prints the median of `--repeats` runs with min and max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.pop("PREFECT_API_URL", None)
+
+
+def spread(values: list[float], unit: str = "s", scale: float = 1.0) -> str:
+    values = [v * scale for v in values]
+    return f"{statistics.median(values):8.2f} {unit} (min {min(values):.2f}, max {max(values):.2f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    from deployments.local_server import prefect_api
+
+    starts, stops, per_task = [], [], []
+    for _ in range(args.repeats):
+        started = time.perf_counter()
+        with prefect_api() as server:
+            server.wait()
+            starts.append(time.perf_counter() - started)
+            from prefect import flow, task
+
+            @task
+            def trivial(i: int) -> int:
+                return i + 1
+
+            @flow
+            def many(n: int) -> int:
+                return sum(trivial(i) for i in range(n))
+
+            many(1)  # the first flow run pays for client set-up: not a per-task cost
+            began = time.perf_counter()
+            many(args.tasks)
+            flow_s = time.perf_counter() - began
+            began = time.perf_counter()
+            sum(trivial.fn(i) for i in range(args.tasks))
+            plain_s = time.perf_counter() - began
+            per_task.append((flow_s - plain_s) / args.tasks)
+            stopping = time.perf_counter()
+        stops.append(time.perf_counter() - stopping)
+    print(f"temporary server start (spawn -> healthy) {spread(starts)}")
+    print(f"temporary server stop (drain + stop)      {spread(stops)}")
+    print(f"fixed cost, start + stop                  {statistics.median(starts) + statistics.median(stops):8.2f} s "
+          "(target <= 1.5 s)")
+    print(f"per task, {args.tasks} trivial tasks in a flow        {spread(per_task, 'ms', 1000)}")
+
+
+if __name__ == "__main__":
+    main()
