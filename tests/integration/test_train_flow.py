@@ -153,7 +153,8 @@ def test_flow_parameters_are_the_typed_config_form():
     assert {"data", "split", "features", "model", "evaluation", "promotion", "tracking", "cache"} <= set(
         pipeline["properties"])
     model = definitions["ModelConfig"]["properties"]
-    assert model["family"]["enum"] == ["logistic_regression", "random_forest", "hist_gradient_boosting"]
-    assert model["family"]["default"] == "hist_gradient_boosting"
+    assert model["family"]["enum"] == ["auto", "logistic_regression", "hist_gradient_boosting", "random_forest",
+                                       "soft_voting"]
+    assert model["family"]["default"] == "auto"
     assert definitions["PromotionConfig"]["properties"]["min_value"]["default"] == 0.75
     assert definitions["DataConfig"]["properties"]["uri"]["default"] == "data/churn.csv"
