@@ -18,16 +18,17 @@ def score(
     model_ref: str = "champion",
     id_column: str = "customer_id",
     chunk_rows: Annotated[int, Field(gt=0)] = 50_000,
-    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5,
+    threshold: Annotated[float | None, Field(ge=0.0, le=1.0)] = None,
 ) -> ScoringSummary:
     """Score a dataset (CSV or Parquet, local or s3://) with a registered model; write Parquet.
 
     resolve `model_ref` (an alias such as champion, or a version number) -> load the model ->
-    read `chunk_rows` rows at a time, conform them to the model's signature, score -> write
+    read `chunk_rows` rows at a time through the model's own conform step, score -> write
     `output_uri` atomically -> summary artifact. Output columns: the id column (`row_number`
-    when the input has none), probability, label (probability >= threshold), model_name,
-    model_version, scored_at. Rows whose numeric values cannot be parsed are rejected and
-    listed by row number; a column the model reads that is missing fails the run.
+    when the input has none), probability, label (probability >= `threshold`; empty: the
+    model's own, evaluation's threshold), model_name, model_version, scored_at. Rows whose
+    numeric values cannot be parsed are rejected and listed by row number; a column the model
+    reads that is missing fails the run.
     """
     model = resolve_model_task(model_name, model_ref)
     pipeline = load_model_task(model)

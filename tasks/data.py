@@ -21,6 +21,7 @@ from prefect.tasks import exponential_backoff
 
 from tasks.caching import STEP_CACHE
 from tasks.config import DataConfig
+from tasks.errors import DataValidationError
 
 _CHUNK = 1 << 20
 
@@ -188,8 +189,6 @@ def split_dataset(frame: pd.DataFrame, target: str, holdout_fraction: float = 0.
 
     if time_column:
         if time_column not in frame.columns:
-            from tasks.validation import DataValidationError
-
             raise DataValidationError(f"split.time_column {time_column!r} is not a column of the dataset",
                                       time_column)
         ordered = frame.sort_values(time_column, kind="stable")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
@@ -19,7 +20,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # this module ships inside registered models: keep it to sklearn + numpy
+from tasks.conform import Conform
+from tasks.errors import DataValidationError
+
+if TYPE_CHECKING:  # this module ships inside registered models: keep it to sklearn, numpy, pandas
     from tasks.config import FeaturesConfig
 
 
@@ -155,8 +159,6 @@ def build_preprocessor(spec: FeatureSpec, config: FeaturesConfig) -> ColumnTrans
 
 
 def _require(known: set[str], feature: str, *columns: str) -> None:
-    from tasks.validation import DataValidationError
-
     for column in columns:
         if column not in known:
             raise DataValidationError(
@@ -166,8 +168,6 @@ def _require(known: set[str], feature: str, *columns: str) -> None:
 
 def feature_spec(numeric: list[str], categorical: list[str], config: FeaturesConfig) -> FeatureSpec:
     """Roles of the raw columns; derived-feature inputs must be numeric."""
-    from tasks.validation import DataValidationError
-
     for name, column in [(r.name, c) for r in config.ratios for c in (r.numerator, r.denominator)] + [
         (b.name, b.column) for b in config.buckets
     ]:
@@ -182,6 +182,35 @@ def raw_feature_frame(frame, spec: FeatureSpec):
     return frame[spec.columns]
 
 
-def model_pipeline(preprocessor: ColumnTransformer, estimator) -> Pipeline:
-    return Pipeline([("features", preprocessor), ("model", estimator)])
+class ModelPipeline(Pipeline):
+    """The registered model: conform -> features -> estimator, plus the decision threshold.
 
+    `predict_proba` is scikit-learn's. `predict` answers what a caller of the registered model
+    wants, a frame with `probability` (of the positive class, float64) and `label` (1 where
+    `probability >= threshold`, int64), one row per input row; MLflow's pyfunc flavour, `mlflow
+    models serve` and batch scoring all answer through it.
+    """
+
+    def __init__(self, steps, *, threshold: float = 0.5, memory=None, transform_input=None, verbose=False):
+        super().__init__(steps, memory=memory, transform_input=transform_input, verbose=verbose)
+        self.threshold = threshold
+
+    def positive_proba(self, X) -> np.ndarray:
+        """Probability of the positive class (label 1) per row."""
+        proba = self.predict_proba(X)
+        classes = list(self.classes_)
+        return np.asarray(proba[:, classes.index(1) if 1 in classes else -1], dtype="float64")
+
+    def predict(self, X, **params) -> pd.DataFrame:
+        probability = self.positive_proba(X)
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return pd.DataFrame({"probability": probability,
+                             "label": (probability >= self.threshold).astype("int64")}, index=index)
+
+
+def model_pipeline(spec: FeatureSpec, preprocessor: ColumnTransformer, estimator,
+                   threshold: float = 0.5) -> ModelPipeline:
+    """The unfitted model for `spec`: raw rows are conformed first, so every client can send
+    rows as they stand in the training file."""
+    return ModelPipeline([("conform", Conform(numeric=spec.numeric, categorical=spec.categorical)),
+                          ("features", preprocessor), ("model", estimator)], threshold=threshold)

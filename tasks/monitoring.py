@@ -32,7 +32,8 @@ from tasks.config import DataConfig, PipelineConfig, Section, build_config
 from tasks.data import IO_RETRIES, DatasetError, dataset_format, read_dataset, split_dataset
 from tasks.registry import (TAG_PREFIX, is_transient_tracking_error, load_version, log_run, redact_uri,
                             resolve_model_version, run_artifact_text, version_run_id, version_tags)
-from tasks.validation import DataValidationError, ValidatedData, coerce_numeric_text, validate_dataset
+from tasks.conform import numeric_values, text_values
+from tasks.validation import DataValidationError, ValidatedData, validate_dataset
 
 DRIFT_EVENT = "mlpipe.drift.detected"
 BINS = 10
@@ -98,14 +99,6 @@ def numeric_psi(reference, current, bins: int = BINS) -> float:
     return psi_from_counts(_bin_counts(ref, edges), _bin_counts(cur, edges))
 
 
-def category_text(series: pd.Series) -> pd.Series:
-    """Categories as the model sees them (`str(value)`, like the encoder's input), None where missing."""
-    missing = series.isna().to_numpy()
-    text = series.to_numpy(dtype=object).astype(str).astype(object)
-    text[missing] = None
-    return pd.Series(text, index=series.index, dtype=object)
-
-
 def _category_counts(text: pd.Series, categories: list[str]) -> np.ndarray:
     known = text.isin(categories)
     counts = text[known].value_counts()
@@ -116,7 +109,7 @@ def _category_counts(text: pd.Series, categories: list[str]) -> np.ndarray:
 def categorical_psi(reference: pd.Series, current: pd.Series) -> float:
     """PSI of a categorical feature over the reference's categories plus an "unseen" bucket
     (categories only the current data has) and a "missing" bucket."""
-    ref, cur = category_text(reference), category_text(current)
+    ref, cur = text_values(reference), text_values(current)
     if len(ref) == 0 or len(cur) == 0:
         return 0.0
     categories = sorted(set(ref.dropna()))
@@ -126,10 +119,10 @@ def categorical_psi(reference: pd.Series, current: pd.Series) -> float:
 def unseen_share(reference: pd.Series, current: pd.Series) -> float:
     """Share of current rows whose category never occurs in the reference (missing rows excluded
     from the count, not from the denominator)."""
-    cur = category_text(current)
+    cur = text_values(current)
     if len(cur) == 0:
         return 0.0
-    seen = set(category_text(reference).dropna())
+    seen = set(text_values(reference).dropna())
     return float((cur.notna() & ~cur.isin(seen)).sum() / len(cur))
 
 
@@ -290,12 +283,7 @@ def align_current(frame: pd.DataFrame, numeric: list[str], categorical: list[str
                                   f"(missing: {absent[:5]})", absent[0])
     out = pd.DataFrame(index=frame.index)
     for column in numeric:
-        series = frame[column]
-        if not pd.api.types.is_numeric_dtype(series) or pd.api.types.is_bool_dtype(series):
-            coerced = coerce_numeric_text(series)
-            series = coerced[0] if coerced is not None else pd.to_numeric(
-                series.astype("string").str.strip(), errors="coerce")
-        out[column] = series.to_numpy(dtype="float64", na_value=np.nan)
+        out[column] = numeric_values(frame[column])[0]  # text that is not a number: missing
     for column in categorical:
         out[column] = frame[column]
     return out

@@ -28,7 +28,7 @@ from tasks.caching import PACKAGE_ROOT, project_home, source_hash
 
 TAG_PREFIX = "mlpipe."
 LINEAGE_KEY = TAG_PREFIX + "lineage_key"
-TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "tasks.features.", "builtins.")
+TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "tasks.features.", "tasks.conform.", "builtins.")
 
 
 def tracking_uri() -> str:
@@ -159,16 +159,23 @@ def trusted_types(model) -> list[str]:
     return sorted(untrusted)
 
 
-def signature_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """Integer columns as float (so rows with gaps satisfy the signature), text as object."""
-    out = frame.copy()
-    for column in out.columns:
-        series = out[column]
-        if pd.api.types.is_integer_dtype(series) or pd.api.types.is_bool_dtype(series):
-            out[column] = series.astype("float64")
-        elif not pd.api.types.is_numeric_dtype(series):
-            out[column] = series.astype(object).where(series.notna(), None)
-    return out
+def model_signature(columns: list[str]):
+    """Every input column by name, typed `Any`; outputs `probability` (double) and `label` (long).
+
+    The model conforms raw values itself (`tasks.conform`), so the signature names the columns
+    (a missing one is refused, named) and leaves their values to the model: a `double` column
+    would refuse int64 frames and numbers stored as text, a `long` one floats with gaps, and
+    both the blanks real exports hold."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import AnyType, ColSpec, Schema
+
+    return ModelSignature(inputs=Schema([ColSpec(AnyType(), name) for name in columns]),
+                          outputs=Schema([ColSpec("double", "probability"), ColSpec("long", "label")]))
+
+
+def input_example(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows as a client sends them (JSON-friendly: None for missing values)."""
+    return frame.astype(object).where(frame.notna(), None)
 
 
 def _pip_requirements() -> list[str]:
@@ -212,11 +219,7 @@ def log_and_register(
     MLflow table artifacts `<name>.json`); the model logged with skops (explicit trusted
     types), signature and input example; then registered with lineage tags."""
     import mlflow
-    from mlflow.models import infer_signature
-
     experiment_id = ensure_experiment(experiment)
-    example = signature_frame(example)
-    signature = infer_signature(example, model.predict(example))
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
                           tags={**lineage.tags(), **(extra_tags or {})}) as run:
         mlflow.log_params(params)
@@ -233,8 +236,8 @@ def log_and_register(
         info = mlflow.sklearn.log_model(
             model,
             name="model",
-            signature=signature,
-            input_example=example.head(3),
+            signature=model_signature(list(example.columns)),
+            input_example=input_example(example.head(3)),
             serialization_format="skops",
             skops_trusted_types=trusted_types(model),
             pip_requirements=_pip_requirements(),
@@ -328,6 +331,7 @@ def register_task(model, evaluation, holdout: pd.DataFrame, columns: list[str], 
         return existing
     safe_config = config.model_copy(update={"data": config.data.model_copy(
         update={"uri": redact_uri(config.data.uri)})})
+    model.set_params(threshold=config.evaluation.threshold)  # its `label` uses evaluation's threshold
     version = log_and_register(
         model=model,
         model_name=config.tracking.model_name,

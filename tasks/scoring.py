@@ -1,10 +1,10 @@
 """Batch scoring: a registered model over a dataset of any size, predictions out as Parquet.
 
 The input is read in chunks (CSV rows or Parquet batches), so memory stays flat whatever its
-size. Each chunk is conformed to the model's signature: numeric columns are parsed (numbers
-stored as text, blanks made missing), text columns made text. A value that cannot be parsed
-rejects its row, reported by its 0-based data-row number in the input; every other row is
-scored. Predictions are written to a temporary sibling of the output and moved into place
+size. Each chunk goes through the model's own conform step (`tasks.conform`), the same one
+`mlflow.pyfunc` and `mlflow models serve` use: numbers stored as text parsed, blanks and +-inf
+missing, categories as text. A value that is not a number in a numeric column rejects its row,
+reported by its 0-based data-row number in the input; every other row is scored. Predictions are written to a temporary sibling of the output and moved into place
 only when complete, so readers see the old file or the new one, never half of one.
 """
 
@@ -30,7 +30,7 @@ from prefect.tasks import exponential_backoff
 
 from tasks import registry
 from tasks.data import IO_RETRIES, DatasetError, dataset_format, storage_options
-from tasks.validation import DataValidationError, coerce_numeric_text
+from tasks.conform import Conform, holds_booleans, require_columns
 
 NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})
 OUTPUT_COLUMNS = ("probability", "label", "model_name", "model_version", "scored_at")
@@ -101,88 +101,29 @@ class ScoringSummary:
     warnings: list[str] = field(default_factory=list)
 
 
-# -- Conforming rows to the signature ---------------------------------------------------------
+# -- Conforming rows: the model's own conform step -----------------------------------------------
 
-def require_columns(columns: Iterable[str], inputs: Sequence[InputColumn]) -> None:
-    """Fail, naming every one, when a column the model reads is missing from the input.
-
-    All signature columns count, even those MLflow marks optional (it does so when the input
-    example happened to hold a gap): the pipeline selects each by name and cannot run without it.
-    """
-    present = set(columns)
-    missing = [column.name for column in inputs if column.name not in present]
-    if missing:
-        raise DataValidationError(
-            f"the input lacks column(s) {missing} that the model reads; add them (values may be blank)",
-            missing[0])
+def conform_step(pipeline, inputs: Sequence[InputColumn], chunk: pd.DataFrame) -> Conform:
+    """The model's own conform step (its first). A model registered before models carried one
+    gets a step built from its signature: its numeric columns parsed, the rest (and booleans,
+    which it was trained on as categories) as text."""
+    own = getattr(pipeline, "named_steps", {}).get("conform")
+    if isinstance(own, Conform):
+        return own
+    require_columns(chunk.columns, [column.name for column in inputs])
+    numeric = [c.name for c in inputs if c.type in NUMERIC_TYPES and not holds_booleans(chunk[c.name])]
+    return Conform(numeric=numeric, categorical=[c.name for c in inputs if c.name not in numeric]).fit(chunk)
 
 
-def _numeric_values(series: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """The column as float64 and a mask of values that are present but not a number."""
-    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-        return series.astype("float64"), np.zeros(len(series), dtype=bool)
-    coerced = coerce_numeric_text(series)
-    if coerced is not None:  # the common case: every value parses, blanks become missing
-        return coerced[0], np.zeros(len(series), dtype=bool)
-    text = series.astype("string").str.strip()
-    blank = (text.isna() | (text == "")).to_numpy()
-    parsed = pd.to_numeric(text.where(~blank), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
-    return pd.Series(parsed, index=series.index), np.isnan(parsed) & ~blank
-
-
-def _holds_booleans(series: pd.Series) -> bool:
-    """True/False values (with gaps, pandas reads them as object): a categorical the signature
-    calls double, because `registry.signature_frame` casts bools to float for MLflow."""
-    if pd.api.types.is_bool_dtype(series):
-        return True
-    if not pd.api.types.is_object_dtype(series):
-        return False
-    present = series.dropna()
-    return not present.empty and all(isinstance(value, (bool, np.bool_)) for value in present)
-
-
-def _text_values(series: pd.Series) -> pd.Series:
-    """Text as the pipeline saw it at training (see `registry.signature_frame`): object, None for missing."""
-    if not (pd.api.types.is_string_dtype(series) or pd.api.types.is_object_dtype(series)):
-        series = series.astype("string")
-    return series.astype(object).where(series.notna(), None)
-
-
-def _shown(value) -> str:
-    text = str(value)
-    return text if len(text) <= _VALUE_CHARS else text[:_VALUE_CHARS - 3] + "..."
-
-
-def conform_chunk(chunk: pd.DataFrame, inputs: Sequence[InputColumn], first_row: int = 0) -> ConformedChunk:
-    """Shape one chunk into the model's input: signature columns in order, numeric ones parsed
-    to float, text ones as text. Rows holding a value that is not a number in a numeric column
-    (or an infinite one, which the imputers refuse) are rejected; `first_row` is the chunk's
-    position in the input, so rejected rows carry their row number in the whole file.
-    Booleans, and columns of other signature types, pass unchanged: the pipeline was fit on
-    them as they were (it encodes booleans as categories though the signature says double)."""
-    require_columns(chunk.columns, inputs)
-    rejected_mask = np.zeros(len(chunk), dtype=bool)
-    problems: list[tuple[int, int, RejectedRow]] = []  # (row, column order, problem) for sorting
-    features: dict[str, pd.Series] = {}
-    for order, column in enumerate(inputs):
-        series = chunk[column.name]
-        if column.type in NUMERIC_TYPES and not _holds_booleans(series):
-            values, not_number = _numeric_values(series)
-            infinite = np.isinf(values.to_numpy())
-            for position in np.flatnonzero(not_number | infinite):
-                problem = "not a number" if not_number[position] else "not a finite number"
-                row = first_row + int(position)
-                problems.append((row, order, RejectedRow(row, column.name, _shown(series.iloc[position]), problem)))
-            rejected_mask |= not_number | infinite
-            features[column.name] = values
-        elif column.type == "string":
-            features[column.name] = _text_values(series)
-        else:
-            features[column.name] = series
-    frame = pd.DataFrame(features, index=chunk.index)
-    accepted = ~rejected_mask
-    return ConformedChunk(features=frame[accepted], accepted=accepted,
-                          rejected=[problem for *_, problem in sorted(problems, key=lambda p: p[:2])])
+def conform_chunk(chunk: pd.DataFrame, conform: Conform, first_row: int = 0) -> ConformedChunk:
+    """One chunk through the conform step: rows holding a value that is not a number in a numeric
+    column are rejected (`first_row` is the chunk's position in the input, so they carry their row
+    number in the whole file); the others come out as the model reads them."""
+    refused, problems = conform.problems(chunk)
+    accepted = ~refused
+    return ConformedChunk(features=conform.transform(chunk[accepted]), accepted=accepted,
+                          rejected=[RejectedRow(first_row + p.position, p.column, p.value, p.problem)
+                                    for p in problems])
 
 
 # -- Reading in chunks ------------------------------------------------------------------------
@@ -330,6 +271,21 @@ def write_parquet_atomically(tables: Iterable[pa.Table], output_uri: str, schema
 
 # -- Scoring ----------------------------------------------------------------------------------
 
+def model_threshold(pipeline) -> float:
+    """The threshold the model's `label` uses: evaluation's, recorded in the model (0.5 for a
+    model registered before models carried it)."""
+    return float(getattr(pipeline, "threshold", 0.5))
+
+
+def _text_columns(pipeline, inputs: Sequence[InputColumn]) -> list[str]:
+    """Columns to read as text, so a code like "007" keeps its zeros and a text column never
+    turns numeric in one chunk: the model's categorical columns."""
+    own = getattr(pipeline, "named_steps", {}).get("conform")
+    if isinstance(own, Conform):
+        return list(own.categorical)
+    return [c.name for c in inputs if c.type == "string"]
+
+
 def _positive_proba(pipeline, features: pd.DataFrame) -> np.ndarray:
     proba = pipeline.predict_proba(features)
     classes = list(getattr(pipeline, "classes_", [0, 1]))
@@ -342,17 +298,19 @@ def _location(uri: str) -> tuple[str, str]:
 
 
 def score_dataset(pipeline, model: ScoringModel, data_uri: str, output_uri: str, *,
-                  id_column: str = "customer_id", chunk_rows: int = 50_000, threshold: float = 0.5,
+                  id_column: str = "customer_id", chunk_rows: int = 50_000, threshold: float | None = None,
                   scored_at: datetime | None = None,
                   progress: Callable[[int, int], None] | None = None) -> ScoringSummary:
-    """Score every row of `data_uri` with `pipeline` (an sklearn classifier taking the raw
-    signature columns) and write the predictions to `output_uri` atomically.
+    """Score every row of `data_uri` with `pipeline` (a registered model, conform step first)
+    and write the predictions to `output_uri` atomically. `threshold` defaults to the model's
+    own (evaluation's), so `label` agrees with what pyfunc and the REST server answer.
 
     Columns written: `id_column` (or `row_number` when the input has no such column),
     `probability`, `label`, `model_name`, `model_version`, `scored_at` (one UTC time per run).
     Rows with unparseable numbers are rejected and counted; a missing signature column fails
     before anything is written. `progress(rows_in, rows_rejected)` is called after each chunk.
     """
+    threshold = model_threshold(pipeline) if threshold is None else threshold
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
     if id_column in OUTPUT_COLUMNS:
@@ -360,14 +318,14 @@ def score_dataset(pipeline, model: ScoringModel, data_uri: str, output_uri: str,
     if _location(data_uri) == _location(output_uri):
         raise ValueError("output_uri is the input's own URI: write predictions somewhere else")
     scored_at = (scored_at or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    text_columns = [c.name for c in model.inputs if c.type == "string"] + [id_column]
+    text_columns = [*_text_columns(pipeline, model.inputs), id_column]
     counts = {"in": 0, "scored": 0, "rejected": 0, "positive": 0}
     sample: list[RejectedRow] = []
     warnings: list[str] = []
 
     with open_chunks(data_uri, chunk_rows, read_columns=[*model.columns, id_column],
                      text_columns=text_columns) as source:
-        require_columns(source.columns, model.inputs)  # before a byte is written
+        require_columns(source.columns, model.columns)  # before a byte is written
         has_id = id_column in source.columns
         written_id = id_column if has_id else ROW_NUMBER_COLUMN
         if not has_id:
@@ -381,7 +339,7 @@ def score_dataset(pipeline, model: ScoringModel, data_uri: str, output_uri: str,
                 counts["in"] += len(chunk)
                 if chunk.empty:
                     continue
-                conformed = conform_chunk(chunk, model.inputs, first_row)
+                conformed = conform_chunk(chunk, conform_step(pipeline, model.inputs, chunk), first_row)
                 rejected_rows = int((~conformed.accepted).sum())
                 counts["rejected"] += rejected_rows
                 sample.extend(conformed.rejected[:REJECTED_SAMPLE - len(sample)])
@@ -469,7 +427,7 @@ def load_model_task(model: ScoringModel):
 # Never cached: each run must write its output, and the key would hash the whole model.
 @task(name="score", cache_policy=NO_CACHE, **IO_RETRIES)
 def score_task(pipeline, model: ScoringModel, data_uri: str, output_uri: str, id_column: str,
-               chunk_rows: int, threshold: float) -> ScoringSummary:
+               chunk_rows: int, threshold: float | None) -> ScoringSummary:
     """Score the dataset chunk by chunk and write the predictions atomically. A retry (only on
     transient I/O faults) rewrites the whole output, so it is never a mix of two attempts."""
     logger = get_run_logger()

@@ -27,7 +27,7 @@ def build_estimator(config: ModelConfig):
 
 def fit_model(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor, config: ModelConfig) -> Pipeline:
     """Fit features + estimator as one Pipeline on the train split."""
-    pipeline = model_pipeline(clone(preprocessor), build_estimator(config))
+    pipeline = model_pipeline(spec, clone(preprocessor), build_estimator(config))
     pipeline.fit(train[spec.columns], train[target].to_numpy())
     return pipeline
 

@@ -213,7 +213,7 @@ def run_study(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor,
         study_name=name, storage=expand_secrets(tuning.storage) if tuning.storage else default_storage(),
         budget=tuning.trials, timeout_s=tuning.timeout_s, seed=tuning.seed, pruner=tuning.pruner,
         metric=tuning.metric, cv_folds=tuning.cv_folds, target=target, columns=tuple(spec.columns),
-        pipeline=model_pipeline(clone(preprocessor), build_estimator(model)), space=space,
+        pipeline=model_pipeline(spec, clone(preprocessor), build_estimator(model)), space=space,
         threads_per_worker=tuning.threads_per_worker or max(1, (os.cpu_count() or 1) // workers))
     study = open_study(plan)
     fail_interrupted_trials(study)

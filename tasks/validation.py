@@ -15,16 +15,10 @@ import pandas as pd
 from prefect import get_run_logger, task
 
 from tasks.caching import STEP_CACHE
+from tasks.conform import coerce_numeric_text, is_numeric
 from tasks.config import DataConfig
 from tasks.data import DatasetFingerprint
-
-
-class DataValidationError(ValueError):
-    """The dataset breaks the contract; the message names the column and what is wrong."""
-
-    def __init__(self, message: str, column: str | None = None):
-        super().__init__(message)
-        self.column = column
+from tasks.errors import DataValidationError
 
 
 @dataclass
@@ -53,29 +47,6 @@ class ValidatedData:
 
 def _fail(message: str, column: str | None = None) -> None:
     raise DataValidationError(message, column)
-
-
-def _is_numeric(series: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
-
-
-def coerce_numeric_text(series: pd.Series) -> tuple[pd.Series, int] | None:
-    """If every non-blank value of a text column parses as a number, return the numeric column
-    and how many blank values became missing; else None (it is a real categorical)."""
-    if _is_numeric(series) or pd.api.types.is_bool_dtype(series):
-        return None
-    text = series.astype("string").str.strip()
-    blank = text.isna() | (text == "")
-    present = text[~blank]
-    if present.empty:
-        return None
-    parsed = pd.to_numeric(present, errors="coerce")
-    if parsed.isna().any():
-        return None
-    out = pd.Series(np.nan, index=series.index, dtype="float64")
-    out[~blank] = parsed.astype("float64")
-    newly_missing = int((blank & series.notna()).sum())
-    return out, newly_missing
 
 
 def map_target(series: pd.Series, column: str, positive_label) -> pd.Series:
@@ -120,7 +91,7 @@ def _delimiter_hint(columns) -> str:
 
 def mixed_type_values(series: pd.Series, min_share: float = 0.9) -> pd.Series | None:
     """For a text column whose values are mostly numbers, the values that are not (else None)."""
-    if _is_numeric(series) or pd.api.types.is_bool_dtype(series):
+    if is_numeric(series) or pd.api.types.is_bool_dtype(series):
         return None
     text = series.astype("string").str.strip()
     present = text[text.notna() & (text != "")]
@@ -140,7 +111,7 @@ def leak_score(values: pd.Series, y: pd.Series) -> float:
     if present.mean() < 0.9 or values[present].nunique() < 2:
         return 0.0
     v, t = values[present], y[present]
-    if _is_numeric(v):
+    if is_numeric(v):
         from sklearn.metrics import roc_auc_score
 
         if t.nunique() < 2:
@@ -201,7 +172,7 @@ def validate_dataset(frame: pd.DataFrame, config: DataConfig, min_class_rows: in
             rows = bad.index[:5].tolist()
             _fail(f"column {column!r} mixes numbers and text: {len(bad)} values are not numbers "
                   f"(e.g. {bad.iloc[0]!r}, rows {rows}); fix them or add the column to data.drop_columns", column)
-        if _is_numeric(features[column]):
+        if is_numeric(features[column]):
             infinite = np.isinf(features[column].to_numpy(dtype=float, na_value=np.nan))
             if infinite.any():
                 features[column] = features[column].astype(float).where(~infinite, np.nan)
@@ -233,7 +204,7 @@ def validate_dataset(frame: pd.DataFrame, config: DataConfig, min_class_rows: in
     if features.shape[1] == 0:
         _fail("no feature columns are left after removing the target and ID columns")
 
-    report.numeric_features = [c for c in features.columns if _is_numeric(features[c])]
+    report.numeric_features = [c for c in features.columns if is_numeric(features[c])]
     report.categorical_features = [c for c in features.columns if c not in report.numeric_features]
     report.positive_rate = float(y.mean())
     clean = features.copy()

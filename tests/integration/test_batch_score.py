@@ -139,4 +139,5 @@ def test_flow_parameters_form():
     assert schema["required"] == ["data_uri", "output_uri"]
     assert properties["model_ref"]["default"] == "champion" and properties["chunk_rows"]["default"] == 50_000
     assert properties["chunk_rows"]["exclusiveMinimum"] == 0
-    assert (properties["threshold"]["minimum"], properties["threshold"]["maximum"]) == (0.0, 1.0)
+    bounded, empty = properties["threshold"]["anyOf"]  # empty: the model's own threshold
+    assert (bounded["minimum"], bounded["maximum"], empty["type"]) == (0.0, 1.0, "null")

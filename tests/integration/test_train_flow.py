@@ -11,7 +11,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.training import train
-from tasks.validation import DataValidationError, coerce_numeric_text
+from tasks.validation import DataValidationError
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 MODEL = "churn-classifier"
@@ -29,7 +29,8 @@ def task_states(flow_run_id) -> dict[str, str]:
 def raw_rows(csv_path, n=30) -> pd.DataFrame:
     """Rows as a caller would send them: no target, with gaps and a category never seen."""
     rows = pd.read_csv(csv_path).drop(columns=["churn"]).head(n).reset_index(drop=True)
-    rows["total_charges"] = coerce_numeric_text(rows["total_charges"])[0]  # numbers, blanks missing
+    rows["total_charges"] = rows["total_charges"].astype(object)
+    rows.loc[6, "total_charges"] = " "             # numbers stored as text, with a blank, as in exports
     rows.loc[0:2, "tenure"] = np.nan               # gap in an integer column
     rows.loc[3, "contract"] = "Quarterly"          # unseen category
     rows.loc[4, "payment_method"] = None           # missing category
@@ -64,8 +65,13 @@ def test_train_registers_champion_with_lineage_and_serves_raw_rows(workspace, fa
 
     model = mlflow.pyfunc.load_model(f"models:/{MODEL}@champion")
     predictions = model.predict(raw_rows(small_churn_csv))
-    assert len(predictions) == 30 and set(np.unique(predictions)) <= {0, 1}
-    assert model.metadata.get_input_schema().input_types_dict()["tenure"].name == "double"
+    assert list(predictions.columns) == ["probability", "label"] and len(predictions) == 30
+    assert predictions["probability"].between(0, 1).all()
+    assert (predictions["label"] == (predictions["probability"] >= 0.5)).all()
+    as_read = pd.read_csv(small_churn_csv).drop(columns=["churn"]).head(30)  # int64 tenure, text charges
+    assert as_read["tenure"].dtype == "int64"
+    assert len(model.predict(as_read)) == 30
+    assert set(model.metadata.get_input_schema().input_names()) == set(as_read.columns) - {"customer_id"}
 
     with get_client(sync_client=True) as prefect:
         artifacts = {a.key for a in prefect.read_artifacts() if a.flow_run_id == state.state_details.flow_run_id}

@@ -12,7 +12,8 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from tasks.caching import step_key
 from tasks.config import BucketFeature, FeaturesConfig, RatioFeature, SplitConfig
 from tasks.features import build_preprocessor, feature_spec, model_pipeline
-from tasks.registry import LINEAGE_KEY, TRUSTED_TYPE_PREFIXES, Lineage, redact_uri, signature_frame, trusted_types
+from tasks.registry import (LINEAGE_KEY, TRUSTED_TYPE_PREFIXES, Lineage, input_example, model_signature, redact_uri,
+                            trusted_types)
 
 # -- redact_uri ---------------------------------------------------------------------------------
 
@@ -67,33 +68,22 @@ def test_redact_ipv6_host_stays_valid():
     assert redact_uri("http://user:pw@[::1]:5000/x") == "http://***@[::1]:5000/x"
 
 
-# -- signature_frame ------------------------------------------------------------------------------
+# -- model_signature / input_example -------------------------------------------------------------
 
-def test_signature_frame_types():
-    frame = pd.DataFrame({
-        "tenure": [1, 2, 3],
-        "charges": [1.5, np.nan, 2.0],
-        "contract": pd.Series(["month", None, "year"], dtype="str"),
-        "legacy": pd.Series(["a", np.nan, "b"], dtype=object),
-        "partner": [True, False, True],
-    })
-    out = signature_frame(frame)
-    assert out["tenure"].dtype == np.float64
-    assert out["tenure"].tolist() == [1.0, 2.0, 3.0]
-    assert out["partner"].dtype == np.float64
-    assert out["charges"].dtype == np.float64
-    assert np.isnan(out["charges"].iloc[1])
-    for column in ("contract", "legacy"):
-        assert out[column].dtype == object
-        assert out[column].iloc[1] is None
-        assert out[column].iloc[0] in {"month", "a"}
-    assert list(out.columns) == list(frame.columns)
+def test_signature_names_every_column_and_leaves_values_to_the_conform_step():
+    from mlflow.types.schema import AnyType
+
+    signature = model_signature(["tenure", "contract"])
+    assert [(c.name, c.type, c.required) for c in signature.inputs.inputs] == [
+        ("tenure", AnyType(), True), ("contract", AnyType(), True)]
+    assert [(c.name, c.type.name) for c in signature.outputs.inputs] == [("probability", "double"), ("label", "long")]
 
 
-def test_signature_frame_does_not_touch_input():
-    frame = pd.DataFrame({"n": [1, 2], "s": pd.Series(["x", None], dtype="str")})
+def test_input_example_is_json_friendly_and_leaves_the_frame_alone():
+    frame = pd.DataFrame({"n": [1.5, np.nan], "s": pd.Series(["x", None], dtype="str")})
     before = frame.copy()
-    signature_frame(frame)
+    example = input_example(frame)
+    assert example["n"].tolist() == [1.5, None] and example["s"].tolist() == ["x", None]
     pd.testing.assert_frame_equal(frame, before)
 
 
@@ -140,7 +130,7 @@ def test_trusted_types_of_fitted_pipeline():
     config = FeaturesConfig(ratios=[RatioFeature(name="rate", numerator="charges", denominator="tenure")],
                             buckets=[BucketFeature(name="tb", column="tenure", edges=[12, 24])])
     spec = feature_spec(["tenure", "charges"], ["contract"], config)
-    model = model_pipeline(build_preprocessor(spec, config), HistGradientBoostingClassifier(max_iter=5))
+    model = model_pipeline(spec, build_preprocessor(spec, config), HistGradientBoostingClassifier(max_iter=5))
     model.fit(frame[spec.columns], y)
 
     types = trusted_types(model)
@@ -148,6 +138,7 @@ def test_trusted_types_of_fitted_pipeline():
     assert all(t.startswith(TRUSTED_TYPE_PREFIXES) for t in types)
     assert "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor" in types
     assert "tasks.features.SafeRatio" in types and "tasks.features.Bucketizer" in types
+    assert "tasks.features.ModelPipeline" in types and "tasks.conform.Conform" in types
 
 
 def test_trusted_types_refuses_foreign_types():

@@ -15,15 +15,16 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
+from tasks.conform import Conform, require_columns
 from tasks.data import DatasetError
 from tasks.scoring import (
     InputColumn,
     ScoringModel,
     conform_chunk,
+    conform_step,
     open_chunks,
     output_schema,
     predictions_table,
-    require_columns,
     score_dataset,
     summary_markdown,
     write_parquet_atomically,
@@ -61,10 +62,15 @@ def write_csv(path, text: str):
 
 # -- conform_chunk ------------------------------------------------------------------------------
 
+def _conform(chunk: pd.DataFrame) -> Conform:
+    """The conform step batch scoring builds for a model registered without one (legacy)."""
+    return conform_step(Pipeline([("model", LogisticRegression())]), INPUTS, chunk)
+
+
 def test_numbers_stored_as_text_are_coerced_and_blanks_become_missing():
     chunk = pd.DataFrame({"tenure": ["1", " ", "3"], "charges": [10.0, np.nan, 30.5],
                           "plan": ["basic", None, "pro"], "extra": ["x", "y", "z"]})
-    conformed = conform_chunk(chunk, INPUTS)
+    conformed = conform_chunk(chunk, _conform(chunk))
 
     assert conformed.rejected == [] and conformed.accepted.all()
     assert list(conformed.features.columns) == ["tenure", "charges", "plan"]  # signature order, extras dropped
@@ -73,42 +79,47 @@ def test_numbers_stored_as_text_are_coerced_and_blanks_become_missing():
     assert conformed.features["plan"].dtype == object and conformed.features["plan"].tolist() == ["basic", None, "pro"]
 
 
-def test_unparseable_and_infinite_numbers_reject_their_rows_with_global_row_numbers():
+def test_unparseable_numbers_reject_their_rows_with_global_row_numbers_and_infinity_is_missing():
     chunk = pd.DataFrame({"tenure": ["1", "abc", "3", "4"], "charges": ["1e400", "2", "", "x y"],
                           "plan": ["a", "b", "c", "d"]}, index=[100, 101, 102, 103])
-    conformed = conform_chunk(chunk, INPUTS, first_row=100)
+    conformed = conform_chunk(chunk, _conform(chunk), first_row=100)
 
-    assert conformed.accepted.tolist() == [False, False, True, False]
+    assert conformed.accepted.tolist() == [True, False, True, False]
     assert [(r.row, r.column, r.value, r.problem) for r in conformed.rejected] == [
-        (100, "charges", "1e400", "not a finite number"),
         (101, "tenure", "abc", "not a number"),
         (103, "charges", "x y", "not a number"),
     ]
-    assert conformed.features.index.tolist() == [102]
-    assert np.isnan(conformed.features.loc[102, "charges"])  # a blank is missing, not rejected
+    assert conformed.features.index.tolist() == [100, 102]
+    assert conformed.features["charges"].isna().all()  # +-inf is missing, as in training; a blank too
 
 
 def test_numeric_text_in_a_text_column_stays_text():
     chunk = pd.DataFrame({"tenure": [1, 2], "charges": [1.5, 2.5], "plan": [7, 8]})
-    features = conform_chunk(chunk, INPUTS).features
+    features = conform_chunk(chunk, _conform(chunk)).features
     assert features["plan"].tolist() == ["7", "8"]
 
 
-def test_booleans_pass_unchanged_even_with_gaps():
-    """Training encodes a True/False column as categories, though the signature calls it double."""
+def test_booleans_of_a_legacy_model_stay_categories_even_with_gaps():
+    """A legacy signature called a True/False column double; training had encoded it as categories."""
     inputs = (InputColumn("paperless", "double"),)
-    with_gaps = conform_chunk(pd.DataFrame({"paperless": [True, None, False]}), inputs)
-    assert with_gaps.rejected == [] and with_gaps.features["paperless"].tolist() == [True, None, False]
-    plain = conform_chunk(pd.DataFrame({"paperless": [True, False]}), inputs)
-    assert plain.features["paperless"].dtype == bool
+    chunk = pd.DataFrame({"paperless": [True, None, False]})
+    step = conform_step(Pipeline([("model", LogisticRegression())]), inputs, chunk)
+    with_gaps = conform_chunk(chunk, step)
+    assert with_gaps.rejected == [] and with_gaps.features["paperless"].tolist() == ["True", None, "False"]
+
+
+def test_a_model_with_its_own_conform_step_uses_it():
+    own = Conform(numeric=("tenure",), categorical=())
+    model = Pipeline([("conform", own), ("model", LogisticRegression())])
+    assert conform_step(model, INPUTS, pd.DataFrame()) is own
 
 
 def test_missing_column_fails_naming_every_one():
     with pytest.raises(DataValidationError, match=r"\['charges', 'plan'\]") as error:
-        require_columns(["tenure", "other"], INPUTS)
+        require_columns(["tenure", "other"], [c.name for c in INPUTS])
     assert error.value.column == "charges"
     with pytest.raises(DataValidationError, match="plan"):
-        conform_chunk(pd.DataFrame({"tenure": [1], "charges": [2]}), INPUTS)
+        _conform(pd.DataFrame({"tenure": [1], "charges": [2]}))
 
 
 # -- open_chunks ------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tasks.config import DataConfig
-from tasks.validation import DataValidationError, coerce_numeric_text, map_target, validate_dataset
+from tasks.validation import DataValidationError, map_target, validate_dataset
 
 
 def _config(**kwargs) -> DataConfig:
@@ -151,12 +151,6 @@ def test_coercion_without_blanks_warns_nothing():
     validated = validate_dataset(_frame(charges=["1", "2", "3", "4", "5", "5"]), _config())
     assert validated.report.coerced_columns == {"charges": 0}
     assert not any("charges" in w for w in validated.report.warnings)
-
-
-def test_text_that_is_not_all_numbers_stays_categorical():
-    assert coerce_numeric_text(pd.Series(["1", "2", "two"])) is None
-    assert coerce_numeric_text(pd.Series([" ", None])) is None
-    assert coerce_numeric_text(pd.Series([1.0, 2.0])) is None
 
 
 def test_unique_text_column_is_dropped_as_id_with_warning():

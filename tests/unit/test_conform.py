@@ -1,0 +1,94 @@
+"""tasks.conform: the one step that turns raw rows into what the model was trained on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from tasks.conform import (Conform, MissingColumnsError, NotANumberError, coerce_numeric_text, holds_booleans,
+                           numeric_values, text_values)
+from tasks.errors import DataValidationError
+
+TRAIN = pd.DataFrame({
+    "tenure": [1, 24, 60],
+    "charges": [20.5, 70.0, 99.9],
+    "plan": pd.Series(["basic", "plus", "pro"], dtype="str"),
+    "paperless": [True, False, True],
+})
+
+
+def _fitted() -> Conform:
+    return Conform(numeric=("tenure", "charges"), categorical=("plan", "paperless")).fit(TRAIN)
+
+
+def test_raw_values_as_clients_send_them_come_out_as_training_saw_them():
+    raw = pd.DataFrame({
+        "tenure": pd.Series([1, None, "7", " ", np.inf], dtype=object),      # JSON ints, null, text, blank, inf
+        "charges": ["29.85", "", " 1e3 ", None, "-inf"],                      # numbers stored as text
+        "plan": ["basic", None, "unseen", "pro", 3],
+        "paperless": [True, "false", None, "TRUE", 0],                      # every spelling of a boolean
+        "customer_id": ["a", "b", "c", "d", "e"],                           # extra: ignored
+    })
+    out = _fitted().transform(raw)
+
+    assert list(out.columns) == ["tenure", "charges", "plan", "paperless"]
+    assert out["tenure"].dtype == out["charges"].dtype == np.float64
+    np.testing.assert_array_equal(out["tenure"].to_numpy(), [1.0, np.nan, 7.0, np.nan, np.nan])
+    np.testing.assert_array_equal(out["charges"].to_numpy(), [29.85, np.nan, 1000.0, np.nan, np.nan])
+    assert out["plan"].tolist() == ["basic", None, "unseen", "pro", "3"]
+    assert out["paperless"].tolist() == ["True", "False", None, "True", "False"]
+
+
+def test_conforming_is_idempotent_and_keeps_the_index():
+    conform = _fitted()
+    raw = TRAIN.assign(tenure=["1", "", "60"]).set_axis([7, 8, 9])
+    once = conform.transform(raw)
+    pd.testing.assert_frame_equal(conform.transform(once), once)
+    assert once.index.tolist() == [7, 8, 9]
+
+
+def test_a_value_that_is_not_a_number_is_refused_naming_column_row_and_value():
+    raw = TRAIN.assign(charges=["1", "twelve", "3"])
+    with pytest.raises(NotANumberError, match=r"'charges'.*row 1: 'twelve'") as error:
+        _fitted().transform(raw)
+    assert isinstance(error.value, DataValidationError) and error.value.column == "charges"
+
+    refused, problems = _fitted().problems(raw.assign(tenure=["x", "2", "3"]))
+    assert refused.tolist() == [True, True, False]
+    assert [(p.position, p.column, p.value) for p in problems] == [(0, "tenure", "x"), (1, "charges", "twelve")]
+
+
+def test_missing_columns_are_refused_all_named():
+    with pytest.raises(MissingColumnsError, match=r"\['charges', 'paperless'\]") as error:
+        _fitted().transform(TRAIN.drop(columns=["charges", "paperless"]))
+    assert error.value.column == "charges"
+    with pytest.raises(MissingColumnsError):
+        Conform(numeric=("nope",)).fit(TRAIN)
+
+
+def test_records_are_accepted_and_arrays_are_not():
+    assert _fitted().transform(TRAIN.to_dict("records"))["tenure"].tolist() == [1.0, 24.0, 60.0]
+    with pytest.raises(TypeError, match="named columns"):
+        _fitted().transform(TRAIN.to_numpy())
+
+
+def test_boolean_columns_are_learned_at_fit_and_clone_keeps_params():
+    conform = _fitted()
+    assert conform.boolean_ == ("paperless",)
+    assert clone(conform).get_params() == {"numeric": ("tenure", "charges"), "categorical": ("plan", "paperless")}
+    assert list(conform.get_feature_names_out()) == ["tenure", "charges", "plan", "paperless"]
+
+
+def test_helpers():
+    assert coerce_numeric_text(pd.Series(["1", "2", "two"])) is None
+    assert coerce_numeric_text(pd.Series([" ", None])) is None
+    assert coerce_numeric_text(pd.Series([1.0, 2.0])) is None
+    values, blanks = coerce_numeric_text(pd.Series(["1", " ", None]))
+    assert values.iloc[0] == 1.0 and values.iloc[1:].isna().all() and blanks == 1
+    assert holds_booleans(pd.Series([True, None, False], dtype=object))
+    assert not holds_booleans(pd.Series([1, 0]))
+    values, not_number = numeric_values(pd.Series([True, False]))
+    assert values.tolist() == [1.0, 0.0] and not not_number.any()
+    assert text_values(pd.Series([1.5, None], dtype=object)).tolist() == ["1.5", None]
