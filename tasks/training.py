@@ -107,7 +107,7 @@ def cross_validate_family(train: pd.DataFrame, target: str, spec: FeatureSpec, p
     config = model.model_copy(update={"family": family})
     scores, probabilities = [], []
     for fit_rows, score_rows in splits:
-        pipeline = model_pipeline(clone(preprocessor), build_estimator(config))
+        pipeline = model_pipeline(spec, clone(preprocessor), build_estimator(config))
         pipeline.fit(X.iloc[fit_rows], y[fit_rows])
         probabilities.append(pipeline.predict_proba(X.iloc[score_rows])[:, 1])
         scores.append(score_metric(metric, y[score_rows], probabilities[-1]))
