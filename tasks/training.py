@@ -127,6 +127,18 @@ def pick_family(scores: list[CandidateScore], metric: str) -> tuple[str, str]:
                              f"{best.family} {best.mean:.4f}: {simplest.mean:.4f}")
 
 
+def _blend_score(members: list[CandidateScore], probabilities: dict[str, list[np.ndarray]],
+                 splits: list[tuple[np.ndarray, np.ndarray]], y: np.ndarray, metric: str) -> CandidateScore:
+    """The soft-voting blend of `members`, scored from their out-of-fold probabilities: the
+    blend averages exactly those, so no refit is needed."""
+    from tasks.metrics import score_metric
+
+    names = [c.family for c in members]
+    averaged = [np.mean(fold, axis=0) for fold in zip(*(probabilities[n] for n in names))]
+    return CandidateScore(BLEND, tuple(score_metric(metric, y[rows], p) for (_, rows), p in zip(splits, averaged)),
+                          sum(c.seconds for c in members), members=tuple(names))
+
+
 def select_model(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor, model: ModelConfig,
                  metric: str, folds: int, allow_blend: bool = True, clock=time.perf_counter) -> ModelSelection:
     """Cross-validate the candidate families on the train split (the holdout is never seen)
@@ -139,8 +151,6 @@ def select_model(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocess
     the blend averages exactly those) and picked when its mean beats the best single family."""
     if model.family != AUTO:
         raise ValueError(f"select_model resolves model.family auto, not {model.family!r}")
-    from tasks.metrics import score_metric
-
     started = clock()
     y = train[target].to_numpy()
     splits = _folds(y, folds, model.seed)
@@ -158,21 +168,21 @@ def select_model(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocess
     chosen, reason = pick_family(scores, metric)
     resolved = model.model_copy(update={"family": chosen})
     if model.blend and allow_blend and len(scores) >= 2:
-        top = sorted(scores, key=lambda c: -sign * c.mean)[:2]
-        members = [c.family for c in top]
-        averaged = [(a + b) / 2 for a, b in zip(*(probabilities[m] for m in members))]
-        mixed = CandidateScore(BLEND, tuple(score_metric(metric, y[rows], p) for (_, rows), p in zip(splits, averaged)),
-                               sum(c.seconds for c in top), members=tuple(members))
+        # Only the top two: blending the third in as well scored no better on the real tables.
+        ranked = sorted(scores, key=lambda c: -sign * c.mean)
+        mixed = _blend_score(ranked[:2], probabilities, splits, y, metric)
         scores.append(mixed)
-        if sign * (mixed.mean - top[0].mean) > 0:
+        if sign * (mixed.mean - ranked[0].mean) > 0:
             chosen = BLEND
-            reason = f"soft-voting blend of {' + '.join(members)}: mean cv {metric} {mixed.mean:.4f} beats " \
-                     f"{top[0].family} {top[0].mean:.4f}"
-            resolved = model.model_copy(update={"family": BLEND, "members": members})
+            reason = (f"soft-voting blend of {' + '.join(mixed.members)}: mean cv {metric} {mixed.mean:.4f} beats "
+                      f"{ranked[0].family} {ranked[0].mean:.4f}")
+            resolved = model.model_copy(update={"family": BLEND, "members": list(mixed.members)})
     if not_tried:
         reason += (f"; model.selection_budget_s ({model.selection_budget_s:g} s) spent, "
                    f"not tried: {', '.join(not_tried)}")
-    board = sorted((CandidateScore(c.family, c.fold_scores, c.seconds, c.family == chosen, c.members) for c in scores),
+    picked = resolved.members or []
+    board = sorted((CandidateScore(c.family, c.fold_scores, c.seconds,
+                                   c.family == chosen and list(c.members) == list(picked), c.members) for c in scores),
                    key=lambda c: -sign * c.mean)
     return ModelSelection(resolved, metric, board, not_tried, reason)
 
