@@ -6,6 +6,11 @@ customers, and a "Yes"/"No" target at about 25% positives. The target depends on
 through a known logistic model, so a good classifier reaches a holdout roc_auc of about 0.85.
 
     python data/generate_churn.py [--rows 5000] [--seed 7] [--out data/churn.csv]
+    python data/generate_churn.py --dirty [--decimal-comma] --out /tmp/churn_export.csv
+
+`--dirty` writes the same customers as people export them from a spreadsheet or a European
+database: semicolon-delimited, ints kept as ints (with gaps), numbers stored as text with blanks,
+a True/False column with gaps, and optionally a decimal comma.
 """
 
 from __future__ import annotations
@@ -80,12 +85,47 @@ def generate_churn(rows: int = 5000, seed: int = 7) -> pd.DataFrame:
     return frame
 
 
+def dirty_export(frame: pd.DataFrame, seed: int = 7) -> pd.DataFrame:
+    """`frame` (from `generate_churn`) with the types of a messy export: `support_calls` as ints
+    with gaps, `monthly_charges` as text with a few blanks, `paperless_billing` as True/False with
+    gaps. The values themselves are unchanged (blanks and gaps are missing values)."""
+    rng = np.random.default_rng(seed + 1)
+    rows = len(frame)
+    out = frame.copy()
+    out["support_calls"] = out["support_calls"].astype("Int64")  # 3, not 3.0; a gap stays empty
+    blank = rng.random(rows) < 0.02
+    out["monthly_charges"] = [" " if gap else f"{value:.2f}" for gap, value in zip(blank, out["monthly_charges"])]
+    paperless = (out["paperless_billing"] == "Yes").astype(object)
+    paperless[rng.random(rows) < 0.03] = None
+    out["paperless_billing"] = paperless
+    return out
+
+
+def write_dirty_export(path: Path | str, rows: int = 5000, seed: int = 7, decimal_comma: bool = False) -> Path:
+    """Write the sample as a messy export (see `dirty_export`): semicolon-delimited, and with a
+    decimal comma (`1034,66`) when `decimal_comma`."""
+    frame = dirty_export(generate_churn(rows, seed), seed)
+    if decimal_comma:  # the text columns too: an export writes every number the same way
+        for column in ("monthly_charges", "total_charges"):
+            frame[column] = frame[column].str.replace(".", ",", regex=False)
+    frame.to_csv(path, sep=";", index=False, decimal="," if decimal_comma else ".")
+    return Path(path)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("churn.csv"))
+    parser.add_argument("--dirty", action="store_true", help="write it as a messy semicolon-delimited export")
+    parser.add_argument("--decimal-comma", action="store_true", help="with --dirty: numbers as 1034,66")
     args = parser.parse_args()
+    if args.decimal_comma and not args.dirty:
+        parser.error("--decimal-comma needs --dirty")
+    if args.dirty:
+        write_dirty_export(args.out, args.rows, args.seed, args.decimal_comma)
+        print(f"wrote {args.rows} rows to {args.out} as a semicolon-delimited export")
+        return
     frame = generate_churn(args.rows, args.seed)
     frame.to_csv(args.out, index=False)
     print(f"wrote {len(frame)} rows to {args.out} ({(frame['churn'] == 'Yes').mean():.1%} churn)")

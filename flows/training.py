@@ -32,7 +32,7 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
     step = lambda task: cached(task, config.cache, refresh)  # noqa: E731  (cache options per run)
 
     fingerprint = fingerprint_task(config.data)
-    raw = step(load_task)(fingerprint, config.data.format)
+    raw = step(load_task)(fingerprint, config.data.format, config.data.csv)
     data = step(validate_task)(raw, fingerprint, config.data, config.min_class_rows())
     train_rows, holdout_rows = split_task(data, config.split)
 

@@ -25,7 +25,7 @@ def tune(config: PipelineConfig, refresh: bool = False) -> TuningResult:
     step = lambda task: cached(task, config.cache, refresh)  # noqa: E731
 
     fingerprint = fingerprint_task(config.data)
-    raw = step(load_task)(fingerprint, config.data.format)
+    raw = step(load_task)(fingerprint, config.data.format, config.data.csv)
     data = step(validate_task)(raw, fingerprint, config.data, config.min_class_rows())
     train_rows, _ = split_task(data, config.split)
     data_key = step_key(fingerprint, config.data, config.split, config.features)

@@ -31,11 +31,50 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+CSV_DELIMITERS = (",", ";", "\t", "|")  # what detection chooses from, in order of preference
+
+
+class CsvConfig(Section):
+    """How a CSV file is written, when detection is not enough. Detection reads the first lines:
+    the delimiter (one of `,` `;` tab `|`) and a byte-order mark."""
+
+    delimiter: str = Field("auto", description="auto (detect , ; tab |), or the one character; 'tab' for a tab")
+    decimal: Literal[".", ","] = Field(".", description="',' for a decimal comma (then ';' is the usual delimiter)")
+    encoding: str = Field("utf-8", description="Text encoding of the file, e.g. latin-1 or cp1252")
+
+    @field_validator("delimiter")
+    @classmethod
+    def _one_character(cls, delimiter: str) -> str:
+        delimiter = "\t" if delimiter in ("tab", "\\t") else delimiter
+        if delimiter != "auto" and (len(delimiter) != 1 or delimiter in "\"\r\n"):
+            raise ValueError(f"delimiter must be auto or one character such as ; or tab, got {delimiter!r}")
+        return delimiter
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, encoding: str) -> str:
+        import codecs
+
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            raise ValueError(f"unknown encoding {encoding!r} (e.g. utf-8, latin-1, cp1252)") from None
+        return encoding
+
+    @model_validator(mode="after")
+    def _delimiter_is_not_the_decimal(self) -> "CsvConfig":
+        if self.delimiter == self.decimal:
+            raise ValueError(f"delimiter and decimal are both {self.decimal!r}: with a decimal comma the "
+                             "delimiter is usually ';'")
+        return self
+
+
 class DataConfig(Section):
     """Where the dataset lives and what its columns mean."""
 
     uri: str = Field("data/churn.csv", description="Local path, file:// or s3:// URI")
     format: Literal["auto", "csv", "parquet"] = Field("auto", description="auto: by extension")
+    csv: CsvConfig = Field(default_factory=CsvConfig, description="CSV dialect; detected by default")
     target: str = Field("churn", description="Binary target column")
     positive_label: str | int | bool | None = Field(
         "Yes", description="Target value that means the positive class (None: target is 0/1)"
@@ -67,6 +106,15 @@ class RatioFeature(Section):
     name: str
     numerator: str
     denominator: str
+
+
+class ChangeFeature(Section):
+    """(previous - current) / previous: the share lost since `previous` (negative for growth),
+    missing where `previous` is 0 or missing."""
+
+    name: str
+    previous: str
+    current: str
 
 
 class BucketFeature(Section):
@@ -101,6 +149,7 @@ class FeaturesConfig(Section):
                           "cannot tell an imputed value from a real one otherwise)",
     )
     ratios: list[RatioFeature] = Field(default_factory=list)
+    changes: list[ChangeFeature] = Field(default_factory=list)
     buckets: list[BucketFeature] = Field(default_factory=list)
 
 
@@ -180,6 +229,12 @@ class EvaluationConfig(Section):
     cv_folds: int = Field(5, ge=2)
     permutation_repeats: int = Field(5, ge=1)
     threshold: float = Field(0.5, gt=0, lt=1, description="Probability cut for the label")
+    cv_max_rows: int | None = Field(
+        50_000, ge=100, description="Cross-validate on a stratified sample of at most this many train rows "
+                                    "(empty: all); the CV score's spread is already well under 0.005 there")
+    importance_max_rows: int | None = Field(
+        10_000, ge=100, description="Permutation importance on a stratified sample of at most this many "
+                                    "holdout rows (empty: all)")
 
 
 class PromotionConfig(Section):
@@ -337,6 +392,8 @@ def _parse_value(text: str) -> Any:
     """`--set` values are YAML scalars: 0.8 -> float, true -> bool, [1, 2] -> list."""
     if text == "":
         return ""
+    if len(text) == 1 and not text.isalnum():  # a delimiter (, ; |): YAML would read it as syntax
+        return text
     value = yaml.safe_load(text)
     # YAML 1.1 reads yes/no/on/off as booleans; only true/false should be (positive_label=Yes).
     if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):

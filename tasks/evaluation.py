@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # headless: workers and CI have no display
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-from prefect import task
+from prefect import get_run_logger, task
 from sklearn.base import clone
 from sklearn.calibration import CalibrationDisplay
 from sklearn.inspection import permutation_importance
@@ -27,12 +27,25 @@ from tasks.metrics import classification_metrics
 
 @dataclass
 class Evaluation:
-    """Holdout metrics, CV summary, confusion matrix and PNG plots (name -> bytes)."""
+    """Holdout metrics, CV summary, confusion matrix and PNG plots (name -> bytes). `sample_rows`
+    says on how many rows the CV and the permutation importance ran."""
 
     metrics: dict[str, float]
     confusion: list[list[int]]
     importances: dict[str, float]
     plots: dict[str, bytes] = field(default_factory=dict)
+    sample_rows: dict[str, int] = field(default_factory=dict)
+
+
+def stratified_sample(frame: pd.DataFrame, target: str, max_rows: int | None, seed: int = 42) -> pd.DataFrame:
+    """At most `max_rows` rows of `frame`, each class keeping its share (all rows when it is small
+    enough or `max_rows` is None). Seeded, so a cached and a fresh evaluation agree."""
+    if max_rows is None or len(frame) <= max_rows:
+        return frame
+    from sklearn.model_selection import train_test_split
+
+    sample, _ = train_test_split(frame, train_size=max_rows, random_state=seed, stratify=frame[target])
+    return sample
 
 
 def _png(fig) -> bytes:
@@ -49,15 +62,20 @@ def evaluate_model(model, train: pd.DataFrame, holdout: pd.DataFrame, target: st
     proba = model.predict_proba(X)[:, 1]
     metrics = classification_metrics(y, proba, config.threshold)
 
+    # CV and permutation importance estimate spread and ranking, which a bounded sample gives as
+    # well as the whole table: above the bounds they cost many times the fit itself.
+    cv_rows = stratified_sample(train, target, config.cv_max_rows, seed)
+    importance_rows = stratified_sample(holdout, target, config.importance_max_rows, seed)
     folds = StratifiedKFold(n_splits=config.cv_folds, shuffle=True, random_state=seed)
-    cv = cross_val_score(clone(model), train[spec.columns], train[target].to_numpy(), cv=folds,
+    cv = cross_val_score(clone(model), cv_rows[spec.columns], cv_rows[target].to_numpy(), cv=folds,
                          scoring="roc_auc", n_jobs=1)
     metrics["cv_roc_auc_mean"] = float(cv.mean())
     metrics["cv_roc_auc_std"] = float(cv.std())
 
     labels = (proba >= config.threshold).astype(int)
     confusion = confusion_matrix(y, labels, labels=[0, 1])
-    importance = permutation_importance(model, X, y, scoring="roc_auc", n_repeats=config.permutation_repeats,
+    importance = permutation_importance(model, importance_rows[spec.columns], importance_rows[target].to_numpy(),
+                                        scoring="roc_auc", n_repeats=config.permutation_repeats,
                                         random_state=seed, n_jobs=1)
     importances = dict(sorted(zip(spec.columns, map(float, importance.importances_mean)),
                               key=lambda kv: -kv[1]))
@@ -83,9 +101,10 @@ def evaluate_model(model, train: pd.DataFrame, holdout: pd.DataFrame, target: st
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(top) + 1.2))
     ax.barh([k for k, _ in top], [v for _, v in top])
     ax.set_xlabel("mean drop in roc_auc when shuffled")
-    ax.set_title("Permutation importance (holdout)")
+    ax.set_title(f"Permutation importance ({len(importance_rows):,} holdout rows)")
     plots["permutation_importance"] = _png(fig)
-    return Evaluation(metrics=metrics, confusion=confusion.tolist(), importances=importances, plots=plots)
+    return Evaluation(metrics=metrics, confusion=confusion.tolist(), importances=importances, plots=plots,
+                      sample_rows={"cv": len(cv_rows), "importance": len(importance_rows)})
 
 
 @task(name="evaluate", cache_policy=STEP_CACHE - "model" - "train" - "holdout",
@@ -93,4 +112,7 @@ def evaluate_model(model, train: pd.DataFrame, holdout: pd.DataFrame, target: st
 def evaluate_task(model, train: pd.DataFrame, holdout: pd.DataFrame, target: str, spec: FeatureSpec,
                   config: EvaluationConfig, seed: int, model_key: str) -> Evaluation:
     """Evaluate on the holdout; cached on the fitted model's key and the evaluation config."""
-    return evaluate_model(model, train, holdout, target, spec, config, seed)
+    evaluation = evaluate_model(model, train, holdout, target, spec, config, seed)
+    get_run_logger().info("cross-validated on %d of %d train rows; permutation importance on %d of %d holdout rows",
+                          evaluation.sample_rows["cv"], len(train), evaluation.sample_rows["importance"], len(holdout))
+    return evaluation

@@ -27,6 +27,16 @@ if TYPE_CHECKING:  # this module ships inside registered models: keep it to skle
     from tasks.config import FeaturesConfig
 
 
+def _guarded_divide(numerators: np.ndarray, denominator: np.ndarray) -> np.ndarray:
+    """numerators / denominator (one column), NaN where the denominator is 0, missing or not
+    finite and wherever the result is not finite."""
+    valid = np.isfinite(denominator) & (denominator != 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(valid, numerators / np.where(valid, denominator, 1.0), np.nan)
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
 class SafeRatio(TransformerMixin, BaseEstimator):
     """Divide every column but the last by the last one.
 
@@ -41,24 +51,41 @@ class SafeRatio(TransformerMixin, BaseEstimator):
     def transform(self, X):
         check_is_fitted(self)
         X = validate_data(self, X, dtype="numeric", ensure_all_finite="allow-nan", reset=False)
-        numerators, denominator = X[:, :-1].astype(float), X[:, -1:].astype(float)
-        valid = np.isfinite(denominator) & (denominator != 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            ratio = np.where(valid, numerators / np.where(valid, denominator, 1.0), np.nan)
-        ratio[~np.isfinite(ratio)] = np.nan
-        return ratio
+        return self._derive(X[:, :-1].astype(float), X[:, -1:].astype(float))
+
+    def _derive(self, columns: np.ndarray, last: np.ndarray) -> np.ndarray:
+        return _guarded_divide(columns, last)
+
+    def _name(self, column: str, last: str) -> str:
+        return f"{column}_per_{last}"
 
     def get_feature_names_out(self, input_features=None):
         check_is_fitted(self)
         names = getattr(self, "feature_names_in_", [f"x{i}" for i in range(self.n_features_in_)])
         if input_features is not None:
             names = list(input_features)
-        return np.asarray([f"{n}_per_{names[-1]}" for n in names[:-1]], dtype=object)
+        return np.asarray([self._name(n, names[-1]) for n in names[:-1]], dtype=object)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = True
         return tags
+
+
+class RelativeChange(SafeRatio):
+    """The relative drop of every column but the last from the last one: (last - column) / last.
+
+    With the columns (current, previous) this is the seed's activity_drop: the share of the
+    previous value lost since, positive for a fall and negative for growth. Where the previous
+    value is 0, missing or not finite the change is missing (NaN), not inf or a made-up number,
+    so the imputer downstream fills it like any other gap.
+    """
+
+    def _derive(self, columns: np.ndarray, last: np.ndarray) -> np.ndarray:
+        return _guarded_divide(last - columns, last)
+
+    def _name(self, column: str, last: str) -> str:
+        return f"drop_{last}_to_{column}"
 
 
 class Bucketizer(TransformerMixin, BaseEstimator):
@@ -142,10 +169,12 @@ def build_preprocessor(spec: FeatureSpec, config: FeaturesConfig) -> ColumnTrans
     known = set(spec.columns)
     for ratio in config.ratios:
         _require(known, ratio.name, ratio.numerator, ratio.denominator)
-        steps = [SafeRatio(), SimpleImputer(strategy=config.numeric_impute, keep_empty_features=True)]
-        if config.scale_numeric:
-            steps.append(StandardScaler())
-        transformers.append((ratio.name, make_pipeline(*steps), [ratio.numerator, ratio.denominator]))
+        transformers.append((ratio.name, _derived_numeric(SafeRatio(), config),
+                             [ratio.numerator, ratio.denominator]))
+    for change in config.changes:
+        _require(known, change.name, change.previous, change.current)
+        transformers.append((change.name, _derived_numeric(RelativeChange(), config),
+                             [change.current, change.previous]))
     for bucket in config.buckets:
         _require(known, bucket.name, bucket.column)
         transformers.append((
@@ -156,6 +185,14 @@ def build_preprocessor(spec: FeatureSpec, config: FeaturesConfig) -> ColumnTrans
         ))
     return ColumnTransformer(transformers, remainder="drop", sparse_threshold=0.0,
                              verbose_feature_names_out=True)
+
+
+def _derived_numeric(derive: SafeRatio, config: FeaturesConfig) -> Pipeline:
+    """A derived number, imputed (it is missing where its denominator is 0) and optionally scaled."""
+    steps = [derive, SimpleImputer(strategy=config.numeric_impute, keep_empty_features=True)]
+    if config.scale_numeric:
+        steps.append(StandardScaler())
+    return make_pipeline(*steps)
 
 
 def _require(known: set[str], feature: str, *columns: str) -> None:
@@ -169,8 +206,8 @@ def _require(known: set[str], feature: str, *columns: str) -> None:
 def feature_spec(numeric: list[str], categorical: list[str], config: FeaturesConfig) -> FeatureSpec:
     """Roles of the raw columns; derived-feature inputs must be numeric."""
     for name, column in [(r.name, c) for r in config.ratios for c in (r.numerator, r.denominator)] + [
-        (b.name, b.column) for b in config.buckets
-    ]:
+        (c.name, column) for c in config.changes for column in (c.previous, c.current)
+    ] + [(b.name, b.column) for b in config.buckets]:
         if column in categorical:
             raise DataValidationError(
                 f"derived feature {name!r} needs numeric column {column!r}, but it holds text", column)

@@ -456,13 +456,13 @@ def champion_task(model_name: str, model_ref: str) -> Champion:
 def reference_task(champion: Champion) -> ValidatedData:
     """Read the champion's training data and validate it as training did."""
     data = champion.config.data
-    return validate_dataset(read_dataset(data.uri, data.format), data)
+    return validate_dataset(read_dataset(data.uri, data.format, data.csv), data)
 
 
 @task(name="load-current", cache_policy=NO_CACHE, **IO_RETRIES)
 def current_task(data_uri: str, data: DataConfig, reference: ValidatedData) -> pd.DataFrame:
     """Read the new dataset and keep the model's columns, cleaned like the reference."""
-    frame = align_current(read_dataset(data_uri, current_format(data_uri, data.format)),
+    frame = align_current(read_dataset(data_uri, current_format(data_uri, data.format), data.csv),
                           reference.report.numeric_features, reference.report.categorical_features)
     get_run_logger().info("read %d new rows from %s", len(frame), redact_uri(data_uri))
     return frame

@@ -10,11 +10,8 @@ only when complete, so readers see the old file or the new one, never half of on
 
 from __future__ import annotations
 
-import csv
-import io
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -29,8 +26,8 @@ from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from tasks import registry
-from tasks.data import IO_RETRIES, DatasetError, dataset_format, storage_options
 from tasks.conform import Conform, holds_booleans, require_columns
+from tasks.data import IO_RETRIES, open_chunks, storage_options
 
 NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})
 OUTPUT_COLUMNS = ("probability", "label", "model_name", "model_version", "scored_at")
@@ -124,84 +121,6 @@ def conform_chunk(chunk: pd.DataFrame, conform: Conform, first_row: int = 0) -> 
     return ConformedChunk(features=conform.transform(chunk[accepted]), accepted=accepted,
                           rejected=[RejectedRow(first_row + p.position, p.column, p.value, p.problem)
                                     for p in problems])
-
-
-# -- Reading in chunks ------------------------------------------------------------------------
-
-@dataclass
-class InputChunks:
-    """An open dataset: all its column names (known before the first chunk), the Arrow types
-    known up front (Parquet's schema; text columns of a CSV), and the chunks themselves."""
-
-    columns: list[str]
-    types: dict[str, pa.DataType]
-    chunks: Iterator[pd.DataFrame]
-
-
-@contextmanager
-def open_chunks(uri: str, chunk_rows: int, read_columns: Sequence[str] | None = None,
-                text_columns: Sequence[str] = (), fmt: str = "auto") -> Iterator[InputChunks]:
-    """Open a CSV or Parquet dataset at any fsspec URI for reading `chunk_rows` rows at a time.
-
-    Only `read_columns` (those present) are read. CSV `text_columns` are read as text, so a
-    code like "007" keeps its zeros and a text column never turns numeric in one chunk.
-    """
-    if chunk_rows < 1:
-        raise ValueError(f"chunk_rows must be at least 1, got {chunk_rows}")
-    fmt = dataset_format(uri, fmt)
-    fs, path = fsspec.core.url_to_fs(uri, **storage_options(uri))
-    try:
-        handle = fs.open(path, "rb", compression="infer")
-    except FileNotFoundError:
-        raise DatasetError(f"dataset {uri} does not exist") from None
-    with handle:
-        if fmt == "parquet":
-            yield _parquet_chunks(uri, handle, chunk_rows, read_columns)
-        else:
-            yield _csv_chunks(uri, handle, chunk_rows, read_columns, text_columns)
-
-
-def _parquet_chunks(uri: str, handle, chunk_rows: int, read_columns: Sequence[str] | None) -> InputChunks:
-    try:
-        parquet = pq.ParquetFile(handle)
-    except Exception as error:  # pyarrow raises several types for corrupt files
-        raise DatasetError(f"{uri} is not a readable Parquet file: {error}") from None
-    schema = parquet.schema_arrow
-    wanted = None if read_columns is None else [c for c in schema.names if c in set(read_columns)]
-    batches = parquet.iter_batches(batch_size=chunk_rows, columns=wanted)
-    return InputChunks(columns=list(schema.names), types={f.name: f.type for f in schema},
-                       chunks=(batch.to_pandas() for batch in batches))
-
-
-def _csv_chunks(uri: str, handle, chunk_rows: int, read_columns: Sequence[str] | None,
-                text_columns: Sequence[str]) -> InputChunks:
-    text = io.TextIOWrapper(handle, encoding="utf-8-sig", newline="")
-    try:
-        first_line = text.readline()
-    except UnicodeDecodeError as error:
-        raise DatasetError(f"{uri} is not UTF-8 (byte {error.start}); re-export it as UTF-8") from None
-    if not first_line.strip():
-        raise DatasetError(f"{uri} is empty: expected a header row naming the columns")
-    # The header is parsed here, not by pandas, which would silently rename duplicates to `x.1`.
-    header = [name.strip() for name in next(csv.reader([first_line]))]
-    duplicated = sorted({name for name in header if header.count(name) > 1})
-    if duplicated:
-        raise DatasetError(f"{uri} has duplicate column names {duplicated}: rename them so each is unique")
-    wanted = header if read_columns is None else [c for c in header if c in set(read_columns)]
-    as_text = [c for c in text_columns if c in wanted]
-    reader = pd.read_csv(text, header=None, names=header, usecols=wanted, dtype={c: "str" for c in as_text},
-                         chunksize=chunk_rows, index_col=False, skip_blank_lines=True)
-    return InputChunks(columns=header, types={c: pa.string() for c in as_text},
-                       chunks=_checked_csv(uri, reader))
-
-
-def _checked_csv(uri: str, reader) -> Iterator[pd.DataFrame]:
-    try:
-        yield from reader
-    except UnicodeDecodeError as error:
-        raise DatasetError(f"{uri} is not UTF-8 (byte {error.start}); re-export it as UTF-8") from None
-    except pd.errors.ParserError as error:
-        raise DatasetError(f"{uri} is not a well-formed CSV file: {error}") from None
 
 
 # -- Writing atomically -----------------------------------------------------------------------

@@ -234,7 +234,7 @@ def prepare_data(config):
     from tasks.validation import validate_dataset
 
     fingerprint = fingerprint_dataset(config.data.uri)
-    validated = validate_dataset(read_dataset(config.data.uri, config.data.format), config.data)
+    validated = validate_dataset(read_dataset(config.data.uri, config.data.format, config.data.csv), config.data)
     split = config.split
     train, holdout = split_dataset(validated.frame, validated.target, split.holdout_fraction, split.seed,
                                    split.stratify, split.time_column)

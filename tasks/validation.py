@@ -15,9 +15,9 @@ import pandas as pd
 from prefect import get_run_logger, task
 
 from tasks.caching import STEP_CACHE
-from tasks.conform import coerce_numeric_text, is_numeric
+from tasks.conform import coerce_numeric_text, is_numeric, mostly_text
 from tasks.config import DataConfig
-from tasks.data import DatasetFingerprint
+from tasks.data import DatasetFingerprint, looks_decimal_comma, name_list
 from tasks.errors import DataValidationError
 
 
@@ -68,7 +68,7 @@ def map_target(series: pd.Series, column: str, positive_label) -> pd.Series:
                   "to the value that means the positive class", column)
         return numeric.astype("int64")
     positive = str(positive_label).strip()
-    if positive not in set(as_text):
+    if not (as_text == positive).any():
         _fail(f"target {column!r} never takes the positive label {positive!r} "
               f"(values: {sorted(set(as_text))[:5]}); set data.positive_label", column)
     if len(labels) > 2:
@@ -81,17 +81,18 @@ def map_target(series: pd.Series, column: str, positive_label) -> pd.Series:
 
 
 def _delimiter_hint(columns) -> str:
+    """When the header was read as one column holding another delimiter (data.csv.delimiter set
+    to the wrong one, or rows too irregular to detect it), the fix; else ''."""
     if len(columns) == 1:
-        for sep, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe")):
+        for sep, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe"), (",", "comma")):
             if sep in str(columns[0]):
-                return (f"; the file looks {name}-delimited (one column named {str(columns[0])[:60]!r}): "
-                        "export it comma-separated")
+                return f": the file looks {name}-delimited; set data.csv.delimiter to {sep!r} (or auto)"
     return ""
 
 
 def mixed_type_values(series: pd.Series, min_share: float = 0.9) -> pd.Series | None:
     """For a text column whose values are mostly numbers, the values that are not (else None)."""
-    if is_numeric(series) or pd.api.types.is_bool_dtype(series):
+    if is_numeric(series) or pd.api.types.is_bool_dtype(series) or mostly_text(series):
         return None
     text = series.astype("string").str.strip()
     present = text[text.notna() & (text != "")]
@@ -104,9 +105,13 @@ def mixed_type_values(series: pd.Series, min_share: float = 0.9) -> pd.Series | 
     return None
 
 
+LEAK_SAMPLE_ROWS = 200_000  # a leak shows as plainly in a seeded sample, at a fraction of the cost
+
+
 def leak_score(values: pd.Series, y: pd.Series) -> float:
     """How well one column alone separates the classes: roc_auc (either direction) for
-    numbers, accuracy of its per-category majority class for categories. 1.0 = perfectly."""
+    numbers, accuracy of its per-category majority class for categories. 1.0 = perfectly.
+    `validate_dataset` measures it on a seeded sample of LEAK_SAMPLE_ROWS rows of big data."""
     present = values.notna()
     if present.mean() < 0.9 or values[present].nunique() < 2:
         return 0.0
@@ -132,11 +137,11 @@ def validate_dataset(frame: pd.DataFrame, config: DataConfig, min_class_rows: in
         _fail("the dataset is empty (no rows)" if frame.shape[1] else "the dataset is empty (no columns)")
     duplicated = sorted({c for c in frame.columns[frame.columns.duplicated()]})
     if duplicated:
-        _fail(f"duplicate column names {duplicated}: rename them so each column is unique", duplicated[0])
+        _fail(f"duplicate column names {name_list(duplicated)}: rename them so each column is unique", duplicated[0])
     target = config.target
     if target not in frame.columns:
-        _fail(f"target column {target!r} is missing (columns: {list(frame.columns)[:12]})"
-              f"{_delimiter_hint(frame.columns)}", target)
+        _fail(f"target column {target!r} is missing{_delimiter_hint(frame.columns)} "
+              f"(columns: {name_list(frame.columns)})", target)
     missing_required = [c for c in config.required_features if c not in frame.columns]
     if missing_required:
         _fail(f"required feature {missing_required[0]!r} is missing from the dataset", missing_required[0])
@@ -167,6 +172,10 @@ def validate_dataset(frame: pd.DataFrame, config: DataConfig, min_class_rows: in
                     "became missing values")
 
     for column in features.columns:
+        if looks_decimal_comma(features[column]):
+            report.warnings.append(f"column {column!r} holds numbers with a decimal comma (e.g. "
+                                   f"{next(v for v in features[column].dropna() if v.strip())!r}), read as text: set data.csv.decimal "
+                                   "to ',' to read them as numbers")
         bad = mixed_type_values(features[column])
         if bad is not None:
             rows = bad.index[:5].tolist()
@@ -195,8 +204,12 @@ def validate_dataset(frame: pd.DataFrame, config: DataConfig, min_class_rows: in
         report.warnings.append(f"column {column!r} has a single value: dropped from the features")
     features = features.drop(columns=constant)
     if len(features) >= 50:
+        sample = features.index
+        if len(features) > LEAK_SAMPLE_ROWS:
+            sample = features.index[np.sort(np.random.default_rng(0).choice(len(features), LEAK_SAMPLE_ROWS,
+                                                                            replace=False))]
         for column in features.columns:
-            score = leak_score(features[column], y)
+            score = leak_score(features.loc[sample, column], y.loc[sample])
             if score >= config.leak_threshold:
                 _fail(f"column {column!r} predicts target {target!r} almost perfectly on its own (score "
                       f"{score:.4f} >= data.leak_threshold {config.leak_threshold}): it likely leaks the label "

@@ -14,11 +14,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _generator():
+def _generator(name: str = "generate_churn"):
     spec = importlib.util.spec_from_file_location("generate_churn", ROOT / "data" / "generate_churn.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.generate_churn
+    return getattr(module, name)
 
 
 @pytest.fixture(scope="session")
@@ -33,6 +33,14 @@ def small_churn_csv(tmp_path_factory, generate_churn) -> Path:
     path = tmp_path_factory.mktemp("data") / "churn_small.csv"
     generate_churn(rows=1500, seed=11).to_csv(path, index=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def dirty_churn_csv(tmp_path_factory) -> Path:
+    """The same 1,500 rows as `small_churn_csv` as people export them: semicolon-delimited, ints
+    with gaps, numbers stored as text with blanks, a True/False column with gaps."""
+    path = tmp_path_factory.mktemp("data") / "churn_dirty.csv"
+    return _generator("write_dirty_export")(path, rows=1500, seed=11)
 
 
 @pytest.fixture(scope="session")

@@ -97,7 +97,9 @@ REFUSED = {
                     DataValidationError, "empty (no rows)"),
     "non-utf8 bytes": (lambda t: (write(t, "l.csv", base().to_csv(index=False).replace("Female", "Fémale")
                                         .encode("latin-1")), []), DatasetError, "not UTF-8"),
-    "wrong delimiter": (lambda t: (csv(t, base(), sep=";"), []), DataValidationError, "semicolon-delimited"),
+    # detected when left on auto (tests/integration/test_dirty_export.py); a wrong setting is refused
+    "wrong delimiter configured": (lambda t: (csv(t, base(), sep=";"), ["data.csv.delimiter=,"]), DataValidationError,
+                                   "the file looks semicolon-delimited; set data.csv.delimiter to ';'"),
     "corrupt parquet": (lambda t: (write(t, "c.parquet", b"PAR1" + bytes(range(256)) * 8), []), DatasetError,
                         "not a readable Parquet"),
     "truncated parquet": (lambda t: (write(t, "t.parquet", parquet_bytes(base())[:5000]), []), DatasetError,
@@ -114,7 +116,7 @@ REFUSED = {
         base().index % 50 != 0, "maybe"))), []), DataValidationError, "unparseable labels ['maybe']"),
     "feature all null": (with_column(support_calls=lambda f: np.nan), DataValidationError, "'support_calls' is entirely empty"),
     "duplicate column names": (lambda t: (write(t, "d.csv", base().to_csv(index=False).replace(
-        "gender,", "partner,", 1).encode()), []), DataValidationError, "duplicate column names ['partner']"),
+        "gender,", "partner,", 1).encode()), []), DatasetError, "duplicate column names ['partner']"),
     "mixed types in one column": (with_column(monthly_charges=lambda f: f["monthly_charges"].astype(str).where(
         f.index % 40 != 0, "unknown")), DataValidationError, "'monthly_charges' mixes numbers and text"),
     "column identical to target": (with_column(churn_flag=lambda f: (f["churn"] == "Yes").astype(int)),

@@ -240,3 +240,19 @@ def test_family_without_params_block_has_no_active_params():
     params = config.active_params
     params["n_estimators"] = 1  # a copy: mutating it does not touch the (frozen) config
     assert config.active_params == {}
+
+
+# -- data.csv ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("value", "delimiter"), [(",", ","), (";", ";"), ("|", "|"), ("tab", "\t"), ("\\t", "\t")])
+def test_csv_delimiter_override_is_taken_as_text(value, delimiter):
+    # YAML reads a bare `,` or `|` as syntax: a one-character override is the character itself
+    assert load_config(CHURN_YAML, [f"data.csv.delimiter={value}"]).data.csv.delimiter == delimiter
+
+
+def test_csv_options_default_to_detection_and_check_their_values():
+    assert load_config(CHURN_YAML).data.csv.model_dump() == {"delimiter": "auto", "decimal": ".", "encoding": "utf-8"}
+    assert "data.csv.encoding: unknown encoding 'klingon'" in _error(["data.csv.encoding=klingon"])
+    assert "data.csv.delimiter: delimiter must be auto or one character" in _error(["data.csv.delimiter=;;"])
+    assert "data.csv.quote: unknown key (allowed: delimiter, decimal, encoding)" in _error(["data.csv.quote=x"])
+    assert "delimiter and decimal are both ','" in _error(["data.csv.delimiter=,", "data.csv.decimal=,"])

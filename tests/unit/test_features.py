@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from tasks.config import BucketFeature, FeaturesConfig, RatioFeature
-from tasks.features import Bucketizer, FeatureSpec, SafeRatio, build_preprocessor, feature_spec
+from tasks.config import BucketFeature, ChangeFeature, FeaturesConfig, RatioFeature
+from tasks.features import Bucketizer, FeatureSpec, RelativeChange, SafeRatio, build_preprocessor, feature_spec
 from tasks.validation import DataValidationError
 
 
 # Every check applies and passes, so no `expected_failed_checks` are declared: a check that
 # starts failing is a regression, not something to silence.
-@parametrize_with_checks([SafeRatio(), Bucketizer(edges=(0.0, 1.0))])
+@parametrize_with_checks([SafeRatio(), RelativeChange(), Bucketizer(edges=(0.0, 1.0))])
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
@@ -51,6 +51,24 @@ def test_safe_ratio_feature_names_from_frame():
 def test_safe_ratio_needs_two_columns():
     with pytest.raises(ValueError):
         SafeRatio().fit(np.array([[1.0], [2.0]]))
+
+
+# -- RelativeChange ----------------------------------------------------------------------------
+
+def test_relative_change_values_and_zero_safe_denominator():
+    # columns: (current, previous); the change is (previous - current) / previous
+    X = np.array([[75.0, 100.0], [120.0, 100.0], [5.0, 0.0], [5.0, np.nan], [np.nan, 10.0], [0.0, 8.0]])
+    out = RelativeChange().fit_transform(X)
+    assert out.shape == (6, 1) and not np.isinf(out).any()
+    assert out[0, 0] == 0.25 and out[1, 0] == -0.2 and out[5, 0] == 1.0
+    assert np.isnan(out[2:5, 0]).all()  # previous 0 or missing, current missing: unknown, not inf
+
+
+def test_relative_change_feature_names():
+    frame = pd.DataFrame({"current": [1.0, 2.0], "previous": [2.0, 2.0]})
+    change = RelativeChange().fit(frame)
+    assert list(change.get_feature_names_out()) == ["drop_previous_to_current"]
+    np.testing.assert_allclose(change.transform(frame)[:, 0], [0.5, 0.0])
 
 
 # -- Bucketizer --------------------------------------------------------------------------------
@@ -218,3 +236,67 @@ def test_rare_categories_share_one_column():
     assert unseen.tolist() == [[0.0, 0.0, 1.0]]  # unseen categories score like the rare ones
     kept = build_preprocessor(spec, FeaturesConfig(min_category_frequency=None, max_categories=None)).fit(frame)
     assert len(kept.get_feature_names_out()) == 3 and "categorical__contract_weekly" in kept.get_feature_names_out()
+
+
+def test_build_preprocessor_rejects_change_on_unknown_column():
+    config = FeaturesConfig(changes=[ChangeFeature(name="drop", previous="minutes", current="charges")])
+    with pytest.raises(DataValidationError) as info:
+        build_preprocessor(SPEC, config)
+    assert info.value.column == "minutes"
+
+
+def test_feature_spec_rejects_change_on_text_column():
+    config = FeaturesConfig(changes=[ChangeFeature(name="drop", previous="contract", current="charges")])
+    with pytest.raises(DataValidationError, match="'drop' needs numeric column 'contract'"):
+        feature_spec(["charges"], ["contract"], config)
+
+
+# -- the seed's four churn features (ChurnFeatureEngineer), as conf/churn.yaml configures them ----
+
+def _seed_features(df: pd.DataFrame) -> pd.DataFrame:
+    """The seed document's ChurnFeatureEngineer.engineer_features, on the sample's column names
+    (monthly_minutes -> current_month_minutes, total_revenue -> total_charges)."""
+    out = pd.DataFrame(index=df.index)
+    out["tenure_bucket"] = pd.cut(df["tenure"], bins=[0, 12, 24, 48, np.inf], labels=["0-1y", "1-2y", "2-4y", "4y+"])
+    out["usage_intensity"] = (df["current_month_minutes"] / df["tenure"]).fillna(0)
+    out["revenue_per_month"] = (df["total_charges"] / df["tenure"]).fillna(0)
+    out["activity_drop"] = ((df["prev_month_minutes"] - df["current_month_minutes"])
+                            / df["prev_month_minutes"].replace(0, 1))
+    return out
+
+
+def test_churn_config_features_match_the_seed_formulas():
+    from pathlib import Path
+
+    from tasks.config import load_config
+
+    features = load_config(Path(__file__).parents[2] / "conf" / "churn.yaml").features
+    assert {r.name for r in features.ratios} | {c.name for c in features.changes} | {
+        b.name for b in features.buckets} >= {"tenure_bucket", "usage_intensity", "revenue_per_month", "activity_drop"}
+    frame = pd.DataFrame({
+        "tenure": [5.0, 13.0, 30.0, 60.0, 0.0],
+        "total_charges": [250.0, 1300.0, 2400.0, 6000.0, np.nan],
+        "prev_month_minutes": [200.0, 300.0, 100.0, 0.0, 50.0],
+        "current_month_minutes": [150.0, 330.0, 40.0, 10.0, 45.0],
+    })
+    spec = FeatureSpec(numeric=tuple(frame.columns), categorical=())
+    unscaled = features.model_copy(update={"scale_numeric": False})
+    preprocessor = build_preprocessor(spec, unscaled).fit(frame)
+    out = pd.DataFrame(preprocessor.transform(frame), columns=preprocessor.get_feature_names_out())
+    seed = _seed_features(frame)
+    rows = [0, 1, 2]  # every denominator non-zero: the values must equal the seed's
+    np.testing.assert_allclose(out["usage_intensity__current_month_minutes_per_tenure"][rows],
+                               seed["usage_intensity"][rows])
+    np.testing.assert_allclose(out["revenue_per_month__total_charges_per_tenure"][rows],
+                               seed["revenue_per_month"][rows])
+    np.testing.assert_allclose(out["activity_drop__drop_prev_month_minutes_to_current_month_minutes"][rows],
+                               seed["activity_drop"][rows])
+    buckets = out[[c for c in out.columns if c.startswith("tenure_bucket__")]].to_numpy().argmax(axis=1)
+    assert buckets[:4].tolist() == seed["tenure_bucket"].cat.codes[:4].tolist()  # no tenure on an edge
+    # Where the seed divides by zero our features are missing and imputed (median of the fitted
+    # rows), not the seed's inf (x / 0) or its made-up (previous - current) / 1.
+    assert out["usage_intensity__current_month_minutes_per_tenure"][4] == np.median(
+        seed["usage_intensity"][:4])
+    assert seed["activity_drop"][3] == -10.0
+    assert out["activity_drop__drop_prev_month_minutes_to_current_month_minutes"][3] == np.median(
+        seed["activity_drop"][[0, 1, 2, 4]])

@@ -16,13 +16,11 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from tasks.conform import Conform, require_columns
-from tasks.data import DatasetError
 from tasks.scoring import (
     InputColumn,
     ScoringModel,
     conform_chunk,
     conform_step,
-    open_chunks,
     output_schema,
     predictions_table,
     score_dataset,
@@ -120,41 +118,6 @@ def test_missing_column_fails_naming_every_one():
     assert error.value.column == "charges"
     with pytest.raises(DataValidationError, match="plan"):
         _conform(pd.DataFrame({"tenure": [1], "charges": [2]}))
-
-
-# -- open_chunks ------------------------------------------------------------------------------
-
-def test_csv_chunks_keep_text_columns_as_text(tmp_path):
-    path = write_csv(tmp_path / "d.csv", "id,tenure,plan\n007,1,10\n008,2,20\n009,3,30\n")
-    with open_chunks(str(path), 2, read_columns=["id", "tenure", "plan"], text_columns=["id", "plan"]) as source:
-        chunks = list(source.chunks)
-    assert source.columns == ["id", "tenure", "plan"]
-    assert [len(c) for c in chunks] == [2, 1]
-    assert chunks[0]["id"].tolist() == ["007", "008"] and chunks[1]["plan"].tolist() == ["30"]
-    assert chunks[0]["tenure"].dtype == "int64"
-
-
-def test_csv_with_duplicate_header_names_is_refused(tmp_path):
-    path = write_csv(tmp_path / "d.csv", "tenure,tenure,plan\n1,2,a\n")
-    with pytest.raises(DatasetError, match=r"duplicate column names \['tenure'\]"):
-        with open_chunks(str(path), 10):
-            pass
-
-
-def test_missing_dataset_is_a_dataset_error(tmp_path):
-    with pytest.raises(DatasetError, match="does not exist"):
-        with open_chunks(str(tmp_path / "nope.csv"), 10):
-            pass
-
-
-def test_parquet_is_read_in_batches_of_chunk_rows(tmp_path):
-    path = tmp_path / "d.parquet"
-    pd.DataFrame({"tenure": range(5), "plan": list("abcde"), "unused": range(5)}).to_parquet(path)
-    with open_chunks(str(path), 2, read_columns=["tenure", "plan"]) as source:
-        chunks = list(source.chunks)
-    assert [len(c) for c in chunks] == [2, 2, 1]
-    assert list(chunks[0].columns) == ["tenure", "plan"]
-    assert source.types["tenure"] == pa.int64() and "unused" in source.columns
 
 
 # -- write_parquet_atomically -----------------------------------------------------------------
@@ -277,3 +240,18 @@ def test_output_must_not_be_the_input(tmp_path, pipeline):
     with pytest.raises(ValueError, match="input's own URI"):
         score_dataset(pipeline, MODEL, str(data), f"file://{data}")
     assert data.read_text() == "tenure,charges,plan\n1,2,a\n"
+
+
+def test_semicolon_export_with_a_byte_order_mark_scores_like_its_comma_copy(tmp_path, pipeline):
+    """Batch scoring reads with the training reader's dialect detection (tasks.data.open_chunks)."""
+    rows = [["customer_id", "tenure", "charges", "plan"], ["c0", "1", "20.5", "basic"], ["c1", "5", " ", "plus"],
+            ["c2", "40", "99.9", ""]]
+    comma = write_csv(tmp_path / "comma.csv", "".join(",".join(row) + "\n" for row in rows))
+    semicolon = tmp_path / "semicolon.csv"
+    semicolon.write_bytes(b"\xef\xbb\xbf" + "".join(";".join(row) + "\r\n" for row in rows).encode())
+    for source in (comma, semicolon):
+        summary = score_dataset(pipeline, MODEL, str(source), str(tmp_path / f"{source.stem}.parquet"), chunk_rows=2)
+        assert (summary.rows_in, summary.rows_scored) == (3, 3)
+    expected, got = (pd.read_parquet(tmp_path / f"{name}.parquet") for name in ("comma", "semicolon"))
+    assert got["customer_id"].tolist() == ["c0", "c1", "c2"]
+    np.testing.assert_array_equal(got["probability"].to_numpy(), expected["probability"].to_numpy())
