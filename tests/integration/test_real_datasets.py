@@ -26,7 +26,17 @@ FLOORS = {"breast_cancer": 0.97, "titanic": 0.80, "credit": 0.78, "telco_churn":
 # Not part of the data section: smaller models and cheaper evaluation keep the file fast.
 SMALL = {"model": {"params": {"hist_gradient_boosting": {"max_iter": 40},
                               "random_forest": {"n_estimators": 40}}},
-         "evaluation": {"cv_folds": 3, "permutation_repeats": 1}}
+         "evaluation": {"cv_folds": 2, "permutation_repeats": 1}}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_openmp_thread():
+    """HistGradientBoosting's OpenMP threads spin against the other processes of a busy shared
+    machine (CV fits 20x slower here); these small tables need no second thread."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="openmp"):
+        yield
 
 
 @pytest.fixture(scope="module")
