@@ -40,10 +40,11 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
     spec, preprocessor = step(features_task)(data.report.numeric_features, data.report.categorical_features,
                                              config.features, data_key)
     selection_tags, tables = {}, {}
-    if config.model.family == AUTO:  # a tuned study needs one family: no blend then
+    if config.model.family == AUTO:  # CV of the candidates on the train split; a study tunes one family
         selection = step(select_model_task)(train_rows, data.target, spec, preprocessor, config.model,
                                             config.promotion.metric, config.evaluation.cv_folds,
-                                            candidate_families(config.model), not config.tuning.enabled, data_key)
+                                            candidate_families(config.model),
+                                            allow_blend=not config.tuning.enabled, data_key=data_key)
         config, selection_tags = config.with_model(selection.model), selection.tags()
         tables = {"model_leaderboard": selection.table()}
     tuning_tags = {}

@@ -34,7 +34,8 @@ def tune(config: PipelineConfig, refresh: bool = False) -> TuningResult:
     if config.model.family == AUTO:
         selection = step(select_model_task)(train_rows, data.target, spec, preprocessor, config.model,
                                             config.promotion.metric, config.evaluation.cv_folds,
-                                            candidate_families(config.model), False, data_key)
+                                            candidate_families(config.model), allow_blend=False,
+                                            data_key=data_key)
         config = config.with_model(selection.model)
     return step(tune_task)(train_rows, data.target, spec, preprocessor, config.model, config.tuning,
                            config.tracking.experiment, str(fingerprint), data_key)
