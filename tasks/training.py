@@ -72,10 +72,14 @@ class ModelSelection:
     reason: str = ""
 
     def table(self) -> list[dict[str, object]]:
-        """The leaderboard as rows (family, mean, std, seconds, picked), best first."""
-        return [{"family": c.label, f"{self.metric}_mean": round(c.mean, 6), f"{self.metric}_std": round(c.std, 6),
-                 "folds": len(c.fold_scores), "seconds": round(c.seconds, 2), "picked": c.picked}
-                for c in self.leaderboard]
+        """The leaderboard as rows (family, mean, std, seconds, picked), best first; candidates
+        the budget left out last, with no score."""
+        scored = [{"family": c.label, f"{self.metric}_mean": round(c.mean, 6), f"{self.metric}_std": round(c.std, 6),
+                   "folds": len(c.fold_scores), "seconds": round(c.seconds, 2), "picked": c.picked}
+                  for c in self.leaderboard]
+        return scored + [{"family": f"{family} (not tried: budget spent)", f"{self.metric}_mean": None,
+                          f"{self.metric}_std": None, "folds": 0, "seconds": 0.0, "picked": False}
+                         for family in self.not_tried]
 
     def tags(self) -> dict[str, str]:
         tags = {"mlpipe.model_family": self.model.family, "mlpipe.model_selection": self.reason}

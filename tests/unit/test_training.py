@@ -280,6 +280,9 @@ def test_select_model_stops_starting_candidates_when_the_budget_is_spent():
     assert [c.family for c in selection.leaderboard] == ["logistic_regression"]
     assert selection.not_tried == ["random_forest", "hist_gradient_boosting"]
     assert "selection_budget_s (50 s) spent" in selection.reason and "random_forest" in selection.reason
+    assert [(r["family"], r["folds"]) for r in selection.table()] == [
+        ("logistic_regression", 3), ("random_forest (not tried: budget spent)", 0),
+        ("hist_gradient_boosting (not tried: budget spent)", 0)]
 
 
 def test_select_model_refuses_a_concrete_family():
