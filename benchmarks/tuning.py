@@ -52,7 +52,7 @@ def run(backend: str, workers: int, threads: int | None, trials: int, data: Path
         from tasks.training import prepare_data
         from tasks.tuning import default_storage, run_study
 
-        overrides = [f"tuning.trials={trials}", f"tuning.workers={workers}", f"tuning.backend={backend}",
+        overrides = ["model.family=hist_gradient_boosting", f"tuning.trials={trials}", f"tuning.workers={workers}", f"tuning.backend={backend}",
                      "tuning.pruner=none", "tuning.cv_folds=3", f"tuning.threads_per_worker={threads or 'null'}"]
         if space == "fixed-cost":
             overrides.append(FIXED_COST_SPACE)

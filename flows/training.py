@@ -8,10 +8,11 @@ from tasks.caching import cached, step_key
 from tasks.config import PipelineConfig
 from tasks.data import fingerprint_task, load_task, split_task
 from tasks.evaluation import evaluate_task
+from tasks.families import AUTO
 from tasks.promotion import promote_task
 from tasks.registry import register_task
 from tasks.reports import TrainingSummary, report_task
-from tasks.training import features_task, fit_task
+from tasks.training import candidate_families, features_task, fit_task, select_model_task
 from tasks.tuning import tune_task
 from tasks.validation import validate_task
 
@@ -20,11 +21,13 @@ from tasks.validation import validate_task
 def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
     """Train a binary classifier from raw tabular data and register it in MLflow.
 
-    load -> validate -> split -> features -> [tune] -> fit -> evaluate -> register -> promote.
-    The new version becomes `champion` only if it passes the gate and is not worse than the
-    current champion on the same holdout; otherwise it becomes `challenger`. With
-    `tuning.enabled`, an Optuna study picks the model's parameters first. Cached steps key on
-    the dataset fingerprint and their config; `refresh` recomputes them.
+    load -> validate -> split -> features -> [select model] -> [tune] -> fit -> evaluate ->
+    register -> promote. With `model.family: auto`, the candidate families are cross-validated
+    on the train split and the best (or a blend of the top two) is fitted. The new version
+    becomes `champion` only if it passes the gate and is not worse than the current champion on
+    the same holdout; otherwise it becomes `challenger`. With `tuning.enabled`, an Optuna study
+    picks the chosen family's parameters first. Cached steps key on the dataset fingerprint and
+    their config; `refresh` recomputes them.
     """
     step = lambda task: cached(task, config.cache, refresh)  # noqa: E731  (cache options per run)
 
@@ -36,6 +39,14 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
     data_key = step_key(fingerprint, config.data, config.split, config.features)
     spec, preprocessor = step(features_task)(data.report.numeric_features, data.report.categorical_features,
                                              config.features, data_key)
+    selection_tags, tables = {}, {}
+    if config.model.family == AUTO:  # CV of the candidates on the train split; a study tunes one family
+        selection = step(select_model_task)(train_rows, data.target, spec, preprocessor, config.model,
+                                            config.promotion.metric, config.evaluation.cv_folds,
+                                            candidate_families(config.model),
+                                            allow_blend=not config.tuning.enabled, data_key=data_key)
+        config, selection_tags = config.with_model(selection.model), selection.tags()
+        tables = {"model_leaderboard": selection.table()}
     tuning_tags = {}
     if config.tuning.enabled:
         tuning = step(tune_task)(train_rows, data.target, spec, preprocessor, config.model, config.tuning,
@@ -46,7 +57,7 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
                                      config.split.seed, step_key(data_key, config.model))
 
     version = register_task(model, evaluation, holdout_rows, spec.columns, config, fingerprint, data.report,
-                            tuning_tags)
+                            {**selection_tags, **tuning_tags}, tables)
     decision = promote_task(version, evaluation, holdout_rows, data.target, spec, config.promotion,
                             config.evaluation.threshold)
     return report_task(version, decision, evaluation.metrics, config.data.uri, fingerprint,

@@ -7,7 +7,8 @@ from prefect import flow
 from tasks.caching import cached, step_key
 from tasks.config import PipelineConfig
 from tasks.data import fingerprint_task, load_task, split_task
-from tasks.training import features_task
+from tasks.families import AUTO
+from tasks.training import candidate_families, features_task, select_model_task
 from tasks.tuning import TuningResult, tune_task
 from tasks.validation import validate_task
 
@@ -16,8 +17,10 @@ from tasks.validation import validate_task
 def tune(config: PipelineConfig, refresh: bool = False) -> TuningResult:
     """Search the model family's hyperparameters with Optuna (stratified CV on the train split).
 
-    load -> validate -> split -> features -> tune. The study lives in Optuna RDB storage and
-    resumes after an interruption; every trial is a nested MLflow run under the study's run.
+    load -> validate -> split -> features -> [select model] -> tune. With `model.family: auto`
+    the study tunes the family that cross-validates best (never a blend). The study lives in
+    Optuna RDB storage and resumes after an interruption; every trial is a nested MLflow run
+    under the study's run.
     """
     step = lambda task: cached(task, config.cache, refresh)  # noqa: E731
 
@@ -28,5 +31,11 @@ def tune(config: PipelineConfig, refresh: bool = False) -> TuningResult:
     data_key = step_key(fingerprint, config.data, config.split, config.features)
     spec, preprocessor = step(features_task)(data.report.numeric_features, data.report.categorical_features,
                                              config.features, data_key)
+    if config.model.family == AUTO:
+        selection = step(select_model_task)(train_rows, data.target, spec, preprocessor, config.model,
+                                            config.promotion.metric, config.evaluation.cv_folds,
+                                            candidate_families(config.model), allow_blend=False,
+                                            data_key=data_key)
+        config = config.with_model(selection.model)
     return step(tune_task)(train_rows, data.target, spec, preprocessor, config.model, config.tuning,
                            config.tracking.experiment, str(fingerprint), data_key)

@@ -17,7 +17,8 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-MODEL_FAMILIES = ("logistic_regression", "random_forest", "hist_gradient_boosting")
+from tasks.families import AUTO, BLEND, check_model_params, estimator_params, family_names
+
 METRICS = ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "log_loss", "brier")
 LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
 
@@ -139,28 +140,81 @@ class FeaturesConfig(Section):
     max_categories: int | None = Field(
         30, ge=2, description="Rarer categories are grouped into one 'infrequent' column"
     )
+    min_category_frequency: float | None = Field(
+        0.005, gt=0, lt=1,
+        description="Categories seen in fewer than this share of the train rows join the 'infrequent' column",
+    )
+    missing_indicators: bool = Field(
+        True, description="A 0/1 column per numeric column that has gaps in the train rows (linear models "
+                          "cannot tell an imputed value from a real one otherwise)",
+    )
     ratios: list[RatioFeature] = Field(default_factory=list)
     changes: list[ChangeFeature] = Field(default_factory=list)
     buckets: list[BucketFeature] = Field(default_factory=list)
 
 
+def _family_choices(schema: dict[str, Any]) -> None:
+    """The UI form's drop-down: `auto` and the families registered when the schema is built."""
+    schema["enum"] = [AUTO, *family_names(), BLEND]
+
+
 class ModelConfig(Section):
     """Which estimator to fit, and with which parameters."""
 
-    family: Literal["logistic_regression", "random_forest", "hist_gradient_boosting"] = (
-        "hist_gradient_boosting"
+    family: str = Field(
+        AUTO, json_schema_extra=_family_choices,
+        description="A model family; auto: cross-validate the candidates on the train split and keep the best; "
+                    "soft_voting: average the probabilities of `members`",
     )
-    params: dict[Literal["logistic_regression", "random_forest", "hist_gradient_boosting"], dict[str, Any]] = Field(
+    params: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="Estimator parameters per family; the one of `family` is used"
     )
+    candidates: list[str] | None = Field(
+        None, description="Families `auto` compares, in this order (default: every registered candidate)"
+    )
+    selection_budget_s: float = Field(
+        600.0, gt=0, description="auto: no further candidate is started once this many seconds have passed"
+    )
+    blend: bool = Field(
+        True, description="auto: pick a soft-voting blend of the top two when it beats the best single family in CV"
+    )
+    members: list[str] | None = Field(None, description="soft_voting only: the families whose probabilities are averaged")
     seed: int = 42
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, family: str) -> str:
+        if family not in (AUTO, BLEND) and family not in family_names():
+            raise ValueError(f"unknown family {family!r} (allowed: {', '.join([AUTO, *family_names(), BLEND])})")
+        return family
+
+    @field_validator("candidates")
+    @classmethod
+    def _known_candidates(cls, candidates: list[str] | None) -> list[str] | None:
+        if candidates is None:
+            return None
+        if not candidates:
+            raise ValueError("give at least one family, or leave it unset for every registered one")
+        unknown = [c for c in candidates if c not in family_names()]
+        if unknown:
+            raise ValueError(f"unknown family {unknown[0]!r} (allowed: {', '.join(family_names())})")
+        if len(set(candidates)) != len(candidates):
+            raise ValueError(f"a family is listed twice: {candidates}")
+        return candidates
 
     @model_validator(mode="after")
     def _known_params(self) -> "ModelConfig":
-        from tasks.training import check_model_params  # sklearn is only imported when needed
-
         for family, params in self.params.items():
-            check_model_params(family, params)
+            if family not in family_names():
+                raise ValueError(f"model.params.{family}: unknown family (allowed: {', '.join(family_names())})")
+            check_model_params(family, params)  # sklearn is imported here, on first use
+        if self.family == BLEND:
+            if not self.members or len(self.members) < 2:
+                raise ValueError(f"model.members: {BLEND} needs two or more families (e.g. "
+                                 "[logistic_regression, hist_gradient_boosting])")
+            unknown = [m for m in self.members if m not in family_names()]
+            if unknown:
+                raise ValueError(f"model.members: unknown family {unknown[0]!r} (allowed: {', '.join(family_names())})")
         return self
 
     @property
@@ -226,9 +280,6 @@ class ParamSpace(Section):
         return self
 
 
-Family = Literal["logistic_regression", "random_forest", "hist_gradient_boosting"]
-
-
 def _default_spaces() -> dict[str, dict[str, ParamSpace]]:
     s = ParamSpace
     return {
@@ -269,22 +320,18 @@ class TuningConfig(Section):
         None, description="Optuna storage URL (${VAR} taken from the environment, for passwords); "
                           "default sqlite:///<project>/data/.optuna/studies.db"
     )
-    spaces: dict[Family, dict[str, ParamSpace]] = Field(default_factory=_default_spaces)
+    spaces: dict[str, dict[str, ParamSpace]] = Field(default_factory=_default_spaces)
 
     @model_validator(mode="after")
     def _known_params(self) -> "TuningConfig":
         for family, space in self.spaces.items():
-            unknown = set(space) - set(_estimator_params(family))
+            if family not in family_names():
+                raise ValueError(f"tuning.spaces.{family}: unknown family (allowed: {', '.join(family_names())})")
+            unknown = set(space) - set(estimator_params(family))
             if unknown:
                 raise ValueError(f"tuning.spaces.{family}.{sorted(unknown)[0]} is not a parameter of that model "
-                                 f"(allowed: {', '.join(sorted(_estimator_params(family)))})")
+                                 f"(allowed: {', '.join(sorted(estimator_params(family)))})")
         return self
-
-
-def _estimator_params(family: str) -> list[str]:
-    from tasks.training import estimator_params
-
-    return estimator_params(family)
 
 
 class CacheConfig(Section):

@@ -148,15 +148,18 @@ class FeatureSpec:
 
 
 def build_preprocessor(spec: FeatureSpec, config: FeaturesConfig) -> ColumnTransformer:
-    """The unfitted ColumnTransformer for `spec`: numeric impute (+ scale), categorical impute +
-    one-hot (unknown categories ignored, rare ones grouped), plus the configured derived features."""
-    numeric_steps = [SimpleImputer(strategy=config.numeric_impute)]
+    """The unfitted ColumnTransformer for `spec`: numeric impute (+ missing indicators, + scale),
+    categorical impute + one-hot (unknown categories ignored, rare ones grouped), plus the
+    configured derived features. The defaults suit linear models as well as trees."""
+    numeric_steps = [SimpleImputer(strategy=config.numeric_impute, add_indicator=config.missing_indicators)]
     if config.scale_numeric:
         numeric_steps.append(StandardScaler())
+    grouped = config.max_categories is not None or config.min_category_frequency is not None
     categorical = make_pipeline(
         FunctionTransformer(_as_text, feature_names_out="one-to-one"),
-        OneHotEncoder(handle_unknown="infrequent_if_exist" if config.max_categories else "ignore",
-                      max_categories=config.max_categories, sparse_output=False),
+        OneHotEncoder(handle_unknown="infrequent_if_exist" if grouped else "ignore",
+                      max_categories=config.max_categories, min_frequency=config.min_category_frequency,
+                      sparse_output=False),
     )
     transformers: list[tuple] = []
     if spec.numeric:

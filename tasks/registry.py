@@ -213,9 +213,11 @@ def log_and_register(
     config_yaml: str,
     lineage: Lineage,
     extra_tags: dict[str, str] | None = None,
+    tables: dict[str, list[dict[str, Any]]] | None = None,
 ) -> RegisteredVersion:
-    """One MLflow run with params, metrics, plots and config; the model logged with skops
-    (explicit trusted types), signature and input example; then registered with lineage tags."""
+    """One MLflow run with params, metrics, plots, config and tables (name -> rows, logged as
+    MLflow table artifacts `<name>.json`); the model logged with skops (explicit trusted
+    types), signature and input example; then registered with lineage tags."""
     import mlflow
     experiment_id = ensure_experiment(experiment)
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name,
@@ -229,6 +231,8 @@ def log_and_register(
         mlflow.log_text(config_yaml, "config.yaml")
         for name, payload in extra_json.items():
             mlflow.log_dict(payload, f"{name}.json")
+        for name, rows in (tables or {}).items():
+            mlflow.log_table(pd.DataFrame(rows), artifact_file=f"{name}.json")
         info = mlflow.sklearn.log_model(
             model,
             name="model",
@@ -305,7 +309,8 @@ def champion_score(name: str, version: str, holdout: pd.DataFrame, target: str, 
 @task(name="register", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
       retry_jitter_factor=0.5, retry_condition_fn=is_transient_tracking_error)
 def register_task(model, evaluation, holdout: pd.DataFrame, columns: list[str], config,
-                  fingerprint, validation_report, extra_tags: dict[str, str] | None = None) -> RegisteredVersion:
+                  fingerprint, validation_report, extra_tags: dict[str, str] | None = None,
+                  tables: dict[str, list[dict]] | None = None) -> RegisteredVersion:
     """Log the run and register the model, unless an identical run already did."""
     logger = get_run_logger()
     lineage = Lineage(
@@ -345,7 +350,8 @@ def register_task(model, evaluation, holdout: pd.DataFrame, columns: list[str], 
                                    "warnings": validation_report.warnings}},
         config_yaml=yaml.safe_dump(safe_config.model_dump(mode="json"), sort_keys=False),
         lineage=lineage,
-        extra_tags=extra_tags or {},
+        extra_tags={"mlpipe.model_family": config.model.family, **(extra_tags or {})},
+        tables=tables,
     )
     logger.info("registered %s v%s (run %s)", version.name, version.version, version.run_id)
     return version

@@ -28,6 +28,7 @@ from sklearn.base import clone
 from tasks.caching import STEP_CACHE, project_home
 from tasks.config import ModelConfig, TuningConfig
 from tasks.distributed import (FINISHED, RECORD, SKIPPED, LocalWorkers, StudyPlan, open_study, run_ray_workers)
+from tasks.families import AUTO, BLEND
 from tasks.features import FeatureSpec, model_pipeline
 from tasks.training import build_estimator
 
@@ -203,6 +204,9 @@ def run_study(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor,
     and the study's outcome to MLflow, and return the best parameters."""
     from tasks import registry
 
+    if model.family in (AUTO, BLEND):
+        raise ValueError(f"model.family {model.family}: a study tunes one family; the train and tune flows "
+                         "resolve auto to one first (select-model)")
     space = tuning.spaces.get(model.family)
     if not space:
         raise ValueError(f"tuning.spaces has no search space for model.family {model.family!r}")

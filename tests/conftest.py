@@ -68,13 +68,15 @@ def workspace(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture
 def fast_config(small_churn_csv):
-    """conf/churn.yaml on the small sample with cheaper evaluation, plus any overrides."""
+    """conf/churn.yaml on the small sample with cheaper evaluation, plus any overrides. The
+    family is fixed (the tests were written for it, and `auto` cross-validates every family:
+    seconds per run); the tests of `auto` set `model.family=auto`."""
     from tasks.config import load_config
 
     def make(*overrides: str, data: Path | str | None = None):
         return load_config(
             ROOT / "conf" / "churn.yaml",
-            ["evaluation.cv_folds=3", "evaluation.permutation_repeats=2",
+            ["evaluation.cv_folds=3", "evaluation.permutation_repeats=2", "model.family=hist_gradient_boosting",
              "model.params.hist_gradient_boosting.max_iter=80", *overrides],
             str(data or small_churn_csv),
         )

@@ -52,6 +52,7 @@ def test_train_registers_champion_with_lineage_and_serves_raw_rows(workspace, fa
     assert champion.tags["mlpipe.dataset_fingerprint"].startswith("sha256:")
     assert champion.tags["mlpipe.prefect_flow_run_id"] == str(state.state_details.flow_run_id)
     assert champion.tags["promotion.alias"] == "champion"
+    assert champion.tags["mlpipe.model_family"] == "hist_gradient_boosting"  # a fixed family is tagged too
     assert "no champion yet" in champion.tags["promotion.reason"]
 
     run = client.get_run(champion.run_id)
@@ -101,6 +102,30 @@ def test_failing_gate_becomes_challenger_even_without_champion(workspace, fast_c
     client = MlflowClient()
     with pytest.raises(Exception):
         client.get_model_version_by_alias(MODEL, "champion")
+
+
+def test_auto_selection_is_cached_and_a_blend_serves_raw_rows(workspace, fast_config, small_churn_csv):
+    auto = ("model.family=auto", "model.candidates=[logistic_regression, random_forest]",
+            "model.params.random_forest={n_estimators: 30}")
+    first = train(config=fast_config(*auto), return_state=True)
+    assert task_states(first.state_details.flow_run_id)["select-model"] == "Completed"
+    second = train(config=fast_config(*auto), return_state=True)
+    states = task_states(second.state_details.flow_run_id)
+    assert states["select-model"] == "Cached" and states["fit"] == "Cached", states
+    assert second.result().reused_version and second.result().version == first.result().version
+    client = MlflowClient()
+    version = client.get_model_version(MODEL, first.result().version)
+    assert version.tags["mlpipe.model_family"] in {"logistic_regression", "random_forest", "soft_voting"}
+    assert version.tags["mlpipe.model_selection"]
+
+    # a blend is one Pipeline with a VotingClassifier: saved and loaded through skops' allow-list
+    blend = train(config=fast_config("model.family=soft_voting", "model.members=[logistic_regression, random_forest]",
+                                     "model.params.random_forest={n_estimators: 30}", "promotion.min_value=0.5"))
+    model = mlflow.pyfunc.load_model(f"models:/{MODEL}/{blend.version}")
+    assert type(model.get_raw_model()[-1]).__name__ == "VotingClassifier"
+    predictions = model.predict(raw_rows(small_churn_csv))
+    assert list(predictions.columns) == ["probability", "label"] and predictions["probability"].between(0, 1).all()
+    assert client.get_model_version(MODEL, blend.version).tags["mlpipe.model_family"] == "soft_voting"
 
 
 def test_identical_rerun_hits_cache_and_adds_no_version(workspace, fast_config):
@@ -159,7 +184,8 @@ def test_flow_parameters_are_the_typed_config_form():
     assert {"data", "split", "features", "model", "evaluation", "promotion", "tracking", "cache"} <= set(
         pipeline["properties"])
     model = definitions["ModelConfig"]["properties"]
-    assert model["family"]["enum"] == ["logistic_regression", "random_forest", "hist_gradient_boosting"]
-    assert model["family"]["default"] == "hist_gradient_boosting"
+    assert model["family"]["enum"] == ["auto", "logistic_regression", "hist_gradient_boosting", "random_forest",
+                                       "soft_voting"]
+    assert model["family"]["default"] == "auto"
     assert definitions["PromotionConfig"]["properties"]["min_value"]["default"] == 0.75
     assert definitions["DataConfig"]["properties"]["uri"]["default"] == "data/churn.csv"

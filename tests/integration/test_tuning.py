@@ -210,6 +210,26 @@ def test_train_with_tuning_registers_the_best_params(workspace, fast_config):
 
 
 @pytest.mark.usefixtures("prefect_server")
+def test_train_with_auto_and_tuning_tunes_the_selected_family(workspace, fast_config):
+    from flows.training import train
+
+    summary = train(config=fast_config(
+        "model.family=auto", "model.candidates=[logistic_regression, random_forest]",
+        "model.params.random_forest={n_estimators: 20}", "tuning.enabled=true", "tuning.trials=3",
+        "tuning.cv_folds=2"))
+
+    client = MlflowClient()
+    version = client.get_model_version("churn-classifier", summary.version)
+    family = version.tags["mlpipe.model_family"]
+    assert family in {"logistic_regression", "random_forest"}  # never a blend: a study tunes one family
+    assert version.tags["tuning.study_name"].startswith(f"churn-{family}-")
+    run = client.get_run(version.run_id)
+    assert run.data.params["model.family"] == family
+    board = client.load_table(run.info.experiment_id, "model_leaderboard.json", run_ids=[run.info.run_id])
+    assert sorted(board["family"]) == ["logistic_regression", "random_forest"]
+
+
+@pytest.mark.usefixtures("prefect_server")
 def test_tune_flow_reports_progress_in_logs_and_a_progress_artifact(workspace, fast_config):
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId

@@ -24,8 +24,8 @@ def prepare(csv: str, overrides: list[str]):
     from tasks.config import load_config
     from tasks.training import prepare_data
 
-    config = load_config(ROOT / "conf" / "churn.yaml", ["data.min_rows=50", "tuning.cv_folds=2", SMALL_SPACE, *overrides],
-                         csv)
+    config = load_config(ROOT / "conf" / "churn.yaml", ["data.min_rows=50", "tuning.cv_folds=2", SMALL_SPACE,
+                                                        "model.family=hist_gradient_boosting", *overrides], csv)
     train, _, spec, preprocessor, fingerprint = prepare_data(config)
     return config, train, spec, preprocessor, fingerprint
 

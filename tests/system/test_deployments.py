@@ -142,7 +142,8 @@ def events(stack, name: str) -> list:
 def fast_config(uri: str) -> dict:
     from tasks.config import load_config
 
-    return load_config(ROOT / "conf" / "churn.yaml", ["evaluation.cv_folds=3", "evaluation.permutation_repeats=2"],
+    return load_config(ROOT / "conf" / "churn.yaml", ["evaluation.cv_folds=3", "evaluation.permutation_repeats=2",
+                                                      "model.family=hist_gradient_boosting"],
                        uri).model_dump(mode="json")
 
 

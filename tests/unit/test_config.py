@@ -33,8 +33,10 @@ def test_load_churn_yaml():
     assert config.data.target == "churn"
     assert config.data.positive_label == "Yes"
     assert config.data.id_columns == ["customer_id"]
-    assert config.model.family == "hist_gradient_boosting"
-    assert config.model.active_params == {"learning_rate": 0.05, "max_iter": 250, "max_leaf_nodes": 15}
+    assert config.model.family == "auto"
+    assert config.model.candidates is None  # every registered family
+    assert config.model.params["hist_gradient_boosting"] == {"learning_rate": 0.05, "max_iter": 250,
+                                                             "max_leaf_nodes": 15}
     assert [b.edges for b in config.features.buckets] == [[12.0, 24.0, 48.0]]
     assert config.promotion.tolerance == pytest.approx(0.005)
 

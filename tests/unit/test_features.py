@@ -208,6 +208,36 @@ def test_build_preprocessor_rejects_unknown_column(config):
     assert repr(info.value.column) in str(info.value)
 
 
+def test_missing_indicators_only_for_numeric_columns_with_gaps():
+    frame = _train()  # tenure and charges each have one gap
+    frame["age"] = [30.0, 40.0, 50.0, 60.0, 70.0, 80.0]
+    spec = FeatureSpec(("tenure", "charges", "age"), ())
+    preprocessor = build_preprocessor(spec, FeaturesConfig(scale_numeric=False))
+    out = preprocessor.fit_transform(frame[spec.columns])
+    names = list(preprocessor.get_feature_names_out())
+    assert names == ["numeric__tenure", "numeric__charges", "numeric__age",
+                     "numeric__missingindicator_tenure", "numeric__missingindicator_charges"]
+    assert out[:, 3].tolist() == [0, 0, 0, 0, 1, 0] and out[:, 4].tolist() == [0, 0, 0, 1, 0, 0]
+    # a gap at prediction time in a column without gaps in training is imputed, no new column
+    new = pd.DataFrame({"tenure": [2.0], "charges": [3.0], "age": [np.nan]})
+    assert preprocessor.transform(new).tolist() == [[2.0, 3.0, 55.0, 0.0, 0.0]]
+    plain = build_preprocessor(spec, FeaturesConfig(scale_numeric=False, missing_indicators=False))
+    assert plain.fit_transform(frame[spec.columns]).shape == (6, 3)
+
+
+def test_rare_categories_share_one_column():
+    contract = ["month"] * 150 + ["year"] * 49 + ["weekly"]  # weekly: 1 row of 200 = 0.5%, below 1%
+    frame = pd.DataFrame({"contract": pd.Series(contract, dtype="str")})
+    spec = FeatureSpec((), ("contract",))
+    grouped = build_preprocessor(spec, FeaturesConfig(min_category_frequency=0.01)).fit(frame)
+    assert list(grouped.get_feature_names_out()) == ["categorical__contract_month", "categorical__contract_year",
+                                                      "categorical__contract_infrequent_sklearn"]
+    unseen = grouped.transform(pd.DataFrame({"contract": pd.Series(["daily"], dtype="str")}))
+    assert unseen.tolist() == [[0.0, 0.0, 1.0]]  # unseen categories score like the rare ones
+    kept = build_preprocessor(spec, FeaturesConfig(min_category_frequency=None, max_categories=None)).fit(frame)
+    assert len(kept.get_feature_names_out()) == 3 and "categorical__contract_weekly" in kept.get_feature_names_out()
+
+
 def test_build_preprocessor_rejects_change_on_unknown_column():
     config = FeaturesConfig(changes=[ChangeFeature(name="drop", previous="minutes", current="charges")])
     with pytest.raises(DataValidationError) as info:

@@ -9,9 +9,12 @@ from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassif
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from tasks.config import MODEL_FAMILIES, BucketFeature, FeaturesConfig, ModelConfig, RatioFeature
+from tasks.config import BucketFeature, FeaturesConfig, ModelConfig, RatioFeature
+from tasks.families import check_model_params, family_names
 from tasks.features import build_preprocessor, feature_spec
-from tasks.training import build_estimator, check_model_params, fit_model
+from tasks.training import build_estimator, fit_model
+
+MODEL_FAMILIES = family_names()
 
 # Small models: determinism does not need many trees, and the suite must stay fast.
 SMALL = {
@@ -115,3 +118,176 @@ def test_check_model_params_rejects_unknown_family():
 @pytest.mark.parametrize("family", MODEL_FAMILIES)
 def test_check_model_params_accepts_valid(family):
     assert check_model_params(family, SMALL[family]) is None
+
+
+# -- the family table (tasks/families.py) ----------------------------------------------------------
+
+@pytest.fixture
+def scratch_families(monkeypatch):
+    """A copy of the family table, so a test can register families without leaking them."""
+    from tasks import families
+
+    monkeypatch.setattr(families, "_FAMILIES", dict(families._FAMILIES))
+    return families
+
+
+def test_registered_family_is_a_config_choice_and_an_auto_candidate(scratch_families):
+    from sklearn.tree import DecisionTreeClassifier
+
+    from tasks.training import candidate_families
+
+    scratch_families.register_family("tree", DecisionTreeClassifier, {"max_depth": 3}, simplicity=15)
+    assert scratch_families.family_names() == ["logistic_regression", "tree", "hist_gradient_boosting",
+                                               "random_forest"]
+    assert "tree" in candidate_families(ModelConfig())
+    config = ModelConfig(family="tree", params={"tree": {"min_samples_leaf": 2}}, seed=3)
+    estimator = build_estimator(config)
+    assert isinstance(estimator, DecisionTreeClassifier)
+    assert (estimator.max_depth, estimator.min_samples_leaf, estimator.random_state) == (3, 2, 3)
+    with pytest.raises(ValueError, match=r"model\.params\.tree\.depth is not a parameter"):
+        ModelConfig(family="tree", params={"tree": {"depth": 2}})
+
+
+def test_family_registered_as_no_candidate_is_left_out_of_auto(scratch_families):
+    from tasks.training import candidate_families
+
+    scratch_families.register_family("tree", "sklearn.tree.DecisionTreeClassifier", candidate=False)
+    assert "tree" in scratch_families.family_names()
+    assert "tree" not in candidate_families(ModelConfig())
+    assert candidate_families(ModelConfig(candidates=["random_forest", "tree"])) == ["random_forest", "tree"]
+
+
+def test_register_family_refuses_taken_and_reserved_names(scratch_families):
+    with pytest.raises(ValueError, match="already registered"):
+        scratch_families.register_family("random_forest", "sklearn.tree.DecisionTreeClassifier")
+    for reserved in ("auto", "soft_voting"):
+        with pytest.raises(ValueError, match="reserved"):
+            scratch_families.register_family(reserved, "sklearn.tree.DecisionTreeClassifier")
+
+
+def test_config_checks_families_without_importing_training():
+    import subprocess
+    import sys
+
+    code = ("import sys; from tasks.config import PipelineConfig; PipelineConfig(); "
+            "assert 'tasks.training' not in sys.modules and 'prefect' not in sys.modules, sorted(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_model_config_refuses_unknown_candidates_and_a_blend_without_members():
+    with pytest.raises(ValueError, match="unknown family 'xgboost'"):
+        ModelConfig(candidates=["random_forest", "xgboost"])
+    with pytest.raises(ValueError, match="at least one"):
+        ModelConfig(candidates=[])
+    with pytest.raises(ValueError, match="two or more"):
+        ModelConfig(family="soft_voting", members=["random_forest"])
+
+
+def test_blend_is_one_soft_voting_estimator_of_its_members():
+    from sklearn.ensemble import VotingClassifier
+
+    config = ModelConfig(family="soft_voting", members=["logistic_regression", "random_forest"],
+                         params={"random_forest": SMALL["random_forest"]}, seed=4)
+    estimator = build_estimator(config)
+    assert isinstance(estimator, VotingClassifier) and estimator.voting == "soft"
+    assert [name for name, _ in estimator.estimators] == ["logistic_regression", "random_forest"]
+    assert estimator.estimators[1][1].n_estimators == 15 and estimator.estimators[1][1].random_state == 4
+    frame = _data()
+    spec, preprocessor = _fit_inputs()
+    pipeline = fit_model(frame, "churn", spec, preprocessor, config)
+    members = [m.predict_proba(pipeline[:-1].transform(frame[spec.columns]))[:, 1]
+               for m in pipeline[-1].estimators_]
+    np.testing.assert_allclose(pipeline.predict_proba(frame[spec.columns])[:, 1], np.mean(members, axis=0))
+
+
+# -- model selection -------------------------------------------------------------------------------
+
+def _score(family, scores):
+    from tasks.training import CandidateScore
+
+    return CandidateScore(family, tuple(scores), 1.0)
+
+
+def test_pick_family_prefers_the_simpler_family_within_one_standard_error():
+    from tasks.training import pick_family
+
+    # best: random_forest 0.85, standard error 0.02 / sqrt(4) = 0.01; logistic 0.845 is within it
+    scores = [_score("random_forest", [0.83, 0.85, 0.87, 0.85]), _score("logistic_regression", [0.845] * 4)]
+    family, reason = pick_family(scores, "roc_auc")
+    assert family == "logistic_regression" and "within one standard error" in reason
+    # 0.835 is beyond one standard error: the best wins
+    family, reason = pick_family([scores[0], _score("logistic_regression", [0.835] * 4)], "roc_auc")
+    assert family == "random_forest" and reason.startswith("best mean cv roc_auc 0.85")
+
+
+def test_pick_family_lower_is_better_metric():
+    from tasks.training import pick_family
+
+    scores = [_score("random_forest", [0.40, 0.41]), _score("logistic_regression", [0.50, 0.52])]
+    assert pick_family(scores, "log_loss")[0] == "random_forest"
+
+
+def _selection_inputs():
+    frame = _data(160)
+    spec, preprocessor = _fit_inputs()
+    model = ModelConfig(params={f: SMALL[f] for f in SMALL})
+    return frame, spec, preprocessor, model
+
+
+def test_select_model_scores_every_candidate_on_the_same_folds_and_resolves_auto():
+    from tasks.training import select_model
+
+    frame, spec, preprocessor, model = _selection_inputs()
+    selection = select_model(frame, "churn", spec, preprocessor, model, "roc_auc", 3)
+    board = selection.leaderboard
+    assert {c.family for c in board} == {*family_names(), "soft_voting"}
+    assert [c.mean for c in board] == sorted((c.mean for c in board), reverse=True)
+    assert sum(c.picked for c in board) == 1 and all(len(c.fold_scores) == 3 for c in board)
+    picked = next(c for c in board if c.picked)
+    assert selection.model.family == picked.family != "auto"
+    assert selection.model.params == model.params  # only the family is resolved
+    blend = next(c for c in board if c.family == "soft_voting")
+    singles = sorted((c for c in board if c.family != "soft_voting"), key=lambda c: -c.mean)
+    assert blend.members == (singles[0].family, singles[1].family)
+    if picked.family == "soft_voting":
+        assert blend.mean > singles[0].mean and selection.model.members == list(blend.members)
+    rows = selection.table()
+    assert set(rows[0]) == {"family", "roc_auc_mean", "roc_auc_std", "folds", "seconds", "picked"}
+    assert selection.tags()["mlpipe.model_family"] == selection.model.family
+    again = select_model(frame, "churn", spec, preprocessor, model, "roc_auc", 3)
+    assert [c.fold_scores for c in again.leaderboard] == [c.fold_scores for c in board]  # seeded
+
+
+def test_select_model_without_blend_picks_a_single_family():
+    from tasks.training import select_model
+
+    frame, spec, preprocessor, model = _selection_inputs()
+    for selection in (select_model(frame, "churn", spec, preprocessor, model, "roc_auc", 3, allow_blend=False),
+                      select_model(frame, "churn", spec, preprocessor, model.model_copy(update={"blend": False}),
+                                   "roc_auc", 3)):
+        assert "soft_voting" not in {c.family for c in selection.leaderboard}
+        assert selection.model.family in family_names()
+
+
+def test_select_model_stops_starting_candidates_when_the_budget_is_spent():
+    from tasks.training import select_model
+
+    frame, spec, preprocessor, model = _selection_inputs()
+    ticks = iter(range(0, 1000, 100))  # every clock read is 100 s later
+    model = model.model_copy(update={"selection_budget_s": 50.0,
+                                     "candidates": ["logistic_regression", "random_forest", "hist_gradient_boosting"]})
+    selection = select_model(frame, "churn", spec, preprocessor, model, "roc_auc", 3, clock=lambda: next(ticks))
+    assert [c.family for c in selection.leaderboard] == ["logistic_regression"]
+    assert selection.not_tried == ["random_forest", "hist_gradient_boosting"]
+    assert "selection_budget_s (50 s) spent" in selection.reason and "random_forest" in selection.reason
+    assert [(r["family"], r["folds"]) for r in selection.table()] == [
+        ("logistic_regression", 3), ("random_forest (not tried: budget spent)", 0),
+        ("hist_gradient_boosting (not tried: budget spent)", 0)]
+
+
+def test_select_model_refuses_a_concrete_family():
+    from tasks.training import select_model
+
+    frame, spec, preprocessor, _ = _selection_inputs()
+    with pytest.raises(ValueError, match="resolves model.family auto"):
+        select_model(frame, "churn", spec, preprocessor, ModelConfig(family="random_forest"), "roc_auc", 3)
