@@ -44,7 +44,8 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
         selection = step(select_model_task)(train_rows, data.target, spec, preprocessor, config.model,
                                             config.promotion.metric, config.evaluation.cv_folds,
                                             candidate_families(config.model),
-                                            allow_blend=not config.tuning.enabled, data_key=data_key)
+                                            allow_blend=not config.tuning.enabled, data_key=data_key,
+                                            max_rows=config.evaluation.cv_max_rows)
         config, selection_tags = config.with_model(selection.model), selection.tags()
         tables = {"model_leaderboard": selection.table()}
     tuning_tags = {}

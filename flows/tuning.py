@@ -35,7 +35,7 @@ def tune(config: PipelineConfig, refresh: bool = False) -> TuningResult:
         selection = step(select_model_task)(train_rows, data.target, spec, preprocessor, config.model,
                                             config.promotion.metric, config.evaluation.cv_folds,
                                             candidate_families(config.model), allow_blend=False,
-                                            data_key=data_key)
+                                            data_key=data_key, max_rows=config.evaluation.cv_max_rows)
         config = config.with_model(selection.model)
     return step(tune_task)(train_rows, data.target, spec, preprocessor, config.model, config.tuning,
                            config.tracking.experiment, str(fingerprint), data_key)

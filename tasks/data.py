@@ -508,3 +508,14 @@ def count_rows(uri: str) -> int:
 def new_objects(listed: dict[str, tuple[str, int]], seen: dict[str, str]) -> list[tuple[str, str, int]]:
     """Objects not seen before, or seen with another fingerprint (rewritten in place)."""
     return [(uri, fp, size) for uri, (fp, size) in sorted(listed.items()) if seen.get(uri) != fp]
+
+
+def stratified_sample(frame: pd.DataFrame, target: str, max_rows: int | None, seed: int = 42) -> pd.DataFrame:
+    """At most `max_rows` rows of `frame`, each class keeping its share (all rows when it is small
+    enough or `max_rows` is None). Seeded, so a cached and a fresh evaluation agree."""
+    if max_rows is None or len(frame) <= max_rows:
+        return frame
+    from sklearn.model_selection import train_test_split
+
+    sample, _ = train_test_split(frame, train_size=max_rows, random_state=seed, stratify=frame[target])
+    return sample

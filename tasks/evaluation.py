@@ -21,6 +21,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 from tasks.caching import STEP_CACHE
 from tasks.config import EvaluationConfig
+from tasks.data import stratified_sample
 from tasks.features import FeatureSpec
 from tasks.metrics import classification_metrics
 
@@ -35,17 +36,6 @@ class Evaluation:
     importances: dict[str, float]
     plots: dict[str, bytes] = field(default_factory=dict)
     sample_rows: dict[str, int] = field(default_factory=dict)
-
-
-def stratified_sample(frame: pd.DataFrame, target: str, max_rows: int | None, seed: int = 42) -> pd.DataFrame:
-    """At most `max_rows` rows of `frame`, each class keeping its share (all rows when it is small
-    enough or `max_rows` is None). Seeded, so a cached and a fresh evaluation agree."""
-    if max_rows is None or len(frame) <= max_rows:
-        return frame
-    from sklearn.model_selection import train_test_split
-
-    sample, _ = train_test_split(frame, train_size=max_rows, random_state=seed, stratify=frame[target])
-    return sample
 
 
 def _png(fig) -> bytes:

@@ -14,6 +14,7 @@ from sklearn.pipeline import Pipeline
 
 from tasks.caching import STEP_CACHE
 from tasks.config import LOWER_IS_BETTER, FeaturesConfig, ModelConfig
+from tasks.data import stratified_sample
 from tasks.families import AUTO, BLEND, default_candidates, get_family, make_blend, make_estimator
 from tasks.features import FeatureSpec, build_preprocessor, feature_spec, model_pipeline
 
@@ -70,6 +71,7 @@ class ModelSelection:
     leaderboard: list[CandidateScore]
     not_tried: list[str] = field(default_factory=list)  # candidates left out when the budget ran out
     reason: str = ""
+    rows: int = 0  # train rows the candidates were compared on (a stratified sample of big data)
 
     def table(self) -> list[dict[str, object]]:
         """The leaderboard as rows (family, mean, std, seconds, picked), best first; candidates
@@ -144,7 +146,8 @@ def _blend_score(members: list[CandidateScore], probabilities: dict[str, list[np
 
 
 def select_model(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor, model: ModelConfig,
-                 metric: str, folds: int, allow_blend: bool = True, clock=time.perf_counter) -> ModelSelection:
+                 metric: str, folds: int, allow_blend: bool = True, clock=time.perf_counter,
+                 max_rows: int | None = None) -> ModelSelection:
     """Cross-validate the candidate families on the train split (the holdout is never seen)
     and resolve `model.family: auto` to the pick.
 
@@ -152,10 +155,14 @@ def select_model(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocess
     rest are not started (said in `reason`). The pick is the best mean score, or the simplest
     family within one standard error of it. With `model.blend` and `allow_blend`, the soft-voting
     blend of the two best families is scored from their out-of-fold probabilities (no refit:
-    the blend averages exactly those) and picked when its mean beats the best single family."""
+    the blend averages exactly those) and picked when its mean beats the best single family.
+    Above `max_rows` train rows (evaluation.cv_max_rows) the candidates are compared on a
+    stratified sample of that many: the ranking needs no more, and refits of every family on a
+    big table would cost many times the final fit."""
     if model.family != AUTO:
         raise ValueError(f"select_model resolves model.family auto, not {model.family!r}")
     started = clock()
+    train = stratified_sample(train, target, max_rows, model.seed)
     y = train[target].to_numpy()
     splits = _folds(y, folds, model.seed)
     candidates = candidate_families(model)
@@ -188,14 +195,14 @@ def select_model(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocess
     board = sorted((CandidateScore(c.family, c.fold_scores, c.seconds,
                                    c.family == chosen and list(c.members) == list(picked), c.members) for c in scores),
                    key=lambda c: -sign * c.mean)
-    return ModelSelection(resolved, metric, board, not_tried, reason)
+    return ModelSelection(resolved, metric, board, not_tried, reason, rows=len(train))
 
 
 @task(name="select-model", cache_policy=STEP_CACHE - "train" - "preprocessor", persist_result=True,
       cache_result_in_memory=False)
 def select_model_task(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor, model: ModelConfig,
                       metric: str, folds: int, candidates: list[str], allow_blend: bool,
-                      data_key: str) -> ModelSelection:
+                      data_key: str, max_rows: int | None = None) -> ModelSelection:
     """Resolve `model.family: auto` by cross-validation on the train split; cached on (data,
     model config, metric, folds, the candidate list as resolved: a newly registered family
     misses the cache). `allow_blend` is off when tuning follows: a study tunes one family. Publishes
@@ -203,14 +210,15 @@ def select_model_task(train: pd.DataFrame, target: str, spec: FeatureSpec, prepr
     from prefect.artifacts import create_table_artifact
 
     selection = select_model(train, target, spec, preprocessor, model.model_copy(update={"candidates": candidates}),
-                             metric, folds, allow_blend)
+                             metric, folds, allow_blend, max_rows=max_rows)
     selection.model = selection.model.model_copy(update={"candidates": model.candidates})
     logger = get_run_logger()
     for row in selection.table():
         logger.info("candidate %s", row)
     if selection.not_tried:
         logger.warning("model selection budget spent: %s not tried", ", ".join(selection.not_tried))
-    logger.info("model family: %s (%s)", selection.model.family, selection.reason)
+    logger.info("model family: %s (%s; candidates compared on %d of %d train rows)", selection.model.family,
+                selection.reason, selection.rows, len(train))
     create_table_artifact(key="model-leaderboard", table=selection.table(),
                           description=f"model.family auto: {selection.model.family} ({selection.reason})")
     return selection

@@ -291,3 +291,17 @@ def test_select_model_refuses_a_concrete_family():
     frame, spec, preprocessor, _ = _selection_inputs()
     with pytest.raises(ValueError, match="resolves model.family auto"):
         select_model(frame, "churn", spec, preprocessor, ModelConfig(family="random_forest"), "roc_auc", 3)
+
+
+def test_selection_on_a_big_train_split_compares_families_on_a_bounded_sample():
+    """Refitting every candidate on a big table would cost many times the final fit."""
+    from tasks.training import select_model
+
+    frame = _data(400)
+    spec, preprocessor = _fit_inputs()
+    config = ModelConfig(family="auto", candidates=["logistic_regression", "hist_gradient_boosting"],
+                         params={"hist_gradient_boosting": {"max_iter": 10}}, blend=False)
+    bounded = select_model(frame, "churn", spec, preprocessor, config, "roc_auc", 3, max_rows=150)
+    whole = select_model(frame, "churn", spec, preprocessor, config, "roc_auc", 3)
+    assert (bounded.rows, whole.rows) == (150, 400)
+    assert {c.family for c in bounded.leaderboard} == {"logistic_regression", "hist_gradient_boosting"}
