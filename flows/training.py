@@ -6,11 +6,11 @@ from prefect import flow
 
 from tasks.caching import cached, step_key
 from tasks.config import PipelineConfig
-from tasks.data import fingerprint_task, load_task, split_task
+from tasks.data import fingerprint_task, load_task, resolve_data_task, split_task
 from tasks.evaluation import evaluate_task
 from tasks.promotion import promote_task
 from tasks.registry import register_task
-from tasks.reports import TrainingSummary, report_task
+from tasks.reports import TrainingSummary, model_card_task, report_task
 from tasks.training import features_task, fit_task
 from tasks.tuning import tune_task
 from tasks.validation import validate_task
@@ -21,17 +21,23 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
     """Train a binary classifier from raw tabular data and register it in MLflow.
 
     load -> validate -> split -> features -> [tune] -> fit -> evaluate -> register -> promote.
-    The new version becomes `champion` only if it passes the gate and is not worse than the
-    current champion on the same holdout; otherwise it becomes `challenger`. With
-    `tuning.enabled`, an Optuna study picks the model's parameters first. Cached steps key on
-    the dataset fingerprint and their config; `refresh` recomputes them.
+    A `data.uri` ending in `/` is a prefix of snapshots: the newest object under it is used.
+    The split is hash-stable (a row keeps its side in every snapshot), so the new version becomes
+    `champion` only if it passes the gate and is not worse than the current champion on holdout
+    rows that neither model trained on; otherwise it becomes `challenger`. Each version's
+    registry description is a model card. With `tuning.enabled`, an Optuna study picks the
+    model's parameters first. Cached steps key on the dataset fingerprint and their config;
+    `refresh` recomputes them.
     """
     step = lambda task: cached(task, config.cache, refresh)  # noqa: E731  (cache options per run)
 
+    source = resolve_data_task(config.data)  # a prefix (`.../`): its newest object
+    config = config.with_data(source.data)
     fingerprint = fingerprint_task(config.data)
     raw = step(load_task)(fingerprint, config.data.format)
     data = step(validate_task)(raw, fingerprint, config.data, config.min_class_rows())
-    train_rows, holdout_rows = split_task(data, config.split)
+    split = split_task(data, config.split)
+    train_rows, holdout_rows = split.train, split.holdout
 
     data_key = step_key(fingerprint, config.data, config.split, config.features)
     spec, preprocessor = step(features_task)(data.report.numeric_features, data.report.categorical_features,
@@ -46,8 +52,10 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
                                      config.split.seed, step_key(data_key, config.model))
 
     version = register_task(model, evaluation, holdout_rows, spec.columns, config, fingerprint, data.report,
-                            tuning_tags)
-    decision = promote_task(version, evaluation, holdout_rows, data.target, spec, config.promotion,
+                            {**tuning_tags, **split.params.tags(), **source.tags()})
+    decision = promote_task(version, evaluation, model, split, data.target, spec, config.promotion,
                             config.evaluation.threshold)
+    model_card_task(version, decision, evaluation.metrics, config, fingerprint, data.report, split.params,
+                    split.time_range)
     return report_task(version, decision, evaluation.metrics, config.data.uri, fingerprint,
                        data.report.warnings)
