@@ -274,6 +274,10 @@ def describe_version(name: str, version: str, markdown: str) -> None:
     client().update_model_version(name, version, description=markdown)
 
 
+def version_description(name: str, version: str) -> str:
+    return client().get_model_version(name, version).description or ""
+
+
 def describe_model(name: str, markdown: str) -> None:
     """Set the registered model's description."""
     client().update_registered_model(name, description=markdown)

@@ -137,13 +137,15 @@ def model_card_task(version: RegisteredVersion, decision: PromotionDecision, met
 
     flow_run_id = str(runtime.flow_run.id or "")
     ui = PREFECT_UI_URL.value()
-    card = model_card(
+    existing = registry.version_description(version.name, version.version)
+    card = existing if version.reused and existing else model_card(
         name=version.name, version=version.version, decision=decision, metrics=metrics, config=config,
         fingerprint=str(fingerprint), rows=validation_report.rows, positive_rate=validation_report.positive_rate,
         split=split_params, time_range=time_range, run_id=version.run_id, run_url=registry.run_url(version.run_id),
         flow_run_id=flow_run_id, flow_run_url=f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}" if ui and flow_run_id
         else None)
-    registry.describe_version(version.name, version.version, card)
+    if card != existing:  # an identical rerun keeps the card of the run that made the version
+        registry.describe_version(version.name, version.version, card)
     registry.describe_model(version.name, model_description(
         version.name, config.data.target, config.data.positive_label, registry.alias_version(version.name, "champion"),
         registry.alias_version(version.name, "challenger")))
