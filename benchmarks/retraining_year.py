@@ -10,7 +10,7 @@ retrains with a deliberately weak model, so a worse retrain is seen to leave the
 Printed: month, rows, champion before the run, the new version, its score and the champion's
 score on the same unseen rows (the comparison set), the set's size, the decision, drift.
 
-    .venv/bin/python benchmarks/retraining_year.py [--rows-per-month 2000] [--months 12]
+    .venv/bin/python benchmarks/retraining_year.py [--rows-per-month 2000] [--months 12] [--set KEY=VALUE ...]
 
 tests/system/test_retraining_year.py runs a short version of the same year and asserts it.
 """
@@ -119,6 +119,37 @@ def run_year(folder: Path, rows_per_month: int, months: int = 12, shift_month: i
     return results
 
 
+def post_shift_scores(folder: Path, results: list[Month], shift_month: int) -> dict[str, float | int | str]:
+    """The last champion trained before the shift and the final champion, scored (roc_auc) on the
+    last month's comparison set restricted to post-shift rows: rows neither model trained on."""
+    from sklearn.metrics import roc_auc_score
+
+    from tasks import registry
+    from tasks.config import load_config
+    from tasks.validation import validate_dataset
+
+    before = results[shift_month - 1].champion_before
+    final = [m for m in results if m.decision == "promoted"][-1].version
+    snapshot = folder / f"churn-{results[-1].month:02d}.csv"
+    config = load_config(ROOT / "conf" / "churn.yaml", list(BASE_OVERRIDES), str(snapshot))
+    raw = pd.read_csv(snapshot)
+    validated = validate_dataset(raw, config.data)
+    unseen = {int(k, 16) for k in registry.comparison_keys(results[-1].history_run_id)}
+    rows = validated.frame[validated.row_keys.isin(unseen).to_numpy() & (raw["month"] >= shift_month).to_numpy()]
+    features = [c for c in rows.columns if c != validated.target]
+    scores = {v: float(roc_auc_score(rows[validated.target],
+                                     registry.load_version(MODEL, v).predict_proba(rows[features])[:, 1]))
+              for v in (before, final)}
+    return {"before_shift": before, "final": final, "rows": len(rows), "before_shift_auc": scores[before],
+            "final_auc": scores[final]}
+
+
+def format_post_shift(scores: dict) -> str:
+    return (f"post-shift rows neither model trained on: {scores['rows']}; roc_auc v{scores['before_shift']} "
+            f"(last champion before the shift) {scores['before_shift_auc']:.4f}, v{scores['final']} "
+            f"(final champion) {scores['final_auc']:.4f}")
+
+
 HEADER = (f"{'month':>5} {'rows':>6} {'champion':>8} {'new':>4} {'challenger':>10} {'champion':>9} "
           f"{'unseen':>6}  {'decision':<10} {'drift':<5} {'s':>5}")
 SUBHEADER = (f"{'':>5} {'':>6} {'before':>8} {'ver':>4} {'on unseen':>10} {'on same':>9} "
@@ -144,9 +175,10 @@ def main() -> None:
     parser.add_argument("--months", type=int, default=12)
     parser.add_argument("--shift-month", type=int, default=7)
     parser.add_argument("--weak-month", type=int, default=4)
+    parser.add_argument("--set", dest="overrides", action="append", default=[],
+                        help="config override for every month, e.g. model.params.hist_gradient_boosting.max_iter=60")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as home:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
         os.environ["MLPIPE_HOME"] = home
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{home}/mlflow.db"
         os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -155,9 +187,10 @@ def main() -> None:
         print(SUBHEADER)
         started = time.perf_counter()
         results = run_year(Path(home) / "snapshots", args.rows_per_month, args.months, args.shift_month,
-                           args.weak_month, log=print)
-        print(f"\n{len(results)} months in {time.perf_counter() - started:.0f} s; final champion "
-              f"v{[m.version for m in results if m.decision == 'promoted'][-1]}")
+                           args.weak_month, tuple(args.overrides), log=print)
+        print(f"\n{len(results)} months in {time.perf_counter() - started:.0f} s")
+        if args.months >= args.shift_month:
+            print(format_post_shift(post_shift_scores(Path(home) / "snapshots", results, args.shift_month)))
 
 
 if __name__ == "__main__":

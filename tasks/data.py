@@ -18,6 +18,7 @@ import fsspec
 import numpy as np
 import pandas as pd
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from tasks.caching import STEP_CACHE
@@ -379,7 +380,7 @@ def split_validated(validated, config) -> Split:
     return Split(train, holdout, keys.loc[holdout.index].to_numpy(dtype="uint64"), params, time_range)
 
 
-@task(name="split")
+@task(name="split", cache_policy=NO_CACHE)  # cheap; hashing the frames for a key would cost more
 def split_task(validated, config) -> Split:
     """Hash-stable (or time-ordered) train/holdout split of the validated data, with the
     holdout rows' keys and the split parameters recorded on the model version."""

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from tasks import registry
@@ -163,7 +164,7 @@ def decide_promotion(version: str, candidate_score: float, config: PromotionConf
                f"{champion_score:.4f} on {where} by more than the tolerance {config.tolerance}", **common)
 
 
-@task(name="promote", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
+@task(name="promote", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
       retry_jitter_factor=0.5, retry_condition_fn=registry.is_transient_tracking_error)
 def promote_task(version: registry.RegisteredVersion, evaluation: Evaluation, model, split: Split, target: str,
                  spec: FeatureSpec, config: PromotionConfig, threshold: float) -> PromotionDecision:

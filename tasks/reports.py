@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks.promotion import PromotionDecision
@@ -126,7 +127,7 @@ def model_description(name: str, target: str, positive_label, champion: str | No
             "its model card.\n")
 
 
-@task(name="model-card", retries=2, retry_delay_seconds=5)
+@task(name="model-card", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def model_card_task(version: RegisteredVersion, decision: PromotionDecision, metrics: dict[str, float], config,
                     fingerprint, validation_report, split_params, time_range: tuple[str, str] | None = None) -> str:
     """Write the version's model card and the registered model's description into the registry."""

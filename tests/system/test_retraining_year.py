@@ -13,15 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import roc_auc_score
 
-from benchmarks.retraining_year import MODEL, format_table, run_year
+from benchmarks.retraining_year import MODEL, format_post_shift, format_table, post_shift_scores, run_year
 from tasks import registry
-from tasks.config import load_config
 from tasks.data import SplitParams, hash_holdout_side, row_keys
-from tasks.validation import validate_dataset
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 FAST = ("model.params.hist_gradient_boosting={learning_rate: 0.15, max_iter: 40, max_leaf_nodes: 15}",)
 SHIFT, WEAK, TOLERANCE = 7, 4, 0.005
@@ -88,19 +84,11 @@ def test_a_year_of_retraining(workspace, capsys):
     final = [m for m in months if m.decision == "promoted"][-1]
     assert final.month >= SHIFT, table
     assert sum(m.decision == "promoted" for m in months[SHIFT - 1:]) >= 2, table
-    before_shift = months[SHIFT - 1].champion_before
-    config = load_config(ROOT / "conf" / "churn.yaml", ["data.drop_columns=[month]"], str(snapshots[12]))
-    validated = validate_dataset(pd.read_csv(snapshots[12]), config.data)
-    unseen = {int(k, 16) for k in registry.comparison_keys(months[-1].history_run_id)}
-    keep = validated.row_keys.isin(unseen).to_numpy() & (pd.read_csv(snapshots[12])["month"] >= SHIFT).to_numpy()
-    rows = validated.frame[keep]
-    features = [c for c in rows.columns if c != "churn"]
-    auc = {v: roc_auc_score(rows["churn"], registry.load_version(MODEL, v).predict_proba(rows[features])[:, 1])
-           for v in (before_shift, final.version)}
+    scores = post_shift_scores(workspace / "snapshots", months, SHIFT)
     with capsys.disabled():
-        print(f"post-shift unseen rows: {len(rows)}; roc_auc v{before_shift} (before the shift) "
-              f"{auc[before_shift]:.4f}, v{final.version} (final champion) {auc[final.version]:.4f}")
-    assert len(rows) >= 100 and auc[final.version] > auc[before_shift]
+        print(format_post_shift(scores))
+    assert scores["final"] == final.version and scores["rows"] >= 100
+    assert scores["final_auc"] > scores["before_shift_auc"]
 
     # the registry explains each version, and `mlpipe history` shows the whole year
     card = registry.client().get_model_version(MODEL, final.version).description
