@@ -363,7 +363,7 @@ def register_task(model, evaluation, holdout: pd.DataFrame, columns: list[str], 
                                    "warnings": validation_report.warnings}},
         config_yaml=yaml.safe_dump(safe_config.model_dump(mode="json"), sort_keys=False),
         lineage=lineage,
-        extra_tags=extra_tags or {},
+        extra_tags={k: redact_uri(v) if k == TAG_PREFIX + "dataset_prefix" else v for k, v in (extra_tags or {}).items()},
     )
     logger.info("registered %s v%s (run %s)", version.name, version.version, version.run_id)
     return version
