@@ -229,3 +229,21 @@ def test_a_prefix_trains_on_its_newest_snapshot_and_names_the_older_ones(workspa
     assert tags["mlpipe.dataset_uri"] == str(folder / "part-3.csv")
     assert tags["mlpipe.dataset_prefix"] == str(folder) + "/"
     assert tags["mlpipe.dataset_superseded"] == "part-2.csv, part-1.csv"
+
+
+def test_time_split_compares_only_on_rows_newer_than_the_champion(workspace, fast_config, generate_churn):
+    months = [generate_churn(rows=700, seed=40 + m, month=m) for m in (1, 2, 3)]
+    paths = []
+    for upto in (2, 3):
+        paths.append(workspace / f"upto-{upto}.csv")
+        pd.concat(months[:upto], ignore_index=True).to_csv(paths[-1], index=False)
+    first = train(config=fast_config("split.time_column=month", data=paths[0]))
+    second = train(config=fast_config("split.time_column=month", "split.holdout_fraction=0.3", data=paths[1]))
+
+    client = MlflowClient()
+    assert client.get_model_version(MODEL, first.version).tags["mlpipe.split.max_train_time"] == "2.0"
+    d = second.decision
+    assert "month after 2.0, the newest row champion v1 trained on" in d.comparison_basis
+    assert d.comparison_rows == 630 and d.champion_score is not None  # 30% of 2100 rows: all from month 3
+    card = client.get_model_version(MODEL, second.version).description
+    assert "| time range | 1.0 .. 3.0 |" in card and "time split on 'month' (trained up to 3.0)" in card
