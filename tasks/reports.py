@@ -131,13 +131,16 @@ def model_description(name: str, target: str, positive_label, champion: str | No
 def model_card_task(version: RegisteredVersion, decision: PromotionDecision, metrics: dict[str, float], config,
                     fingerprint, validation_report, split_params, time_range: tuple[str, str] | None = None) -> str:
     """Write the version's model card and the registered model's description into the registry."""
+    import os
+
     from prefect import runtime
-    from prefect.settings import PREFECT_UI_URL
 
     from tasks import registry
 
     flow_run_id = str(runtime.flow_run.id or "")
-    ui = PREFECT_UI_URL.value()
+    # Link only to a server someone configured: a temporary server's URL dies with the run.
+    api = os.environ.get("PREFECT_API_URL", "")
+    ui = os.environ.get("PREFECT_UI_URL") or (api.rstrip("/").removesuffix("/api") if api else "")
     existing = registry.version_description(version.name, version.version)
     card = existing if version.reused and existing else model_card(
         name=version.name, version=version.version, decision=decision, metrics=metrics, config=config,
