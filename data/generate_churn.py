@@ -22,8 +22,14 @@ import numpy as np
 import pandas as pd
 
 
-def generate_churn(rows: int = 5000, seed: int = 7) -> pd.DataFrame:
-    """Return `rows` synthetic customers; the same `seed` always gives the same frame."""
+def generate_churn(rows: int = 5000, seed: int = 7, month: int | None = None, price_sensitivity: float = 1.0,
+                   price_increase: float = 0.0) -> pd.DataFrame:
+    """Return `rows` synthetic customers; the same `seed` always gives the same frame.
+
+    Knobs for simulating time (defaults reproduce the bundled sample): `month` adds a `month`
+    column with that value; `price_sensitivity` multiplies the effect of the monthly charge on
+    churn (2.0: it doubles, a concept shift), `price_increase` raises every monthly charge by
+    that much (a covariate shift the drift monitor can see)."""
     rng = np.random.default_rng(seed)
     contract = rng.choice(["Month-to-month", "One year", "Two year"], rows, p=[0.55, 0.24, 0.21])
     internet = rng.choice(["DSL", "Fiber optic", "No"], rows, p=[0.34, 0.44, 0.22])
@@ -37,9 +43,10 @@ def generate_churn(rows: int = 5000, seed: int = 7) -> pd.DataFrame:
     tenure[rng.random(rows) < 0.015] = 0  # brand-new customers: no total charges yet
     monthly = np.round(
         np.where(internet == "Fiber optic", 80, np.where(internet == "DSL", 55, 22))
-        + rng.normal(0, 9, rows),
+        + rng.normal(0, 9, rows)
+        + price_increase,
         2,
-    ).clip(18, 120)
+    ).clip(18, 120 + price_increase)
     total = np.round(monthly * tenure * rng.uniform(0.95, 1.05, rows), 2)
     prev_minutes = np.round(rng.gamma(4.0, 60.0, rows), 1)
     drop = rng.beta(1.2, 6.0, rows)
@@ -53,7 +60,7 @@ def generate_churn(rows: int = 5000, seed: int = 7) -> pd.DataFrame:
         - 0.045 * tenure
         + 0.75 * (internet == "Fiber optic")
         + 0.55 * (payment == "Electronic check")
-        + 0.018 * (monthly - 65)
+        + 0.018 * price_sensitivity * (monthly - 65)
         + 0.32 * support_calls
         + 5.0 * (drop - 0.15)
         + rng.normal(0, 0.2, rows)
@@ -79,6 +86,8 @@ def generate_churn(rows: int = 5000, seed: int = 7) -> pd.DataFrame:
             "churn": np.where(churn, "Yes", "No"),
         }
     )
+    if month is not None:
+        frame.insert(1, "month", month)
     # Real extracts have gaps: a few missing values in numeric and categorical columns.
     for column, share in [("payment_method", 0.02), ("support_calls", 0.03), ("prev_month_minutes", 0.01)]:
         frame.loc[rng.random(rows) < share, column] = np.nan

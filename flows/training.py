@@ -6,12 +6,12 @@ from prefect import flow
 
 from tasks.caching import cached, step_key
 from tasks.config import PipelineConfig
-from tasks.data import fingerprint_task, load_task, split_task
+from tasks.data import fingerprint_task, load_task, resolve_data_task, split_task
 from tasks.evaluation import evaluate_task
 from tasks.families import AUTO
 from tasks.promotion import promote_task
 from tasks.registry import register_task
-from tasks.reports import TrainingSummary, report_task
+from tasks.reports import TrainingSummary, model_card_task, report_task
 from tasks.training import candidate_families, features_task, fit_task, select_model_task
 from tasks.tuning import tune_task
 from tasks.validation import validate_task
@@ -22,19 +22,25 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
     """Train a binary classifier from raw tabular data and register it in MLflow.
 
     load -> validate -> split -> features -> [select model] -> [tune] -> fit -> evaluate ->
-    register -> promote. With `model.family: auto`, the candidate families are cross-validated
-    on the train split and the best (or a blend of the top two) is fitted. The new version
-    becomes `champion` only if it passes the gate and is not worse than the current champion on
-    the same holdout; otherwise it becomes `challenger`. With `tuning.enabled`, an Optuna study
-    picks the chosen family's parameters first. Cached steps key on the dataset fingerprint and
-    their config; `refresh` recomputes them.
+    register -> promote -> model card. A `data.uri` ending in `/` is a prefix of snapshots: the
+    newest object under it is used. With `model.family: auto`, the candidate families are
+    cross-validated on the train split and the best (or a blend of the top two) is fitted. The
+    split is hash-stable (a row keeps its side in every snapshot), so the new version becomes
+    `champion` only if it passes the gate and is not worse than the current champion on holdout
+    rows that neither model trained on; otherwise it becomes `challenger`. Each version's
+    registry description is a model card. With `tuning.enabled`, an Optuna study picks the
+    chosen family's parameters first. Cached steps key on the dataset fingerprint and their
+    config; `refresh` recomputes them.
     """
     step = lambda task: cached(task, config.cache, refresh)  # noqa: E731  (cache options per run)
 
+    source = resolve_data_task(config.data)  # a prefix (`.../`): its newest object
+    config = config.with_data(source.data)
     fingerprint = fingerprint_task(config.data)
     raw = step(load_task)(fingerprint, config.data.format, config.data.csv)
     data = step(validate_task)(raw, fingerprint, config.data, config.min_class_rows())
-    train_rows, holdout_rows = split_task(data, config.split)
+    split = split_task(data, config.split)
+    train_rows, holdout_rows = split.train, split.holdout
 
     data_key = step_key(fingerprint, config.data, config.split, config.features)
     spec, preprocessor = step(features_task)(data.report.numeric_features, data.report.categorical_features,
@@ -58,8 +64,10 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
                                      config.split.seed, step_key(data_key, config.model))
 
     version = register_task(model, evaluation, holdout_rows, spec.columns, config, fingerprint, data.report,
-                            {**selection_tags, **tuning_tags}, tables)
-    decision = promote_task(version, evaluation, holdout_rows, data.target, spec, config.promotion,
+                            {**selection_tags, **tuning_tags, **split.params.tags(), **source.tags()}, tables)
+    decision = promote_task(version, evaluation, model, split, data.target, spec, config.promotion,
                             config.evaluation.threshold)
+    model_card_task(version, decision, evaluation.metrics, config, fingerprint, data.report, split.params,
+                    split.time_range)
     return report_task(version, decision, evaluation.metrics, config.data.uri, fingerprint,
                        data.report.warnings)

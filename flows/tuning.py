@@ -27,7 +27,7 @@ def tune(config: PipelineConfig, refresh: bool = False) -> TuningResult:
     fingerprint = fingerprint_task(config.data)
     raw = step(load_task)(fingerprint, config.data.format, config.data.csv)
     data = step(validate_task)(raw, fingerprint, config.data, config.min_class_rows())
-    train_rows, _ = split_task(data, config.split)
+    train_rows = split_task(data, config.split).train
     data_key = step_key(fingerprint, config.data, config.split, config.features)
     spec, preprocessor = step(features_task)(data.report.numeric_features, data.report.categorical_features,
                                              config.features, data_key)

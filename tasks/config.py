@@ -95,9 +95,12 @@ class SplitConfig(Section):
     """How the holdout is carved out of the data."""
 
     holdout_fraction: float = Field(0.2, gt=0, lt=1)
-    seed: int = 42
-    stratify: bool = True
-    time_column: str | None = Field(None, description="Holdout = latest rows by this column")
+    seed: int = Field(42, description="Seed of the random split; salt of the hash split")
+    stratify: bool = Field(True, description="random split only: keep the class balance in both sides")
+    time_column: str | None = Field(None, description="Holdout = latest rows by this column (overrides method)")
+    method: Literal["hash", "random"] = Field(
+        "hash", description="hash: a row's side is a hash of its ID columns (else its content), stable across "
+                            "snapshots; random: seeded and stratified (not comparable across snapshots)")
 
 
 class RatioFeature(Section):
@@ -245,8 +248,16 @@ class PromotionConfig(Section):
     )
     min_value: float = Field(0.75, description="Absolute gate (a maximum for log_loss/brier)")
     tolerance: float = Field(
-        0.0, ge=0, description="How much worse than the champion, re-scored on the same holdout"
+        0.0, ge=0, description="How much worse than the champion, both scored on rows neither trained on"
     )
+    min_comparison_rows: int = Field(
+        100, ge=1, description="Fewest rows neither model trained on for a champion comparison to count")
+    min_comparison_positives: int = Field(
+        10, ge=1, description="Fewest positive (and negative) rows in that comparison set")
+    when_incomparable: Literal["keep_champion", "promote_on_gate"] = Field(
+        "keep_champion", description="When the comparison set is too small or the champion's training rows are "
+                                     "unknown: keep the champion (candidate -> challenger), or promote a "
+                                     "candidate that passes the absolute gate")
 
 
 class TrackingConfig(Section):
@@ -362,6 +373,10 @@ class PipelineConfig(Section):
         plus at least one in the holdout."""
         folds = max(self.evaluation.cv_folds, self.tuning.cv_folds if self.tuning.enabled else 0)
         return int(np.ceil(folds / (1 - self.split.holdout_fraction))) + 1
+
+    def with_data(self, data: DataConfig) -> "PipelineConfig":
+        """This config with another data section (e.g. a prefix resolved to its newest object)."""
+        return self.model_copy(update={"data": data})
 
     def with_model(self, model: ModelConfig) -> "PipelineConfig":
         """This config with another model section (e.g. the tuned parameters)."""

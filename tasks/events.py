@@ -32,8 +32,10 @@ def find_new_objects(prefix: str, patterns: list[str]) -> list[ArrivedObject]:
 
 @task(name="emit-arrivals")
 def emit_arrivals(prefix: str, arrived: list[ArrivedObject]) -> int:
-    """One `mlpipe.dataset.arrived` event per new object; the URI is the resource id, so a
-    deployment trigger can pass it on as `{{ event.resource.id }}`."""
+    """One `mlpipe.dataset.arrived` event per new object; the URI is the resource id and the
+    prefix the `mlpipe.prefix` label. The retrain trigger passes the prefix on
+    (`{{ event.resource['mlpipe.prefix'] }}`), so the run it starts trains on the newest object
+    under it: a burst of files debounced into one run loses none of them to the debounce."""
     for item in arrived:
         emit_event(
             event=DATASET_ARRIVED,

@@ -29,7 +29,7 @@ from prefect.tasks import exponential_backoff
 from pydantic import Field
 
 from tasks.config import DataConfig, PipelineConfig, Section, build_config
-from tasks.data import IO_RETRIES, DatasetError, dataset_format, read_dataset, split_dataset
+from tasks.data import IO_RETRIES, DatasetError, dataset_format, read_dataset, split_validated
 from tasks.registry import (TAG_PREFIX, is_transient_tracking_error, load_version, log_run, redact_uri,
                             resolve_model_version, run_artifact_text, version_run_id, version_tags)
 from tasks.conform import numeric_values, text_values
@@ -409,6 +409,8 @@ def load_champion(name: str, ref: str) -> Champion:
     version = resolve_model_version(name, ref)
     run_id = version_run_id(name, version)
     raw = yaml.safe_load(run_artifact_text(run_id, "config.yaml")) or {}
+    if isinstance(raw.get("split"), dict):
+        raw["split"].setdefault("method", "random")  # registered before hash splits existed
     config = build_config(raw)
     uri = version_tags(name, version).get(TAG_PREFIX + "dataset_uri") or config.data.uri
     if "***" in uri:
@@ -426,9 +428,7 @@ def compare_to_reference(reference: ValidatedData, current: pd.DataFrame, champi
     # Reference scores come from the champion's holdout (re-derived with its own split config):
     # scores on rows it was fit on are over-confident, and for a small or overfit model that alone
     # pushes the prediction PSI past the threshold on data that has not drifted at all.
-    split = champion.config.split
-    _, holdout = split_dataset(reference.frame, reference.target, split.holdout_fraction, split.seed,
-                               split.stratify, split.time_column)
+    holdout = split_validated(reference, champion.config.split).holdout
     return compare_datasets(reference.frame, current, numeric, categorical,
                             champion.predict_proba(holdout, columns), champion.predict_proba(current, columns),
                             thresholds, data_uri=data_uri, reference_uri=champion.reference_uri,

@@ -276,6 +276,29 @@ def tag_version(name: str, version: str, tags: dict[str, Any]) -> None:
         c.set_model_version_tag(name, version, key, str(value))
 
 
+def describe_version(name: str, version: str, markdown: str) -> None:
+    """Set a model version's description (the MLflow UI renders it as markdown)."""
+    client().update_model_version(name, version, description=markdown)
+
+
+def version_description(name: str, version: str) -> str:
+    return client().get_model_version(name, version).description or ""
+
+
+def describe_model(name: str, markdown: str) -> None:
+    """Set the registered model's description."""
+    client().update_registered_model(name, description=markdown)
+
+
+def run_url(run_id: str) -> str | None:
+    """The MLflow UI page of a run, when the tracking store is a server (else None)."""
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return None
+    experiment_id = client().get_run(run_id).info.experiment_id
+    return f"{redact_uri(uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
 def version_tags(name: str, version: str) -> dict[str, str]:
     return dict(client().get_model_version(name, version).tags)
 
@@ -350,7 +373,9 @@ def register_task(model, evaluation, holdout: pd.DataFrame, columns: list[str], 
                                    "warnings": validation_report.warnings}},
         config_yaml=yaml.safe_dump(safe_config.model_dump(mode="json"), sort_keys=False),
         lineage=lineage,
-        extra_tags={"mlpipe.model_family": config.model.family, **(extra_tags or {})},
+        extra_tags={"mlpipe.model_family": config.model.family,
+                    **{k: redact_uri(v) if k == TAG_PREFIX + "dataset_prefix" else v
+                       for k, v in (extra_tags or {}).items()}},
         tables=tables,
     )
     logger.info("registered %s v%s (run %s)", version.name, version.version, version.run_id)
@@ -533,19 +558,24 @@ HISTORY_SUFFIX = "-promotions"
 
 
 def record_promotion(name: str, *, version: str, alias: str, previous: str | None, action: str, reason: str,
-                     scores: dict[str, float] | None = None, flow_run_id: str = "") -> str:
+                     scores: dict[str, float] | None = None, flow_run_id: str = "",
+                     details: dict[str, str] | None = None, comparison_keys: list[str] | None = None) -> str:
     """Append one entry to `name`'s promotion history: an MLflow run of its own in the
     experiment `<name>-promotions`. Runs are created atomically, so concurrent entries are
-    never lost (a tag holding a list would be read-modify-write)."""
+    never lost (a tag holding a list would be read-modify-write). `comparison_keys` (the row
+    keys the models were compared on: hashes, no data) go in `comparison_set.json`."""
     experiment_id = ensure_experiment(name + HISTORY_SUFFIX)
     c = client()
     run = c.create_run(experiment_id, run_name=f"{action}-v{version}", tags={
         "mlpipe.model": name, "mlpipe.version": str(version), "mlpipe.alias": alias,
         "mlpipe.previous_champion": previous or "", "mlpipe.action": action, "mlpipe.reason": reason[:4000],
-        "mlpipe.prefect_flow_run_id": flow_run_id})
+        "mlpipe.prefect_flow_run_id": flow_run_id,
+        **{f"mlpipe.{k}": str(v)[:4000] for k, v in (details or {}).items()}})
     for key, value in (scores or {}).items():
         if value is not None:
             c.log_metric(run.info.run_id, key, float(value))
+    if comparison_keys is not None:
+        c.log_dict(run.info.run_id, {"row_keys": comparison_keys}, "comparison_set.json")
     c.set_terminated(run.info.run_id)
     return run.info.run_id
 
@@ -557,8 +587,20 @@ def promotion_history(name: str) -> list[dict[str, str]]:
         return []
     runs = client().search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"],
                                 max_results=5000)
-    return [{"at": str(r.info.start_time), **{k.removeprefix("mlpipe."): v for k, v in r.data.tags.items()
-                                              if k.startswith("mlpipe.")}} for r in runs]
+    return [{"at": str(r.info.start_time), "run_id": r.info.run_id, **{k: str(v) for k, v in r.data.metrics.items()},
+             **{k.removeprefix("mlpipe."): v for k, v in r.data.tags.items() if k.startswith("mlpipe.")}}
+            for r in runs]
+
+
+def comparison_keys(history_run_id: str) -> list[str]:
+    """The row keys (hex) one promotion decision compared the models on; [] when none."""
+    try:
+        payload = run_artifact_text(history_run_id, "comparison_set.json")
+    except Exception:  # no comparison (first model, rollback): no artifact
+        return []
+    import json
+
+    return list(json.loads(payload).get("row_keys", []))
 
 
 class RollbackError(RuntimeError):

@@ -5,10 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks.promotion import PromotionDecision
 from tasks.registry import RegisteredVersion, redact_uri, tracking_uri
+
+CARD_METRICS = ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "log_loss", "brier")
 
 
 @dataclass
@@ -34,7 +37,8 @@ class TrainingSummary:
 
 def decision_markdown(summary: TrainingSummary) -> str:
     d = summary.decision
-    champion = (f"v{d.champion_version} ({d.metric} {d.champion_score:.4f} on this holdout)"
+    champion = (f"v{d.champion_version} ({d.metric} {d.champion_score:.4f}; candidate "
+                f"{d.candidate_comparison_score:.4f} on the same {d.comparison_rows or 'holdout'} rows)"
                 if d.champion_score is not None else (f"v{d.champion_version}" if d.champion_version else "none"))
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in summary.headline_metrics().items())
     return f"""# {summary.model_name} v{summary.version} -> `{d.alias}`
@@ -45,6 +49,7 @@ def decision_markdown(summary: TrainingSummary) -> str:
 |---|---|
 | candidate {d.metric} | {d.candidate_score:.4f} |
 | previous champion | {champion} |
+| comparison set | {_comparison_text(d)} |
 | dataset | `{redact_uri(summary.dataset_uri)}` |
 | fingerprint | `{summary.dataset_fingerprint}` |
 | MLflow run | `{summary.run_id}` |
@@ -55,6 +60,100 @@ def decision_markdown(summary: TrainingSummary) -> str:
 |---|---|
 {rows}
 """
+
+
+def _comparison_text(d: PromotionDecision) -> str:
+    if d.comparison_rows is None:
+        return "none (no champion to compare with)" if d.champion_version is None else "the whole holdout"
+    return f"{d.comparison_rows} rows, {d.comparison_positives} positive: {d.comparison_basis}"
+
+
+def _link(text: str, url: str | None) -> str:
+    return f"[`{text}`]({url})" if url else f"`{text}`"
+
+
+def model_card(*, name: str, version: str, decision: PromotionDecision, metrics: dict[str, float], config,
+               fingerprint: str, rows: int, positive_rate: float, split, time_range: tuple[str, str] | None,
+               run_id: str, run_url: str | None, flow_run_id: str, flow_run_url: str | None) -> str:
+    """A model version's registry description: what it predicts, what it learned from, how good
+    it is and why it got its alias, in a few lines of markdown."""
+    data, model = config.data, config.model
+    label = data.positive_label if data.positive_label is not None else 1
+    positives = int(round(rows * positive_rate))
+    params = ", ".join(f"{k}={v}" for k, v in sorted(model.active_params.items())) or "library defaults"
+    holdout = ", ".join(f"{k} {metrics[k]:.4f}" for k in CARD_METRICS if k in metrics)
+    cv = (f"roc_auc {metrics['cv_roc_auc_mean']:.4f} ± {metrics.get('cv_roc_auc_std', 0.0):.4f} "
+          f"({config.evaluation.cv_folds} folds of the train split)" if "cv_roc_auc_mean" in metrics else "not run")
+    d = decision
+    if d.champion_score is not None:
+        versus = (f"{d.metric} {d.candidate_comparison_score:.4f} vs champion v{d.champion_version} "
+                  f"{d.champion_score:.4f} on the same rows")
+    else:
+        versus = "no champion scored" if d.champion_version in (None, version) else "champion not scored"
+    lines = [
+        f"**{name} v{version}** predicts the probability that `{data.target}` is `{label}` for one row of raw "
+        f"data (columns as in the training file); label at threshold {config.evaluation.threshold}.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| decision | **{d.alias}**{' (promoted)' if d.promoted else ''}: {d.reason} |",
+        f"| comparison set | {_comparison_text(d)}; {versus} |",
+        f"| data | `{redact_uri(data.uri)}` |",
+        f"| fingerprint | `{fingerprint}` |",
+        f"| rows | {rows} ({positives} positive, {positive_rate:.1%}) |",
+    ]
+    if time_range:
+        lines.append(f"| time range | {time_range[0]} .. {time_range[1]} |")
+    lines += [
+        f"| split | {split.describe()} |",
+        f"| model | {model.family} ({params}), seed {model.seed} |",
+        f"| holdout | {holdout} |",
+        f"| cross-validation | {cv} |",
+        f"| MLflow run | {_link(run_id, run_url)} |",
+        f"| Prefect flow run | {_link(flow_run_id or 'none (run without Prefect)', flow_run_url)} |",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def model_description(name: str, target: str, positive_label, champion: str | None, challenger: str | None) -> str:
+    """The registered model's description: what it is for and which alias serves."""
+    label = positive_label if positive_label is not None else 1
+    serving = (f"Serve `models:/{name}@champion` (now **v{champion}**)" if champion
+               else "No version has passed the promotion gate yet: nothing is `champion`")
+    other = f"; `@challenger` (v{challenger}) is the latest version that did not replace it" if challenger else ""
+    return (f"Binary classifier: the probability that `{target}` is `{label}`, from raw rows of the training "
+            f"table (mlpipe). {serving}{other}. A version becomes champion only when it passes the absolute gate "
+            "and is not worse than the champion on rows neither model trained on. Each version's description is "
+            "its model card.\n")
+
+
+@task(name="model-card", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+def model_card_task(version: RegisteredVersion, decision: PromotionDecision, metrics: dict[str, float], config,
+                    fingerprint, validation_report, split_params, time_range: tuple[str, str] | None = None) -> str:
+    """Write the version's model card and the registered model's description into the registry."""
+    import os
+
+    from prefect import runtime
+
+    from tasks import registry
+
+    flow_run_id = str(runtime.flow_run.id or "")
+    # Link only to a server someone configured: a temporary server's URL dies with the run.
+    api = os.environ.get("PREFECT_API_URL", "")
+    ui = os.environ.get("PREFECT_UI_URL") or (api.rstrip("/").removesuffix("/api") if api else "")
+    existing = registry.version_description(version.name, version.version)
+    card = existing if version.reused and existing else model_card(
+        name=version.name, version=version.version, decision=decision, metrics=metrics, config=config,
+        fingerprint=str(fingerprint), rows=validation_report.rows, positive_rate=validation_report.positive_rate,
+        split=split_params, time_range=time_range, run_id=version.run_id, run_url=registry.run_url(version.run_id),
+        flow_run_id=flow_run_id, flow_run_url=f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}" if ui and flow_run_id
+        else None)
+    if card != existing:  # an identical rerun keeps the card of the run that made the version
+        registry.describe_version(version.name, version.version, card)
+    registry.describe_model(version.name, model_description(
+        version.name, config.data.target, config.data.positive_label, registry.alias_version(version.name, "champion"),
+        registry.alias_version(version.name, "challenger")))
+    return card
 
 
 @task(name="report")

@@ -242,13 +242,12 @@ def features_task(numeric: list[str], categorical: list[str], config: FeaturesCo
 def prepare_data(config):
     """load -> validate -> split -> features as plain function calls, without Prefect: for
     benchmarks and scripts. Returns (train, holdout, spec, preprocessor, fingerprint)."""
-    from tasks.data import fingerprint_dataset, read_dataset, split_dataset
+    from tasks.data import fingerprint_dataset, read_dataset, split_validated
     from tasks.validation import validate_dataset
 
     fingerprint = fingerprint_dataset(config.data.uri)
     validated = validate_dataset(read_dataset(config.data.uri, config.data.format, config.data.csv), config.data)
-    split = config.split
-    train, holdout = split_dataset(validated.frame, validated.target, split.holdout_fraction, split.seed,
-                                   split.stratify, split.time_column)
+    split = split_validated(validated, config.split)
+    train, holdout = split.train, split.holdout
     spec = feature_spec(validated.report.numeric_features, validated.report.categorical_features, config.features)
     return train, holdout, spec, build_preprocessor(spec, config.features), str(fingerprint)

@@ -17,7 +17,7 @@ from prefect import get_run_logger, task
 from tasks.caching import STEP_CACHE
 from tasks.conform import coerce_numeric_text, is_numeric, mostly_text
 from tasks.config import DataConfig
-from tasks.data import DatasetFingerprint, looks_decimal_comma, name_list
+from tasks.data import DatasetFingerprint, key_name, looks_decimal_comma, name_list, row_keys
 from tasks.errors import DataValidationError
 
 
@@ -43,6 +43,10 @@ class ValidatedData:
     frame: pd.DataFrame  # features + target (0/1); ID and dropped columns removed
     target: str
     report: ValidationReport
+    # A uint64 per row (same index as `frame`), from the raw row before anything was dropped: a
+    # hash of the configured ID columns, else of the whole row. The hash split keys on it.
+    row_keys: pd.Series | None = None
+    key_name: str | None = None  # "content" or "id:<columns>" (`tasks.data.key_name`)
 
 
 def _fail(message: str, column: str | None = None) -> None:
@@ -148,6 +152,8 @@ def validate_dataset(frame: pd.DataFrame, config: DataConfig, min_class_rows: in
     if len(frame) < config.min_rows:
         _fail(f"the dataset has {len(frame)} rows, fewer than data.min_rows={config.min_rows}")
 
+    key_columns = [c for c in config.id_columns if c in frame.columns]
+    keys = row_keys(frame, key_columns)  # before any column is dropped or coerced
     frame = frame.drop(columns=[c for c in config.drop_columns if c in frame.columns])
     y = map_target(frame[target], target, config.positive_label)
     smallest = int(min((y == 0).sum(), (y == 1).sum()))
@@ -222,7 +228,7 @@ def validate_dataset(frame: pd.DataFrame, config: DataConfig, min_class_rows: in
     report.positive_rate = float(y.mean())
     clean = features.copy()
     clean[target] = y.to_numpy()
-    return ValidatedData(frame=clean, target=target, report=report)
+    return ValidatedData(frame=clean, target=target, report=report, row_keys=keys, key_name=key_name(key_columns))
 
 
 @task(name="validate", cache_policy=STEP_CACHE - "frame", persist_result=True,

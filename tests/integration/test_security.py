@@ -53,7 +53,8 @@ def test_secrets_appear_in_no_param_tag_artifact_log_or_flow_parameter(workspace
 
     client = MlflowClient()
     version = client.get_model_version("churn-classifier", summary.version)
-    recorded.append(json.dumps(version.tags))
+    recorded += [json.dumps(version.tags), version.description,  # the model card
+                 client.get_registered_model("churn-classifier").description]
     for run_id in {version.run_id, version.tags["tuning.parent_run_id"]}:
         run = client.get_run(run_id)
         recorded += [json.dumps(run.data.params), json.dumps(run.data.tags)]

@@ -189,3 +189,93 @@ def test_flow_parameters_are_the_typed_config_form():
     assert model["family"]["default"] == "auto"
     assert definitions["PromotionConfig"]["properties"]["min_value"]["default"] == 0.75
     assert definitions["DataConfig"]["properties"]["uri"]["default"] == "data/churn.csv"
+
+
+# -- a growing table: the gate compares on rows neither model trained on ----------------------
+
+def test_grown_snapshot_is_compared_on_unseen_rows_and_described_by_a_model_card(workspace, fast_config,
+                                                                                small_churn_csv, generate_churn):
+    from tasks import registry
+    from tasks.data import SplitParams, hash_holdout_side, row_keys
+
+    older = pd.read_csv(small_churn_csv)
+    grown = workspace / "grown.csv"
+    pd.concat([generate_churn(rows=600, seed=12), older], ignore_index=True).to_csv(grown, index=False)
+    first = train(config=fast_config())
+    second = train(config=fast_config(data=grown))
+
+    d = second.decision
+    client = MlflowClient()
+    tags = client.get_model_version(MODEL, second.version).tags
+    assert tags["mlpipe.split.method"] == "hash" and tags["mlpipe.split.key"] == "id:customer_id"
+    assert d.champion_version == first.version and d.comparison_rows > 100 and d.champion_score is not None
+    assert "same hash split" in d.comparison_basis and f"the same {d.comparison_rows} rows" in d.reason
+    # the recorded comparison set: the champion trained on none of these customers
+    (entry,) = [h for h in registry.promotion_history(MODEL) if h["version"] == second.version]
+    compared = {int(k, 16) for k in registry.comparison_keys(entry["run_id"])}
+    assert len(compared) == d.comparison_rows and float(entry["comparison_rows"]) == d.comparison_rows
+    champion_split = SplitParams.from_tags(client.get_model_version(MODEL, first.version).tags)
+    older_keys = row_keys(older, ["customer_id"]).to_numpy()
+    trained = set(older_keys[~hash_holdout_side(older_keys, champion_split.holdout_fraction, champion_split.seed)])
+    assert compared.isdisjoint(trained) and compared & set(older_keys)  # old rows, only unseen ones
+
+    card = client.get_model_version(MODEL, second.version).description
+    for text in (f"**{MODEL} v{second.version}** predicts the probability that `churn` is `Yes`", "| rows | 2100 (",
+                 "hash split, holdout 0.2, seed 42, keyed on customer_id", "hist_gradient_boosting (",
+                 "| holdout | roc_auc ", "| cross-validation | roc_auc ", f"rows neither trained on",
+                 str(grown), second.dataset_fingerprint, second.run_id, "| Prefect flow run |"):
+        assert text in card, (text, card)
+    champion = registry.alias_version(MODEL, "champion")
+    assert f"now **v{champion}**" in client.get_registered_model(MODEL).description
+
+
+def test_champion_without_split_parameters_follows_the_policy(workspace, fast_config):
+    first = train(config=fast_config())
+    client = MlflowClient()
+    for key in [k for k in client.get_model_version(MODEL, first.version).tags if k.startswith("mlpipe.split.")]:
+        client.delete_model_version_tag(MODEL, first.version, key)  # as if registered before this change
+
+    kept = train(config=fast_config("model.params.hist_gradient_boosting.max_iter=81"))
+    assert kept.decision.alias == "challenger" and kept.decision.champion_score is None
+    assert "records no split parameters" in kept.decision.reason and "keep_champion" in kept.decision.reason
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == first.version
+
+    promoted = train(config=fast_config("model.params.hist_gradient_boosting.max_iter=82",
+                                        "promotion.when_incomparable=promote_on_gate"))
+    assert promoted.decision.promoted and "absolute gate alone" in promoted.decision.reason
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == promoted.version
+
+
+def test_a_prefix_trains_on_its_newest_snapshot_and_names_the_older_ones(workspace, fast_config, small_churn_csv):
+    import os
+
+    folder = workspace / "incoming"
+    folder.mkdir()
+    frame = pd.read_csv(small_churn_csv)
+    for name, rows, mtime in (("part-1.csv", 800, 100), ("part-2.csv", 1500, 200), ("part-3.csv", 1200, 300)):
+        frame.head(rows).to_csv(folder / name, index=False)
+        os.utime(folder / name, (mtime, mtime))
+    summary = train(config=fast_config(data=str(folder) + "/"))
+    assert summary.dataset_uri == str(folder / "part-3.csv")
+    tags = MlflowClient().get_model_version(MODEL, summary.version).tags
+    assert tags["mlpipe.dataset_uri"] == str(folder / "part-3.csv")
+    assert tags["mlpipe.dataset_prefix"] == str(folder) + "/"
+    assert tags["mlpipe.dataset_superseded"] == "part-2.csv, part-1.csv"
+
+
+def test_time_split_compares_only_on_rows_newer_than_the_champion(workspace, fast_config, generate_churn):
+    months = [generate_churn(rows=700, seed=40 + m, month=m) for m in (1, 2, 3)]
+    paths = []
+    for upto in (2, 3):
+        paths.append(workspace / f"upto-{upto}.csv")
+        pd.concat(months[:upto], ignore_index=True).to_csv(paths[-1], index=False)
+    first = train(config=fast_config("split.time_column=month", data=paths[0]))
+    second = train(config=fast_config("split.time_column=month", "split.holdout_fraction=0.3", data=paths[1]))
+
+    client = MlflowClient()
+    assert client.get_model_version(MODEL, first.version).tags["mlpipe.split.max_train_time"] == "2.0"
+    d = second.decision
+    assert "month after 2.0, the newest row champion v1 trained on" in d.comparison_basis
+    assert d.comparison_rows == 630 and d.champion_score is not None  # 30% of 2100 rows: all from month 3
+    card = client.get_model_version(MODEL, second.version).description
+    assert "| time range | 1.0 .. 3.0 |" in card and "time split on 'month' (trained up to 3.0)" in card

@@ -139,6 +139,13 @@ def events(stack, name: str) -> list:
         return client.read_events(EventFilter(event=EventNameFilter(name=[name])), limit=50).events
 
 
+def trained_on(stack, flow_run) -> tuple[str, str]:
+    """(dataset URI, superseded objects) recorded on the model version a flow run registered."""
+    (version,) = mlflow_client(stack).search_model_versions(
+        f"name = 'churn-classifier' and tags.`mlpipe.prefect_flow_run_id` = '{flow_run.id}'")
+    return version.tags["mlpipe.dataset_uri"], version.tags.get("mlpipe.dataset_superseded", "")
+
+
 def fast_config(uri: str) -> dict:
     from tasks.config import load_config
 
@@ -161,8 +168,8 @@ def test_deployments_end_to_end(stack, generate_churn):
                      "drift-monitor/drift-monitor"):
             assert client.read_deployment_by_name(name).work_pool_name == "mlpipe-process"
         automations = [a for a in client.read_automations() if "retrain-on-new-data" in a.name]
-        assert len(automations) == 1
-        assert automations[0].trigger.expect == {"mlpipe.dataset.arrived", "mlpipe.drift.detected"}
+        assert sorted(sorted(a.trigger.expect) for a in automations) == [["mlpipe.dataset.arrived"],
+                                                                         ["mlpipe.drift.detected"]]
     stack["services"].start("worker", [prefect, "worker", "start", "--pool", "mlpipe-process"], stack["env"])
 
     # 2. a manual training run through the worker: champion on the MLflow server, artifacts in S3
@@ -180,7 +187,8 @@ def test_deployments_end_to_end(stack, generate_churn):
         "prefix=s3://data/incoming/", "--watch")
     (retrain,) = wait_for_runs(stack, "retrain-on-new-data", 1)
     assert retrain.state.is_completed(), retrain.state
-    assert retrain.parameters["config"]["data"]["uri"] == arrived
+    assert retrain.parameters["config"]["data"]["uri"] == "s3://data/incoming/"  # the prefix: its newest object
+    assert trained_on(stack, retrain) == (arrived, "none")
     assert [e.resource.id for e in events(stack, "mlpipe.dataset.arrived")] == [arrived]
     cli(stack, prefect, "deployment", "run", "new-data-sensor/new-data-sensor", "--param",
         "prefix=s3://data/incoming/", "--watch")
@@ -188,7 +196,8 @@ def test_deployments_end_to_end(stack, generate_churn):
     assert len(events(stack, "mlpipe.dataset.arrived")) == 1
     assert len(flow_runs(stack, "retrain-on-new-data")) == 1
 
-    # a burst of uploads under another prefix: three events, one retrain (debounced)
+    # a burst of uploads under another prefix: three events, one retrain (debounced), which trains
+    # on the newest of the three and names the two it supersedes
     burst = [upload(stack, generate_churn(rows=1500, seed=30 + i), f"burst/part-{i}.csv") for i in range(3)]
     cli(stack, prefect, "deployment", "run", "new-data-sensor/new-data-sensor", "--param",
         "prefix=s3://data/burst/", "--watch")
@@ -196,7 +205,10 @@ def test_deployments_end_to_end(stack, generate_churn):
     time.sleep(8)
     assert len(events(stack, "mlpipe.dataset.arrived")) == 4
     runs = flow_runs(stack, "retrain-on-new-data")
-    assert len(runs) == 2 and {r.parameters["config"]["data"]["uri"] for r in runs} - {arrived} <= set(burst)
+    assert len(runs) == 2
+    (burst_run,) = [r for r in runs if r.parameters["config"]["data"]["uri"] == "s3://data/burst/"]
+    assert burst_run.state.is_completed(), burst_run.state
+    assert trained_on(stack, burst_run) == (burst[2], "part-1.csv, part-0.csv")
 
     # 4. batch scoring with the champion
     champion = mlflow_client(stack).get_model_version_by_alias("churn-classifier", "champion")
@@ -219,5 +231,5 @@ def test_deployments_end_to_end(stack, generate_churn):
     cli(stack, prefect, "deployment", "run", "drift-monitor/drift-monitor", "--param", f"data_uri={drifted}", "--watch")
     runs = wait_for_runs(stack, "retrain-on-new-data", 3)
     uris = [r.parameters["config"]["data"]["uri"] for r in runs]
-    assert len(runs) == 3 and arrived in uris and drifted in uris and steady not in uris
+    assert len(runs) == 3 and "s3://data/incoming/" in uris and drifted in uris and steady not in uris
     assert [e.resource.id for e in events(stack, "mlpipe.drift.detected")] == [drifted]

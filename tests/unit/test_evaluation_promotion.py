@@ -5,11 +5,14 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from tasks.config import PromotionConfig
+from tasks.config import PromotionConfig, SplitConfig
+from tasks.data import Split, SplitParams, key_name, row_keys, split_validated
 from tasks.metrics import classification_metrics, is_better_or_equal, score_metric
-from tasks.promotion import CHALLENGER, CHAMPION, PromotionDecision, decide_promotion
+from tasks.promotion import CHALLENGER, CHAMPION, ComparisonSet, PromotionDecision, comparison_set, decide_promotion
+from tasks.validation import ValidatedData, ValidationReport
 
 # -- classification_metrics ---------------------------------------------------------------------
 
@@ -200,3 +203,84 @@ def test_decision_tags_render_none_as_empty():
     tags = decide_promotion("1", 0.8, AUC).tags()
     assert tags["promotion.champion_version"] == "" and tags["promotion.champion_score"] == ""
     assert isinstance(decide_promotion("1", 0.8, AUC), PromotionDecision)
+
+
+# -- the comparison set: rows neither model trained on -----------------------------------------
+
+def _snapshot(n: int, seed: int, start: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"customer_id": [f"C{start + i}" for i in range(n)], "x": rng.normal(size=n),
+                         "day": np.arange(start, start + n), "y": (rng.random(n) < 0.3).astype(int)})
+
+
+def _split(frame: pd.DataFrame, split: SplitConfig) -> Split:
+    keys = row_keys(frame, ["customer_id"])
+    data = ValidatedData(frame=frame, target="y", report=ValidationReport(rows=len(frame)), row_keys=keys,
+                         key_name=key_name(["customer_id"]))
+    return split_validated(data, split)
+
+
+@pytest.mark.parametrize("champion_split, candidate_split", [
+    (SplitConfig(seed=5), SplitConfig(seed=5)),  # same params: the whole holdout
+    (SplitConfig(seed=5), SplitConfig(seed=9, holdout_fraction=0.3)),  # other salt and fraction
+    (SplitConfig(seed=5), SplitConfig(time_column="day")),  # the candidate splits by time
+    (SplitConfig(time_column="day"), SplitConfig(seed=5)),  # the champion split by time
+])
+def test_comparison_set_excludes_every_row_either_model_trained_on(champion_split, candidate_split):
+    older = _snapshot(4000, 1)
+    newer = pd.concat([older, _snapshot(2000, 2, start=4000)], ignore_index=True).sample(frac=1, random_state=3)
+    champion, candidate = _split(older, champion_split), _split(newer, candidate_split)
+    recorded = SplitParams.from_tags(champion.params.tags())  # what the registry gives back
+
+    summary, rows, keys = comparison_set(candidate.holdout, candidate.holdout_keys, "y", candidate.params, recorded,
+                                         "1", PromotionConfig(min_comparison_rows=50, min_comparison_positives=5))
+    assert summary.comparable and summary.rows == len(rows) == len(keys) > 100
+    assert summary.positives == int(rows["y"].sum())
+    assert set(rows["customer_id"]).isdisjoint(champion.train["customer_id"])
+    assert set(rows["customer_id"]).isdisjoint(candidate.train["customer_id"])
+    assert set(keys) == set(row_keys(rows, ["customer_id"]))
+    if champion_split == candidate_split:
+        assert summary.rows == len(candidate.holdout) and "same hash split" in summary.basis
+
+
+def test_comparison_set_of_a_champion_without_split_tags_is_not_comparable():
+    candidate = _split(_snapshot(1000, 1), SplitConfig())
+    summary, rows, _ = comparison_set(candidate.holdout, candidate.holdout_keys, "y", candidate.params, None, "4",
+                                      PromotionConfig())
+    assert not summary.comparable and rows.empty
+    assert "champion v4 records no split parameters" in summary.problem
+
+
+def test_comparison_set_too_small_or_keyed_differently():
+    candidate = _split(_snapshot(300, 1), SplitConfig())
+    strict = PromotionConfig(min_comparison_rows=500)
+    summary, _, _ = comparison_set(candidate.holdout, candidate.holdout_keys, "y", candidate.params,
+                                   candidate.params, "1", strict)
+    assert not summary.comparable and "fewer than promotion.min_comparison_rows=500" in summary.problem
+    content_keyed = SplitParams(method="hash", holdout_fraction=0.2, seed=42, key="content")
+    summary, _, _ = comparison_set(candidate.holdout, candidate.holdout_keys, "y", candidate.params,
+                                   content_keyed, "1", PromotionConfig())
+    assert not summary.comparable and "cannot be matched" in summary.problem
+
+
+def test_incomparable_keeps_the_champion_unless_configured_to_promote_on_the_gate():
+    small = ComparisonSet(rows=12, positives=2, basis="b", problem="only 12 rows")
+    kept = decide_promotion("3", 0.9, AUC, champion_version="2", comparison=small)
+    assert (kept.alias, kept.promoted) == (CHALLENGER, False)
+    assert "no fair comparison with champion v2: only 12 rows" in kept.reason and "keep_champion" in kept.reason
+    assert kept.tags()["promotion.comparison_rows"] == "12"
+    lenient = AUC.model_copy(update={"when_incomparable": "promote_on_gate"})
+    promoted = decide_promotion("3", 0.9, lenient, champion_version="2", comparison=small)
+    assert promoted.promoted and "absolute gate alone" in promoted.reason
+    assert not decide_promotion("3", 0.7, lenient, champion_version="2", comparison=small).promoted  # gate first
+
+
+def test_comparison_uses_the_candidate_score_on_the_comparison_set():
+    fair = ComparisonSet(rows=500, positives=120, basis="b")
+    # better on the whole holdout, worse on the rows the champion never saw: not promoted
+    decision = decide_promotion("3", 0.90, AUC, champion_version="2", champion_score=0.85, comparison=fair,
+                                candidate_comparison_score=0.80)
+    assert not decision.promoted and "0.8000 is worse than champion v2 0.8500 on the same 500 rows" in decision.reason
+    decision = decide_promotion("3", 0.80, AUC, champion_version="2", champion_score=0.85, comparison=fair,
+                                candidate_comparison_score=0.86)
+    assert decision.promoted and decision.candidate_comparison_score == 0.86

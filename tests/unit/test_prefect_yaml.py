@@ -22,14 +22,30 @@ def test_training_deployments_use_conf_churn_yaml():
         assert build_config(deployments()[name]["parameters"]["config"]) == expected, name
 
 
-def test_retrain_trigger_passes_the_event_uri_and_debounces():
-    (trigger,) = deployments()["retrain-on-new-data"]["triggers"]
-    assert set(trigger["expect"]) == {"mlpipe.dataset.arrived", "mlpipe.drift.detected"}
-    assert trigger["posture"] == "Reactive" and trigger["threshold"] == 1 and trigger["within"] >= 30
-    config = trigger["parameters"]["config"]
-    assert config["data"]["uri"] == "{{ event.resource.id }}"
-    rest = build_config({**config, "data": {**config["data"], "uri": "x.csv"}})
-    assert rest == load_config(ROOT / "conf" / "churn.yaml", data_uri="x.csv")
+def test_retrain_triggers_pass_the_prefix_or_the_drifted_uri_and_debounce():
+    arrived, drifted = deployments()["retrain-on-new-data"]["triggers"]
+    assert arrived["expect"] == ["mlpipe.dataset.arrived"] and drifted["expect"] == ["mlpipe.drift.detected"]
+    uris = {"{{ event.resource['mlpipe.prefix'] }}", "{{ event.resource.id }}"}
+    assert {arrived["parameters"]["config"]["data"]["uri"], drifted["parameters"]["config"]["data"]["uri"]} == uris
+    # a burst under one prefix trains once, on the newest object under the prefix
+    assert arrived["parameters"]["config"]["data"]["uri"].startswith("{{ event.resource['mlpipe.prefix']")
+    for trigger in (arrived, drifted):
+        assert trigger["posture"] == "Reactive" and trigger["threshold"] == 1 and trigger["within"] >= 30
+        assert trigger["for_each"] == ["mlpipe.prefix"]
+        config = trigger["parameters"]["config"]
+        rest = build_config({**config, "data": {**config["data"], "uri": "x.csv"}})
+        assert rest == load_config(ROOT / "conf" / "churn.yaml", data_uri="x.csv")
+
+
+def test_the_prefix_template_renders_from_a_sensor_event():
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+    from prefect.events.schemas.events import Event
+
+    event = Event(event="mlpipe.dataset.arrived", resource={"prefect.resource.id": "s3://data/in/b.csv",
+                                                            "mlpipe.prefix": "s3://data/in/"})
+    arrived, _ = deployments()["retrain-on-new-data"]["triggers"]
+    template = ImmutableSandboxedEnvironment().from_string(arrived["parameters"]["config"]["data"]["uri"])
+    assert template.render(event=event) == "s3://data/in/"
 
 
 def test_all_six_deployments_have_entrypoints_that_exist():
