@@ -472,12 +472,21 @@ def _canonical_text(series: pd.Series) -> pd.Series:
 def row_keys(frame: pd.DataFrame, key_columns: list[str] | None = None) -> pd.Series:
     """A uint64 key per row: a hash of the `key_columns` (the IDs) when given, else of the whole
     row (every column, the target too), each value in the canonical text of `_canonical_text`,
-    columns in name order. Stable across processes, machines and library versions (BLAKE2b)."""
+    columns in name order. Stable across processes, machines and library versions (BLAKE2b).
+
+    Content keys number identical rows: the k-th copy of a row (k >= 1, in file order) hashes
+    with its number, so copies are split like any other rows. Without it every copy lands on one
+    side, and a table of few coarse columns (Titanic's: 85% of rows repeat another) gets a holdout
+    made of a few big groups (roc_auc 0.32 on it). Snapshots that append rows keep each copy's
+    number, hence its side. ID keys are not numbered: rows of one ID stay together."""
     columns = sorted(key_columns) if key_columns else sorted(frame.columns, key=str)
     if frame.empty or not columns:
         return pd.Series(np.zeros(len(frame), dtype="uint64"), index=frame.index, name="row_key")
     parts = [_canonical_text(frame[c]) for c in columns]
     joined = parts[0].str.cat(parts[1:], sep="\x1f") if len(parts) > 1 else parts[0]
+    if not key_columns:
+        copy = joined.groupby(joined, sort=False).cumcount()
+        joined = joined.where(copy == 0, joined + "\x1e" + copy.astype("string"))
     digests = [hashlib.blake2b(text.encode(), digest_size=8).digest() for text in joined]
     keys = np.frombuffer(b"".join(digests), dtype=">u8").astype("uint64")
     return pd.Series(keys, index=frame.index, name="row_key")

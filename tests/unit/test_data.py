@@ -522,6 +522,22 @@ def test_row_keys_agree_between_csv_and_parquet(tmp_path):
     assert row_keys(frame).dtype == np.uint64
 
 
+def test_copies_of_a_row_are_split_like_other_rows_and_keep_their_side_in_a_later_snapshot():
+    """Titanic's three coarse columns repeat for 85% of rows: all copies on one side made its
+    holdout a few big groups (one class mostly)."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"sex": rng.choice(["m", "f"], 3000), "cls": rng.choice(["1st", "3rd"], 3000),
+                          "y": rng.choice([0, 1], 3000)})
+    keys = row_keys(frame)
+    assert keys.nunique() == len(frame)  # copies numbered
+    side = hash_holdout_side(keys.to_numpy(), 0.2, 42)
+    assert side.mean() == pytest.approx(0.2, abs=0.03)
+    assert frame.loc[side, "y"].mean() == pytest.approx(frame["y"].mean(), abs=0.05)
+    grown = pd.concat([frame, frame.head(500)], ignore_index=True)  # the next snapshot appends rows
+    assert (row_keys(grown).iloc[:3000].to_numpy() == keys.to_numpy()).all()
+    assert row_keys(frame, ["sex"]).nunique() == 2  # rows of one ID stay together
+
+
 def test_hash_holdout_grows_monotonically_with_the_fraction_and_depends_on_the_seed():
     keys = row_keys(_customers(5000, 4)).to_numpy()
     small, large = hash_holdout_side(keys, 0.1, 1), hash_holdout_side(keys, 0.3, 1)
