@@ -19,6 +19,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+TEMPORARY_API_VARIABLE = "MLPIPE_TEMPORARY_PREFECT_API"  # names the API that dies with this command
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
         sock.bind((host, 0))
@@ -99,10 +102,11 @@ def prefect_api() -> Iterator[TemporaryPrefectServer | None]:
         yield None
         return
     server = TemporaryPrefectServer()
-    os.environ["PREFECT_API_URL"] = server.api_url
+    os.environ["PREFECT_API_URL"] = os.environ[TEMPORARY_API_VARIABLE] = server.api_url
     try:
         yield server
     finally:
         _drain_prefect_workers()
         server.stop()
         os.environ.pop("PREFECT_API_URL", None)
+        os.environ.pop(TEMPORARY_API_VARIABLE, None)

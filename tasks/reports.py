@@ -127,6 +127,17 @@ def model_description(name: str, target: str, positive_label, champion: str | No
             "its model card.\n")
 
 
+def flow_run_link(flow_run_id: str, environ) -> str | None:
+    """The Prefect UI page of a flow run, only on a server someone configured (PREFECT_UI_URL, or
+    PREFECT_API_URL): the temporary server `mlpipe` starts for one command (it names its API in
+    MLPIPE_TEMPORARY_PREFECT_API) is gone when the command ends, and so would be the page."""
+    api = environ.get("PREFECT_API_URL", "")
+    if api and api == environ.get("MLPIPE_TEMPORARY_PREFECT_API"):
+        api = ""
+    ui = environ.get("PREFECT_UI_URL") or (api.rstrip("/").removesuffix("/api") if api else "")
+    return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}" if ui and flow_run_id else None
+
+
 @task(name="model-card", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
 def model_card_task(version: RegisteredVersion, decision: PromotionDecision, metrics: dict[str, float], config,
                     fingerprint, validation_report, split_params, time_range: tuple[str, str] | None = None) -> str:
@@ -138,16 +149,12 @@ def model_card_task(version: RegisteredVersion, decision: PromotionDecision, met
     from tasks import registry
 
     flow_run_id = str(runtime.flow_run.id or "")
-    # Link only to a server someone configured: a temporary server's URL dies with the run.
-    api = os.environ.get("PREFECT_API_URL", "")
-    ui = os.environ.get("PREFECT_UI_URL") or (api.rstrip("/").removesuffix("/api") if api else "")
     existing = registry.version_description(version.name, version.version)
     card = existing if version.reused and existing else model_card(
         name=version.name, version=version.version, decision=decision, metrics=metrics, config=config,
         fingerprint=str(fingerprint), rows=validation_report.rows, positive_rate=validation_report.positive_rate,
         split=split_params, time_range=time_range, run_id=version.run_id, run_url=registry.run_url(version.run_id),
-        flow_run_id=flow_run_id, flow_run_url=f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}" if ui and flow_run_id
-        else None)
+        flow_run_id=flow_run_id, flow_run_url=flow_run_link(flow_run_id, os.environ))
     if card != existing:  # an identical rerun keeps the card of the run that made the version
         registry.describe_version(version.name, version.version, card)
     registry.describe_model(version.name, model_description(

@@ -54,3 +54,13 @@ def test_model_description_names_the_serving_alias():
     text = model_description("churn-classifier", "churn", "Yes", "4", "5")
     assert "`models:/churn-classifier@champion` (now **v4**)" in text and "`@challenger` (v5)" in text
     assert "nothing is `champion`" in model_description("m", "y", None, None, None)
+
+
+def test_the_flow_run_is_linked_only_on_a_server_that_outlives_the_run():
+    from tasks.reports import flow_run_link
+
+    temporary = {"PREFECT_API_URL": "http://127.0.0.1:47677/api", "MLPIPE_TEMPORARY_PREFECT_API": "http://127.0.0.1:47677/api"}
+    assert flow_run_link("f1", temporary) is None
+    assert flow_run_link("f1", {"PREFECT_API_URL": "http://prefect:4200/api"}) == "http://prefect:4200/runs/flow-run/f1"
+    assert flow_run_link("f1", {**temporary, "PREFECT_UI_URL": "https://ui.example"}) == "https://ui.example/runs/flow-run/f1"
+    assert flow_run_link("", {"PREFECT_API_URL": "http://prefect:4200/api"}) is None
