@@ -17,7 +17,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-MODEL_FAMILIES = ("logistic_regression", "random_forest", "hist_gradient_boosting")
+MODEL_FAMILIES = ("logistic_regression", "random_forest", "hist_gradient_boosting", "mlp")
 METRICS = ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "log_loss", "brier")
 LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
 
@@ -98,10 +98,10 @@ class FeaturesConfig(Section):
 class ModelConfig(Section):
     """Which estimator to fit, and with which parameters."""
 
-    family: Literal["logistic_regression", "random_forest", "hist_gradient_boosting"] = (
+    family: Literal["logistic_regression", "random_forest", "hist_gradient_boosting", "mlp"] = (
         "hist_gradient_boosting"
     )
-    params: dict[Literal["logistic_regression", "random_forest", "hist_gradient_boosting"], dict[str, Any]] = Field(
+    params: dict[Literal["logistic_regression", "random_forest", "hist_gradient_boosting", "mlp"], dict[str, Any]] = Field(
         default_factory=dict, description="Estimator parameters per family; the one of `family` is used"
     )
     seed: int = 42
@@ -110,6 +110,8 @@ class ModelConfig(Section):
     def _known_params(self) -> "ModelConfig":
         from tasks.training import check_model_params  # sklearn is only imported when needed
 
+        if self.family == "mlp":
+            require_torch()
         for family, params in self.params.items():
             check_model_params(family, params)
         return self
@@ -118,6 +120,23 @@ class ModelConfig(Section):
     def active_params(self) -> dict[str, Any]:
         """The parameters of the selected family."""
         return dict(self.params.get(self.family, {}))
+
+
+def require_torch() -> None:
+    """The mlp family needs the optional torch extra; say how to install it."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise ValueError("model.family 'mlp' needs PyTorch, which is not installed: "
+                         "pip install -e '.[torch]'")
+
+
+class ComputeConfig(Section):
+    """Where the heavy steps run: in this process, or as Ray tasks (a local Ray, or the
+    cluster at RAY_ADDRESS). Both give the same numbers."""
+
+    backend: Literal["local", "ray"] = Field("local", description="ray: CV folds and permutation importance as Ray tasks")
+    max_retries: int = Field(2, ge=0, description="Ray retries of a task whose worker or node died")
 
 
 class EvaluationConfig(Section):
@@ -171,7 +190,7 @@ class ParamSpace(Section):
         return self
 
 
-Family = Literal["logistic_regression", "random_forest", "hist_gradient_boosting"]
+Family = Literal["logistic_regression", "random_forest", "hist_gradient_boosting", "mlp"]
 
 
 def _default_spaces() -> dict[str, dict[str, ParamSpace]]:
@@ -192,6 +211,11 @@ def _default_spaces() -> dict[str, dict[str, ParamSpace]]:
         },
         "logistic_regression": {
             "C": s(type="log_float", low=1e-3, high=100.0),
+        },
+        "mlp": {
+            "learning_rate": s(type="log_float", low=1e-4, high=1e-2),
+            "weight_decay": s(type="log_float", low=1e-6, high=1e-2),
+            "dropout": s(type="float", low=0.0, high=0.3),
         },
     }
 
@@ -254,6 +278,7 @@ class PipelineConfig(Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
 
     def min_class_rows(self) -> int:
         """Rows each class needs: one per CV fold (training and tuning) in the train split,
@@ -267,7 +292,7 @@ class PipelineConfig(Section):
 
     def config_hash(self) -> str:
         """Hash of everything that determines the model (not where results are cached)."""
-        payload = self.model_dump(mode="json", exclude={"cache": True, "data": {"uri"},
+        payload = self.model_dump(mode="json", exclude={"cache": True, "compute": True, "data": {"uri"},
                                                         "tuning": {"workers", "backend", "storage", "timeout_s",
                                                                    "threads_per_worker"}})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

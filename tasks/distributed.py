@@ -1,5 +1,5 @@
 """Running tuning trials in parallel: worker processes on this machine, or Ray tasks on a local
-Ray or on the cluster at `RAY_ADDRESS`.
+Ray or on the cluster at `RAY_ADDRESS` (started by tasks/ray_cluster.py, which owns every Ray call).
 
 Every worker runs the same loop (`run_worker`) against the study's shared Optuna storage, so the
 two backends differ only in how workers start. A worker imports sklearn, pandas and Optuna and
@@ -239,24 +239,3 @@ class LocalWorkers:
             process.join()
         self._folder.cleanup()
 
-
-def run_ray_workers(plan: StudyPlan, train: pd.DataFrame, workers: int) -> None:
-    """The same worker loop as Ray tasks: on a local Ray, or the cluster at RAY_ADDRESS."""
-    import ray
-
-    started_here = not ray.is_initialized()
-    if started_here:
-        address = os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            # A local Ray binds to loopback: nothing this project starts listens on other interfaces.
-            ray.init(num_cpus=max(workers, 1), include_dashboard=False, log_to_driver=False,
-                     _node_ip_address="127.0.0.1")
-    try:
-        remote = ray.remote(num_cpus=plan.threads_per_worker)(run_worker)
-        train_ref = ray.put(train)
-        ray.get([remote.remote(plan, train_ref, i) for i in range(workers)])  # re-raises a worker's error
-    finally:
-        if started_here:
-            ray.shutdown()

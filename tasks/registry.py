@@ -28,7 +28,7 @@ from tasks.caching import PACKAGE_ROOT, project_home, source_hash
 
 TAG_PREFIX = "mlpipe."
 LINEAGE_KEY = TAG_PREFIX + "lineage_key"
-TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "tasks.features.", "tasks.conform.", "builtins.")
+TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "tasks.features.", "tasks.conform.", "tasks.mlp.", "builtins.")
 
 
 def tracking_uri() -> str:
@@ -213,6 +213,7 @@ def log_and_register(
     config_yaml: str,
     lineage: Lineage,
     extra_tags: dict[str, str] | None = None,
+    step_metrics: list[dict[str, float]] | None = None,
 ) -> RegisteredVersion:
     """One MLflow run with params, metrics, plots and config; the model logged with skops
     (explicit trusted types), signature and input example; then registered with lineage tags."""
@@ -222,6 +223,8 @@ def log_and_register(
                           tags={**lineage.tags(), **(extra_tags or {})}) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
+        if step_metrics:
+            log_step_metrics(run.info.run_id, step_metrics)
         with tempfile.TemporaryDirectory() as folder:
             for name, png in plots.items():
                 Path(folder, f"{name}.png").write_bytes(png)
@@ -242,6 +245,20 @@ def log_and_register(
         version = mlflow.register_model(info.model_uri, model_name, tags={**lineage.tags(), **(extra_tags or {})},
                                         await_registration_for=300)
     return RegisteredVersion(model_name, str(version.version), run.info.run_id, reused=False)
+
+
+def log_step_metrics(run_id: str, rows: list[dict[str, float]]) -> None:
+    """Per-epoch metrics as MLflow step metrics: each row's `epoch` is the step, its other
+    keys the metrics (e.g. train_loss, val_roc_auc), in one batch call."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(key, float(value), now, int(row["epoch"])) for row in rows for key, value in row.items()
+             if key != "epoch"]
+    for start in range(0, len(batch), 1000):  # the tracking API takes at most 1000 metrics per call
+        client().log_batch(run_id, metrics=batch[start:start + 1000])
 
 
 def load_version(name: str, version: str):
@@ -344,10 +361,17 @@ def register_task(model, evaluation, holdout: pd.DataFrame, columns: list[str], 
                                    "warnings": validation_report.warnings}},
         config_yaml=yaml.safe_dump(safe_config.model_dump(mode="json"), sort_keys=False),
         lineage=lineage,
-        extra_tags=extra_tags or {},
+        extra_tags={**(extra_tags or {}), **getattr(evaluation, "tags", {}), **_ray_tags(model)},
+        step_metrics=getattr(model[-1], "history_", None),
     )
     logger.info("registered %s v%s (run %s)", version.name, version.version, version.run_id)
     return version
+
+
+def _ray_tags(model) -> dict[str, str]:
+    """`mlpipe.ray_job_id` of the Ray Train run that fitted the model, if one did."""
+    job = getattr(model[-1], "ray_job_id_", "")
+    return {"mlpipe.ray_job_id": job} if job else {}
 
 
 # -- monitoring: the champion's run, and runs that log no model ---------------------------------

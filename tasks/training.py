@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-from prefect import task
+from prefect import get_run_logger, task
 from sklearn.base import clone
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
@@ -14,6 +14,7 @@ from sklearn.pipeline import Pipeline
 from tasks.caching import STEP_CACHE
 from tasks.config import FeaturesConfig, ModelConfig
 from tasks.features import FeatureSpec, build_preprocessor, feature_spec, model_pipeline
+from tasks.ray_cluster import is_ray_system_failure
 
 # Defaults that suit tabular data of thousands to millions of rows; config params override them.
 _FAMILIES: dict[str, tuple[type, dict[str, Any]]] = {
@@ -25,6 +26,21 @@ _FAMILIES: dict[str, tuple[type, dict[str, Any]]] = {
          "early_stopping": False},
     ),
 }
+
+# -- the mlp family (PyTorch on Ray Train; tasks/mlp.py imports neither until it fits) ----------
+# One block so it moves as a unit into a family registry. Config load refuses `mlp` without torch
+# (tasks.config.require_torch); an automatic family selection should offer it only when
+# `mlp_available()`.
+from tasks.mlp import MLPNetClassifier  # noqa: E402
+
+_FAMILIES["mlp"] = (MLPNetClassifier, {"hidden_layers": (64, 32), "epochs": 30, "patience": 5, "num_workers": 2})
+
+
+def mlp_available() -> bool:
+    """Whether torch is installed, so that the mlp family can be trained here."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch") is not None
 
 
 def estimator_params(family: str) -> list[str]:
@@ -67,11 +83,16 @@ def fit_model(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor,
 
 
 @task(name="fit", cache_policy=STEP_CACHE - "train" - "preprocessor", persist_result=True,
-      cache_result_in_memory=False)
+      cache_result_in_memory=False, retries=1, retry_condition_fn=is_ray_system_failure)
 def fit_task(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor, config: ModelConfig,
              data_key: str) -> Pipeline:
-    """Fit the model; cached on (dataset fingerprint + split + features config, model config)."""
-    return fit_model(train, target, spec, preprocessor, config)
+    """Fit the model; cached on (dataset fingerprint + split + features config, model config).
+    A Ray Train run that Ray gave up on (workers lost beyond `max_failures`) is retried once."""
+    pipeline = fit_model(train, target, spec, preprocessor, config)
+    job = getattr(pipeline[-1], "ray_job_id_", "")
+    if job:
+        get_run_logger().info("trained on Ray Train, Ray job %s", job)
+    return pipeline
 
 
 @task(name="features", cache_policy=STEP_CACHE, persist_result=True, cache_result_in_memory=False)
