@@ -46,8 +46,8 @@ class MLPNetClassifier(ClassifierMixin, BaseEstimator):
         "random_state": [Interval(Integral, 0, None, closed="left")],
     }
 
-    def __init__(self, hidden_layers=(64, 32), dropout: float = 0.0, epochs: int = 30, batch_size: int = 256,
-                 learning_rate: float = 1e-3, weight_decay: float = 0.0, patience: int | None = 5,
+    def __init__(self, hidden_layers=(64, 32), dropout: float = 0.0, epochs: int = 30, batch_size: int = 128,
+                 learning_rate: float = 3e-3, weight_decay: float = 0.0, patience: int | None = 5,
                  validation_fraction: float = 0.1, num_workers: int = 2, use_gpu: bool = False,
                  max_failures: int = 2, storage_path: str | None = None, random_state: int = 42):
         self.hidden_layers = hidden_layers

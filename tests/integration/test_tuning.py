@@ -163,28 +163,6 @@ def test_ray_backend_on_local_ray(workspace, tiny_csv):
     assert set(result) >= {"best_params", "best_value", "complete", "pruned", "failed", "parent_run_id"}
 
 
-@pytest.fixture
-def ray_cluster():
-    import shutil
-    import tempfile
-
-    ray = str(Path(sys.executable).with_name("ray"))
-    scratch = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "RAY_TMPDIR": scratch}
-    started = subprocess.run([ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                              "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats",
-                              "--temp-dir", scratch], capture_output=True, text=True, env=env, timeout=180)
-    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
 @pytest.mark.slow
 def test_ray_backend_on_a_ray_cluster_via_ray_address(workspace, tiny_csv, ray_cluster):
     result = finish(job(tiny_csv, 4, 2, "ray", env={"RAY_ADDRESS": ray_cluster}))

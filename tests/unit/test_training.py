@@ -18,6 +18,7 @@ SMALL = {
     "logistic_regression": {"C": 0.5},
     "random_forest": {"n_estimators": 15, "min_samples_leaf": 2},
     "hist_gradient_boosting": {"max_iter": 15},
+    "mlp": {"num_workers": 0, "epochs": 3, "hidden_layers": [8]},  # in-process torch: no Ray start-up
 }
 
 
@@ -45,6 +46,8 @@ def _fit_inputs():
 
 @pytest.mark.parametrize("family", MODEL_FAMILIES)
 def test_fit_model_is_deterministic(family):
+    if family == "mlp":
+        pytest.importorskip("torch", reason="the mlp family needs the torch extra")
     frame = _data()
     spec, preprocessor = _fit_inputs()
     config = ModelConfig(family=family, params={family: SMALL[family]}, seed=7)
