@@ -32,7 +32,8 @@ class MLPNetClassifier(ClassifierMixin, BaseEstimator):
     max_failures: Ray Train restarts after a worker dies, resuming from the last epoch's checkpoint.
     storage_path: where Ray Train keeps checkpoints (default: a temporary folder, removed after fit).
     Fitted: `coefs_` (weights and biases per layer, numpy), `classes_`, `history_` (per epoch:
-    epoch, train_loss, val_roc_auc), `best_epoch_`, `ray_job_id_` ("" when trained in-process).
+    epoch, train_loss, val_roc_auc), `best_epoch_`, `ray_job_id_` ("" when trained in-process),
+    `resumed_at_epochs_` (the checkpointed epochs Ray Train resumed from after a worker died).
     """
 
     _parameter_constraints: dict = {
@@ -92,6 +93,7 @@ class MLPNetClassifier(ClassifierMixin, BaseEstimator):
         self.coefs_ = [np.asarray(w, dtype="float32") for w in state["weights"]]
         self.history_ = [dict(row) for row in state["history"]]
         self.best_epoch_ = int(state["best_epoch"])
+        self.resumed_at_epochs_ = [int(epoch) for epoch in state.get("resumed_at", [])]
         self.n_features_in_ = X.shape[1]
         return self
 
@@ -174,6 +176,8 @@ def _train_worker(config: dict) -> None:
     rows = np.arange(rank, len(data["X"]), world)[:per_worker]
     with ray_cluster.latest_checkpoint_dir() as checkpoint:
         state = load_state(checkpoint) if checkpoint else None
+    if state is not None:  # a restarted worker group: go on after the last checkpointed epoch
+        state["resumed_at"] = [*state.get("resumed_at", []), state["epoch"]]
 
     def on_epoch(metrics: dict, state: dict) -> None:
         with tempfile.TemporaryDirectory(prefix="mlpipe-ckpt-") as folder:

@@ -172,6 +172,10 @@ def run_torch_training(train_fn: Callable[[dict], None], config: dict, *, num_wo
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    # Ray Train's controller takes a worker's report when it polls, every 2 s by default, and a
+    # worker holds at most one untaken report: per-epoch reports of short epochs would wait for
+    # the poll. Ray propagates this variable from the driver to the controller.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
     info = connect()
     trainer = TorchTrainer(
         train_fn, train_loop_config=config,
