@@ -30,7 +30,8 @@ class MLPNetClassifier(ClassifierMixin, BaseEstimator):
 
     num_workers: Ray Train workers (data-parallel, DDP); 0 trains in this process with torch.
     max_failures: Ray Train restarts after a worker dies, resuming from the last epoch's checkpoint.
-    storage_path: where Ray Train keeps checkpoints (default: a temporary folder, removed after fit).
+    storage_path: where Ray Train keeps checkpoints (default: a temporary folder, removed after fit);
+        on a multi-node cluster a folder every node shares, or an s3:// URI.
     Fitted: `coefs_` (weights and biases per layer, numpy), `classes_`, `history_` (per epoch:
     epoch, train_loss, val_roc_auc), `best_epoch_`, `ray_job_id_` ("" when trained in-process),
     `resumed_at_epochs_` (the checkpointed epochs Ray Train resumed from after a worker died).
@@ -113,7 +114,7 @@ class MLPNetClassifier(ClassifierMixin, BaseEstimator):
         try:
             result = ray_cluster.run_torch_training(
                 _train_worker, {"data": ray_cluster.put(data), "params": self._loop_params()},
-                num_workers=int(self.num_workers), use_gpu=bool(self.use_gpu), storage_path=str(Path(folder).resolve()),
+                num_workers=int(self.num_workers), use_gpu=bool(self.use_gpu), storage_path=folder if "://" in folder else str(Path(folder).resolve()),
                 name=f"mlp-{uuid.uuid4().hex[:8]}", max_failures=int(self.max_failures))
             with result.checkpoint.as_directory() as checkpoint:
                 state = load_state(checkpoint)

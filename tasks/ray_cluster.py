@@ -81,7 +81,10 @@ def current_session() -> RaySession:
 
     context = ray.get_runtime_context()
     dashboard = ray.get_dashboard_url() if hasattr(ray, "get_dashboard_url") else None
-    return RaySession(job_id=str(context.get_job_id()), address=str(context.gcs_address),
+    # The address the user gave (RAY_ADDRESS) names the cluster as they know it; Ray's own GCS
+    # address may be another interface of the same head node.
+    address = str(context.gcs_address) if _started_here else os.environ.get("RAY_ADDRESS") or str(context.gcs_address)
+    return RaySession(job_id=str(context.get_job_id()), address=address,
                       dashboard_url=f"http://{dashboard}" if dashboard else None, started_here=_started_here)
 
 

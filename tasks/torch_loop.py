@@ -7,6 +7,7 @@ injecting DDP through `wrap_model` and its reporting/checkpointing through `on_e
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import numpy as np
@@ -65,7 +66,8 @@ def train_network(
 ) -> dict:
     """Train a binary MLP with Adam on BCE; returns the state of the best epoch on validation.
 
-    Every epoch: shuffled mini-batches over (X, y), then validation roc_auc on (X_val, y_val).
+    Every epoch: shuffled mini-batches over (X, y), then validation roc_auc on (X_val, y_val);
+    its metrics are epoch, train_loss, val_roc_auc and train_rows_per_s (this worker's rows).
     Training stops after `patience` epochs without a better validation roc_auc (None: never).
     The returned (and per-epoch) state is plain data: `weights` (best epoch's arrays),
     `last_weights`, `epoch`, `best_auc`, `best_epoch`, `bad_epochs`, `history`; pass it back
@@ -94,7 +96,7 @@ def train_network(
         generator.manual_seed(seed * 1_000_003 + epoch)  # a resumed epoch shuffles as the original would
         order = torch.randperm(len(X_t), generator=generator).to(device)
         model.train()
-        total, seen = 0.0, 0
+        total, seen, started = 0.0, 0, time.perf_counter()
         for start in range(0, len(order), batch_size):
             rows = order[start:start + batch_size]
             optimizer.zero_grad()
@@ -103,10 +105,12 @@ def train_network(
             optimizer.step()
             total += float(loss.detach()) * len(rows)
             seen += len(rows)
+        seconds = time.perf_counter() - started
         model.eval()
         with torch.no_grad():
             val_score = model(X_val_t).squeeze(1).cpu().numpy()
-        metrics = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_roc_auc": roc_auc(y_val, val_score)}
+        metrics = {"epoch": epoch, "train_loss": total / max(seen, 1), "val_roc_auc": roc_auc(y_val, val_score),
+                   "train_rows_per_s": seen / seconds if seconds > 0 else 0.0}
         state["history"] = [*state["history"], metrics]
         state["epoch"] = epoch
         state["last_weights"] = weights_of(model)

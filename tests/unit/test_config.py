@@ -238,3 +238,13 @@ def test_family_without_params_block_has_no_active_params():
     params = config.active_params
     params["n_estimators"] = 1  # a copy: mutating it does not touch the (frozen) config
     assert config.active_params == {}
+
+
+# -- compute ------------------------------------------------------------------------------------
+
+def test_compute_backend_defaults_to_local_and_does_not_change_the_config_hash():
+    local = load_config(CHURN_YAML)
+    on_ray = load_config(CHURN_YAML, ["compute.backend=ray", "compute.max_retries=5"])
+    assert local.compute.backend == "local" and on_ray.compute.backend == "ray"
+    assert on_ray.config_hash() == local.config_hash()  # same numbers, same model lineage
+    assert "compute.backend" in _error(["compute.backend=spark"]) and "'spark'" in _error(["compute.backend=spark"])
