@@ -25,6 +25,7 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 
 from tasks.config import LOWER_IS_BETTER, ParamSpace
+from tasks.evaluation_units import in_process
 from tasks.metrics import score_metric
 
 FINISHED = ("COMPLETE", "PRUNED")
@@ -122,7 +123,7 @@ def cv_objective(trial, plan: StudyPlan, X: pd.DataFrame, y: np.ndarray, worker:
         pipeline = clone(plan.pipeline).set_params(**{f"model__{name}": value for name, value in params.items()})
         started = time.perf_counter()
         for step, (fit_rows, score_rows) in enumerate(folds.split(X, y)):
-            fold_model = clone(pipeline).fit(X.iloc[fit_rows], y[fit_rows])
+            fold_model = in_process(pipeline).fit(X.iloc[fit_rows], y[fit_rows])  # a clone; no Ray Train per fold
             proba = fold_model.predict_proba(X.iloc[score_rows])[:, 1]
             scores.append(score_metric(plan.metric, y[score_rows], proba))
             trial.report(float(np.mean(scores)), step)

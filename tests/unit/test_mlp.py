@@ -43,6 +43,7 @@ def test_choosing_mlp_without_torch_fails_at_config_load_with_the_install_comman
 
 
 def test_numpy_roc_auc_equals_sklearn_with_ties():
+    pytest.importorskip("torch", reason="tasks.torch_loop needs the torch extra")
     from tasks.torch_loop import roc_auc
 
     rng = np.random.default_rng(1)
