@@ -169,3 +169,29 @@ def _capture(fn, *args):
         return fn(*args)
     except BaseException as error:  # noqa: BLE001  (handed to the test thread)
         return error
+
+
+def test_ray_retries_a_task_whose_worker_died_and_names_the_job_when_it_gives_up(tmp_path, local_ray):
+    from tasks.ray_cluster import RayJobError, run_tasks
+
+    marker = str(tmp_path / "died-once")
+
+    def dies_once(value):  # defined here, so Ray ships it by value
+        import os
+        import signal
+
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return value * 2
+
+    assert run_tasks(dies_once, [(21,)], max_retries=1) == [42]  # the retry ran on a fresh worker
+
+    def always_dies(value):
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with pytest.raises(RayJobError, match=rf"Ray job {local_ray.job_id}: always_dies failed: WorkerCrashedError"):
+        run_tasks(always_dies, [(1,)], max_retries=0)
