@@ -156,10 +156,10 @@ def test_flow_parameters_are_the_typed_config_form():
     definitions = schema["definitions"]
     pipeline = definitions["PipelineConfig"]
     assert pipeline["additionalProperties"] is False
-    assert {"data", "split", "features", "model", "evaluation", "promotion", "tracking", "cache"} <= set(
+    assert {"data", "split", "features", "model", "evaluation", "promotion", "tracking", "cache", "compute"} <= set(
         pipeline["properties"])
     model = definitions["ModelConfig"]["properties"]
-    assert model["family"]["enum"] == ["logistic_regression", "random_forest", "hist_gradient_boosting"]
+    assert model["family"]["enum"] == ["logistic_regression", "random_forest", "hist_gradient_boosting", "mlp"]
     assert model["family"]["default"] == "hist_gradient_boosting"
     assert definitions["PromotionConfig"]["properties"]["min_value"]["default"] == 0.75
     assert definitions["DataConfig"]["properties"]["uri"]["default"] == "data/churn.csv"
