@@ -61,7 +61,7 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
         config, tuning_tags = config.with_model(tuning.model), tuning.tags()
     model = step(fit_task)(train_rows, data.target, spec, preprocessor, config.model, data_key)
     evaluation = step(evaluate_task)(model, train_rows, holdout_rows, data.target, spec, config.evaluation,
-                                     config.split.seed, step_key(data_key, config.model))
+                                     config.split.seed, step_key(data_key, config.model), config.compute)
 
     version = register_task(model, evaluation, holdout_rows, spec.columns, config, fingerprint, data.report,
                             {**selection_tags, **tuning_tags, **split.params.tags(), **source.tags()}, tables)

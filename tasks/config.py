@@ -207,6 +207,8 @@ class ModelConfig(Section):
 
     @model_validator(mode="after")
     def _known_params(self) -> "ModelConfig":
+        if self.family == "mlp" or "mlp" in (self.members or []):
+            require_torch()
         for family, params in self.params.items():
             if family not in family_names():
                 raise ValueError(f"model.params.{family}: unknown family (allowed: {', '.join(family_names())})")
@@ -224,6 +226,23 @@ class ModelConfig(Section):
     def active_params(self) -> dict[str, Any]:
         """The parameters of the selected family."""
         return dict(self.params.get(self.family, {}))
+
+
+def require_torch() -> None:
+    """The mlp family needs the optional torch extra; say how to install it."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        raise ValueError("model.family 'mlp' needs PyTorch, which is not installed: "
+                         "pip install -e '.[torch]'")
+
+
+class ComputeConfig(Section):
+    """Where the heavy steps run: in this process, or as Ray tasks (a local Ray, or the
+    cluster at RAY_ADDRESS). Both give the same numbers."""
+
+    backend: Literal["local", "ray"] = Field("local", description="ray: CV folds and permutation importance as Ray tasks")
+    max_retries: int = Field(2, ge=0, description="Ray retries of a task whose worker or node died")
 
 
 class EvaluationConfig(Section):
@@ -310,6 +329,11 @@ def _default_spaces() -> dict[str, dict[str, ParamSpace]]:
         "logistic_regression": {
             "C": s(type="log_float", low=1e-3, high=100.0),
         },
+        "mlp": {
+            "learning_rate": s(type="log_float", low=1e-4, high=1e-2),
+            "weight_decay": s(type="log_float", low=1e-6, high=1e-2),
+            "dropout": s(type="float", low=0.0, high=0.3),
+        },
     }
 
 
@@ -367,6 +391,7 @@ class PipelineConfig(Section):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     cache: CacheConfig = Field(default_factory=CacheConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
 
     def min_class_rows(self) -> int:
         """Rows each class needs: one per CV fold (training and tuning) in the train split,
@@ -384,7 +409,7 @@ class PipelineConfig(Section):
 
     def config_hash(self) -> str:
         """Hash of everything that determines the model (not where results are cached)."""
-        payload = self.model_dump(mode="json", exclude={"cache": True, "data": {"uri"},
+        payload = self.model_dump(mode="json", exclude={"cache": True, "compute": True, "data": {"uri"},
                                                         "tuning": {"workers", "backend", "storage", "timeout_s",
                                                                    "threads_per_worker"}})
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,5 +1,5 @@
 """Running tuning trials in parallel: worker processes on this machine, or Ray tasks on a local
-Ray or on the cluster at `RAY_ADDRESS`.
+Ray or on the cluster at `RAY_ADDRESS` (started by tasks/ray_cluster.py, which owns every Ray call).
 
 Every worker runs the same loop (`run_worker`) against the study's shared Optuna storage, so the
 two backends differ only in how workers start. A worker imports sklearn, pandas and Optuna and
@@ -25,6 +25,7 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 
 from tasks.config import LOWER_IS_BETTER, ParamSpace
+from tasks.evaluation_units import in_process
 from tasks.metrics import score_metric
 
 FINISHED = ("COMPLETE", "PRUNED")
@@ -122,7 +123,7 @@ def cv_objective(trial, plan: StudyPlan, X: pd.DataFrame, y: np.ndarray, worker:
         pipeline = clone(plan.pipeline).set_params(**{f"model__{name}": value for name, value in params.items()})
         started = time.perf_counter()
         for step, (fit_rows, score_rows) in enumerate(folds.split(X, y)):
-            fold_model = clone(pipeline).fit(X.iloc[fit_rows], y[fit_rows])
+            fold_model = in_process(pipeline).fit(X.iloc[fit_rows], y[fit_rows])  # a clone; no Ray Train per fold
             proba = fold_model.predict_proba(X.iloc[score_rows])[:, 1]
             scores.append(score_metric(plan.metric, y[score_rows], proba))
             trial.report(float(np.mean(scores)), step)
@@ -239,24 +240,3 @@ class LocalWorkers:
             process.join()
         self._folder.cleanup()
 
-
-def run_ray_workers(plan: StudyPlan, train: pd.DataFrame, workers: int) -> None:
-    """The same worker loop as Ray tasks: on a local Ray, or the cluster at RAY_ADDRESS."""
-    import ray
-
-    started_here = not ray.is_initialized()
-    if started_here:
-        address = os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            # A local Ray binds to loopback: nothing this project starts listens on other interfaces.
-            ray.init(num_cpus=max(workers, 1), include_dashboard=False, log_to_driver=False,
-                     _node_ip_address="127.0.0.1")
-    try:
-        remote = ray.remote(num_cpus=plan.threads_per_worker)(run_worker)
-        train_ref = ray.put(train)
-        ray.get([remote.remote(plan, train_ref, i) for i in range(workers)])  # re-raises a worker's error
-    finally:
-        if started_here:
-            ray.shutdown()

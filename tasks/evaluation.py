@@ -13,17 +13,16 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
-from sklearn.base import clone
 from sklearn.calibration import CalibrationDisplay
-from sklearn.inspection import permutation_importance
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay, confusion_matrix
-from sklearn.model_selection import StratifiedKFold, cross_val_score
 
 from tasks.caching import STEP_CACHE
-from tasks.config import EvaluationConfig
+from tasks.config import ComputeConfig, EvaluationConfig
 from tasks.data import stratified_sample
+from tasks.evaluation_units import column_importances, fold_scores
 from tasks.features import FeatureSpec
 from tasks.metrics import classification_metrics
+from tasks.ray_cluster import is_ray_system_failure, ray_session_tags
 
 
 @dataclass
@@ -36,6 +35,7 @@ class Evaluation:
     importances: dict[str, float]
     plots: dict[str, bytes] = field(default_factory=dict)
     sample_rows: dict[str, int] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)  # e.g. the Ray job that ran the folds
 
 
 def _png(fig) -> bytes:
@@ -46,8 +46,12 @@ def _png(fig) -> bytes:
 
 
 def evaluate_model(model, train: pd.DataFrame, holdout: pd.DataFrame, target: str, spec: FeatureSpec,
-                   config: EvaluationConfig, seed: int = 42) -> Evaluation:
-    """Score `model` on the holdout, cross-validate its recipe on the train split, draw plots."""
+                   config: EvaluationConfig, seed: int = 42, compute: ComputeConfig | None = None) -> Evaluation:
+    """Score `model` on the holdout, cross-validate its recipe on the train split, draw plots.
+    With `compute.backend == "ray"` the CV folds and the permutation importance run as Ray
+    tasks; the numbers are the same as on the local backend."""
+    backend = compute.backend if compute else "local"
+    retries = compute.max_retries if compute else 0
     X, y = holdout[spec.columns], holdout[target].to_numpy()
     proba = model.predict_proba(X)[:, 1]
     metrics = classification_metrics(y, proba, config.threshold)
@@ -56,18 +60,16 @@ def evaluate_model(model, train: pd.DataFrame, holdout: pd.DataFrame, target: st
     # well as the whole table: above the bounds they cost many times the fit itself.
     cv_rows = stratified_sample(train, target, config.cv_max_rows, seed)
     importance_rows = stratified_sample(holdout, target, config.importance_max_rows, seed)
-    folds = StratifiedKFold(n_splits=config.cv_folds, shuffle=True, random_state=seed)
-    cv = cross_val_score(clone(model), cv_rows[spec.columns], cv_rows[target].to_numpy(), cv=folds,
-                         scoring="roc_auc", n_jobs=1)
+    cv = np.asarray(fold_scores(model, cv_rows[spec.columns], cv_rows[target].to_numpy(), config.cv_folds, seed,
+                                backend, retries))
     metrics["cv_roc_auc_mean"] = float(cv.mean())
     metrics["cv_roc_auc_std"] = float(cv.std())
 
     labels = (proba >= config.threshold).astype(int)
     confusion = confusion_matrix(y, labels, labels=[0, 1])
-    importance = permutation_importance(model, importance_rows[spec.columns], importance_rows[target].to_numpy(),
-                                        scoring="roc_auc", n_repeats=config.permutation_repeats,
-                                        random_state=seed, n_jobs=1)
-    importances = dict(sorted(zip(spec.columns, map(float, importance.importances_mean)),
+    importance = column_importances(model, importance_rows[spec.columns], importance_rows[target].to_numpy(),
+                                    config.permutation_repeats, seed, backend, retries)
+    importances = dict(sorted(zip(spec.columns, importance),
                               key=lambda kv: -kv[1]))
 
     plots: dict[str, bytes] = {}
@@ -93,16 +95,21 @@ def evaluate_model(model, train: pd.DataFrame, holdout: pd.DataFrame, target: st
     ax.set_xlabel("mean drop in roc_auc when shuffled")
     ax.set_title(f"Permutation importance ({len(importance_rows):,} holdout rows)")
     plots["permutation_importance"] = _png(fig)
+    tags = ray_session_tags() if backend == "ray" else {}
     return Evaluation(metrics=metrics, confusion=confusion.tolist(), importances=importances, plots=plots,
-                      sample_rows={"cv": len(cv_rows), "importance": len(importance_rows)})
+                      sample_rows={"cv": len(cv_rows), "importance": len(importance_rows)}, tags=tags)
 
 
-@task(name="evaluate", cache_policy=STEP_CACHE - "model" - "train" - "holdout",
-      persist_result=True, cache_result_in_memory=False)
+@task(name="evaluate", cache_policy=STEP_CACHE - "model" - "train" - "holdout" - "compute",
+      persist_result=True, cache_result_in_memory=False, retries=1, retry_condition_fn=is_ray_system_failure)
 def evaluate_task(model, train: pd.DataFrame, holdout: pd.DataFrame, target: str, spec: FeatureSpec,
-                  config: EvaluationConfig, seed: int, model_key: str) -> Evaluation:
-    """Evaluate on the holdout; cached on the fitted model's key and the evaluation config."""
-    evaluation = evaluate_model(model, train, holdout, target, spec, config, seed)
+                  config: EvaluationConfig, seed: int, model_key: str,
+                  compute: ComputeConfig | None = None) -> Evaluation:
+    """Evaluate on the holdout; cached on the fitted model's key and the evaluation config
+    (not on the compute backend: both give the same numbers)."""
+    evaluation = evaluate_model(model, train, holdout, target, spec, config, seed, compute)
     get_run_logger().info("cross-validated on %d of %d train rows; permutation importance on %d of %d holdout rows",
                           evaluation.sample_rows["cv"], len(train), evaluation.sample_rows["importance"], len(holdout))
+    if evaluation.tags:
+        get_run_logger().info("evaluation ran on Ray: %s", evaluation.tags)
     return evaluation

@@ -10,6 +10,7 @@ and a candidate of `model.family: auto` unless registered with `candidate=False`
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,3 +122,16 @@ register_family("hist_gradient_boosting", "sklearn.ensemble.HistGradientBoosting
                  "early_stopping": False}, simplicity=20)
 register_family("random_forest", "sklearn.ensemble.RandomForestClassifier",
                 {"n_estimators": 300, "min_samples_leaf": 3, "n_jobs": 1}, simplicity=30)
+
+
+def torch_installed() -> bool:
+    """Whether the optional torch extra is installed (`pip install -e '.[torch]'`)."""
+    return importlib.util.find_spec("torch") is not None
+
+
+# PyTorch on Ray Train (tasks/mlp.py imports neither until it fits; config refuses `mlp` without
+# torch). Not an `auto` candidate yet: selection would refit it per fold, and its folds do not
+# yet train in-process as the tuning folds do.
+register_family("mlp", "tasks.mlp.MLPNetClassifier",
+                {"hidden_layers": (64, 32), "epochs": 30, "patience": 5, "num_workers": 2},
+                simplicity=40, candidate=False)

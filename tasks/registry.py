@@ -28,7 +28,7 @@ from tasks.caching import PACKAGE_ROOT, project_home, source_hash
 
 TAG_PREFIX = "mlpipe."
 LINEAGE_KEY = TAG_PREFIX + "lineage_key"
-TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "tasks.features.", "tasks.conform.", "builtins.")
+TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "tasks.features.", "tasks.conform.", "tasks.mlp.", "builtins.")
 
 
 def tracking_uri() -> str:
@@ -214,6 +214,7 @@ def log_and_register(
     lineage: Lineage,
     extra_tags: dict[str, str] | None = None,
     tables: dict[str, list[dict[str, Any]]] | None = None,
+    step_metrics: list[dict[str, float]] | None = None,
 ) -> RegisteredVersion:
     """One MLflow run with params, metrics, plots, config and tables (name -> rows, logged as
     MLflow table artifacts `<name>.json`); the model logged with skops (explicit trusted
@@ -224,6 +225,8 @@ def log_and_register(
                           tags={**lineage.tags(), **(extra_tags or {})}) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
+        if step_metrics:
+            log_step_metrics(run.info.run_id, step_metrics)
         with tempfile.TemporaryDirectory() as folder:
             for name, png in plots.items():
                 Path(folder, f"{name}.png").write_bytes(png)
@@ -246,6 +249,20 @@ def log_and_register(
         version = mlflow.register_model(info.model_uri, model_name, tags={**lineage.tags(), **(extra_tags or {})},
                                         await_registration_for=300)
     return RegisteredVersion(model_name, str(version.version), run.info.run_id, reused=False)
+
+
+def log_step_metrics(run_id: str, rows: list[dict[str, float]]) -> None:
+    """Per-epoch metrics as MLflow step metrics: each row's `epoch` is the step, its other
+    keys the metrics (e.g. train_loss, val_roc_auc), in one batch call."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(key, float(value), now, int(row["epoch"])) for row in rows for key, value in row.items()
+             if key != "epoch"]
+    for start in range(0, len(batch), 1000):  # the tracking API takes at most 1000 metrics per call
+        client().log_batch(run_id, metrics=batch[start:start + 1000])
 
 
 def load_version(name: str, version: str):
@@ -375,11 +392,19 @@ def register_task(model, evaluation, holdout: pd.DataFrame, columns: list[str], 
         lineage=lineage,
         extra_tags={"mlpipe.model_family": config.model.family,
                     **{k: redact_uri(v) if k == TAG_PREFIX + "dataset_prefix" else v
-                       for k, v in (extra_tags or {}).items()}},
+                       for k, v in (extra_tags or {}).items()},
+                    **getattr(evaluation, "tags", {}), **_ray_tags(model)},
         tables=tables,
+        step_metrics=getattr(model[-1], "history_", None),
     )
     logger.info("registered %s v%s (run %s)", version.name, version.version, version.run_id)
     return version
+
+
+def _ray_tags(model) -> dict[str, str]:
+    """`mlpipe.ray_job_id` of the Ray Train run that fitted the model, if one did."""
+    job = getattr(model[-1], "ray_job_id_", "")
+    return {"mlpipe.ray_job_id": job} if job else {}
 
 
 # -- monitoring: the champion's run, and runs that log no model ---------------------------------

@@ -17,6 +17,7 @@ from tasks.config import LOWER_IS_BETTER, FeaturesConfig, ModelConfig
 from tasks.data import stratified_sample
 from tasks.families import AUTO, BLEND, default_candidates, get_family, make_blend, make_estimator
 from tasks.features import FeatureSpec, build_preprocessor, feature_spec, model_pipeline
+from tasks.ray_cluster import is_ray_system_failure
 
 
 def build_estimator(config: ModelConfig):
@@ -225,11 +226,16 @@ def select_model_task(train: pd.DataFrame, target: str, spec: FeatureSpec, prepr
 
 
 @task(name="fit", cache_policy=STEP_CACHE - "train" - "preprocessor", persist_result=True,
-      cache_result_in_memory=False)
+      cache_result_in_memory=False, retries=1, retry_condition_fn=is_ray_system_failure)
 def fit_task(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor, config: ModelConfig,
              data_key: str) -> Pipeline:
-    """Fit the model; cached on (dataset fingerprint + split + features config, model config)."""
-    return fit_model(train, target, spec, preprocessor, config)
+    """Fit the model; cached on (dataset fingerprint + split + features config, model config).
+    A Ray Train run that Ray gave up on (workers lost beyond `max_failures`) is retried once."""
+    pipeline = fit_model(train, target, spec, preprocessor, config)
+    job = getattr(pipeline[-1], "ray_job_id_", "")
+    if job:
+        get_run_logger().info("trained on Ray Train, Ray job %s", job)
+    return pipeline
 
 
 @task(name="features", cache_policy=STEP_CACHE, persist_result=True, cache_result_in_memory=False)

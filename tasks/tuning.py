@@ -27,9 +27,10 @@ from sklearn.base import clone
 
 from tasks.caching import STEP_CACHE, project_home
 from tasks.config import ModelConfig, TuningConfig
-from tasks.distributed import (FINISHED, RECORD, SKIPPED, LocalWorkers, StudyPlan, open_study, run_ray_workers)
+from tasks.distributed import (FINISHED, RECORD, SKIPPED, LocalWorkers, StudyPlan, open_study)
 from tasks.families import AUTO, BLEND
 from tasks.features import FeatureSpec, model_pipeline
+from tasks.ray_cluster import run_tuning_workers
 from tasks.training import build_estimator
 
 
@@ -247,7 +248,7 @@ def run_study(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor,
         if local is not None:
             local.run()
         else:
-            run_ray_workers(plan, train, workers)
+            run_tuning_workers(plan, train, workers)
         monitor.stop()
         poll()
     except BaseException:

@@ -111,3 +111,30 @@ def s3_env(s3_endpoint, monkeypatch):
     for item in s3.list_objects_v2(Bucket="bucket").get("Contents", []):
         s3.delete_object(Bucket="bucket", Key=item["Key"])
     s3.delete_bucket(Bucket="bucket")
+
+
+@pytest.fixture
+def ray_cluster():
+    """A real single-node Ray cluster (`ray start --head` on 127.0.0.1, 2 CPUs, no dashboard);
+    yields its address for RAY_ADDRESS and stops it at teardown, also when the test failed."""
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+
+    ray = str(Path(sys.executable).with_name("ray"))
+    scratch = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "RAY_TMPDIR": scratch}
+    try:
+        started = subprocess.run([ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+                                  "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats",
+                                  "--temp-dir", scratch], capture_output=True, text=True, env=env, timeout=180)
+        assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        shutil.rmtree(scratch, ignore_errors=True)

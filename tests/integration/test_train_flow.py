@@ -181,11 +181,11 @@ def test_flow_parameters_are_the_typed_config_form():
     definitions = schema["definitions"]
     pipeline = definitions["PipelineConfig"]
     assert pipeline["additionalProperties"] is False
-    assert {"data", "split", "features", "model", "evaluation", "promotion", "tracking", "cache"} <= set(
+    assert {"data", "split", "features", "model", "evaluation", "promotion", "tracking", "cache", "compute"} <= set(
         pipeline["properties"])
     model = definitions["ModelConfig"]["properties"]
     assert model["family"]["enum"] == ["auto", "logistic_regression", "hist_gradient_boosting", "random_forest",
-                                       "soft_voting"]
+                                       "mlp", "soft_voting"]
     assert model["family"]["default"] == "auto"
     assert definitions["PromotionConfig"]["properties"]["min_value"]["default"] == 0.75
     assert definitions["DataConfig"]["properties"]["uri"]["default"] == "data/churn.csv"

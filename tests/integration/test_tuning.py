@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -161,28 +160,6 @@ def test_ray_backend_on_local_ray(workspace, tiny_csv):
     assert sum(states(s).get(k, 0) for k in ("COMPLETE", "PRUNED")) == 6
     assert len(child_runs(result["parent_run_id"])) == 6
     assert set(result) >= {"best_params", "best_value", "complete", "pruned", "failed", "parent_run_id"}
-
-
-@pytest.fixture
-def ray_cluster():
-    import shutil
-    import tempfile
-
-    ray = str(Path(sys.executable).with_name("ray"))
-    scratch = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "RAY_TMPDIR": scratch}
-    started = subprocess.run([ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                              "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats",
-                              "--temp-dir", scratch], capture_output=True, text=True, env=env, timeout=180)
-    assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
-    try:
-        yield f"127.0.0.1:{port}"
-    finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
-        shutil.rmtree(scratch, ignore_errors=True)
 
 
 @pytest.mark.slow

@@ -256,3 +256,13 @@ def test_csv_options_default_to_detection_and_check_their_values():
     assert "data.csv.delimiter: delimiter must be auto or one character" in _error(["data.csv.delimiter=;;"])
     assert "data.csv.quote: unknown key (allowed: delimiter, decimal, encoding)" in _error(["data.csv.quote=x"])
     assert "delimiter and decimal are both ','" in _error(["data.csv.delimiter=,", "data.csv.decimal=,"])
+
+
+# -- compute ------------------------------------------------------------------------------------
+
+def test_compute_backend_defaults_to_local_and_does_not_change_the_config_hash():
+    local = load_config(CHURN_YAML)
+    on_ray = load_config(CHURN_YAML, ["compute.backend=ray", "compute.max_retries=5"])
+    assert local.compute.backend == "local" and on_ray.compute.backend == "ray"
+    assert on_ray.config_hash() == local.config_hash()  # same numbers, same model lineage
+    assert "compute.backend" in _error(["compute.backend=spark"]) and "'spark'" in _error(["compute.backend=spark"])

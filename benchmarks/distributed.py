@@ -1,0 +1,207 @@
+"""What Ray costs and buys here: evaluation's CV folds, the MLP on Ray Train, a Ray job's fixed cost.
+
+    .venv/bin/python benchmarks/distributed.py [--rows 200000] [--folds 5] [--mlp-rows 100000]
+                                               [--epochs 3] [--skip cv,mlp,fixed,loop] [--all-cores]
+
+1. cv:    the 5-fold CV of evaluation (tasks/evaluation_units.fold_scores) on a generated
+          churn table of --rows rows, HistGradientBoosting (max_iter 100), local on one thread
+          (with --all-cores also with every core's threads) vs Ray tasks on a local Ray with
+          2 CPUs (one thread per task). Ray's start is not in the Ray figure (see 3); the
+          folds' scores must be equal.
+2. mlp:   MLPNetClassifier.fit with 1 and 2 Ray Train workers on --mlp-rows feature rows:
+          end-to-end rows/s (epochs x rows / wall time, start-up included) and steady rows/s
+          (rows trained per second in an epoch, summed over workers, from the loop's metrics).
+3. fixed: the fixed cost of a Ray job: connect (a local `ray.init(num_cpus=2)`, or joining a
+          running `ray start --head` cluster through RAY_ADDRESS) and a trivial task's first
+          round trip, each in a fresh process.
+4. loop:  the torch-only loop (tasks/torch_loop.train_network) in this process on the CPU.
+The default run takes about 3 minutes on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def table(rows: int, seed: int = 7):
+    """A generated churn table of `rows` rows (train + holdout split back together), the feature
+    spec, the unfitted preprocessor and the config."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("generate_churn", ROOT / "data" / "generate_churn.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "churn.csv"
+        module.generate_churn(rows=rows, seed=seed).to_csv(path, index=False)
+        from tasks.config import load_config
+        from tasks.training import prepare_data
+
+        config = load_config(ROOT / "conf" / "churn.yaml",
+                             ["model.params.hist_gradient_boosting.max_iter=100", "data.min_rows=2"], str(path))
+        train, holdout, spec_, preprocessor, _ = prepare_data(config)
+    import pandas as pd
+
+    return pd.concat([train, holdout], ignore_index=True), spec_, preprocessor, config
+
+
+def bench_cv(rows: int, folds: int, all_cores: bool) -> dict:
+    from tasks import ray_cluster
+    from tasks.evaluation_units import fold_scores
+    from tasks.features import model_pipeline
+    from tasks.training import build_estimator
+
+    train, spec, preprocessor, config = table(rows)
+    X, y = train[list(spec.columns)], train["churn"].to_numpy()
+    model = model_pipeline(spec, preprocessor, build_estimator(config.model))
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):  # one fold at a time on one core: what each Ray task gets
+        started = time.perf_counter()
+        local = fold_scores(model, X, y, folds, 42)
+        local_1t_s = time.perf_counter() - started
+    local_s = None
+    if all_cores:  # the pipeline's local default; OpenMP threads collapse when other work shares the cores
+        started = time.perf_counter()
+        fold_scores(model, X, y, folds, 42)
+        local_s = time.perf_counter() - started
+    os.environ.pop("RAY_ADDRESS", None)
+    with ray_cluster.session(num_cpus=2):
+        started = time.perf_counter()
+        on_ray = fold_scores(model, X, y, folds, 42, backend="ray")
+        ray_s = time.perf_counter() - started
+    assert on_ray == local, (on_ray, local)
+    return {"rows": len(X), "folds": folds, "local_all_cores_s": local_s and round(local_s, 1),
+            "local_1thread_s": round(local_1t_s, 1),
+            "ray_2cpu_s": round(ray_s, 1), "speedup_vs_1thread": round(local_1t_s / ray_s, 2), "equal": on_ray == local}
+
+
+def bench_mlp(rows: int, epochs: int) -> list[dict]:
+    import numpy as np
+    from sklearn.base import clone
+
+    from tasks import ray_cluster
+    from tasks.mlp import MLPNetClassifier
+
+    train, spec, preprocessor, _ = table(rows, seed=8)
+    features = clone(preprocessor).fit_transform(train[list(spec.columns)])
+    y = train["churn"].to_numpy()
+    out = []
+    with ray_cluster.session(num_cpus=2):
+        for workers in (1, 2):
+            model = MLPNetClassifier(epochs=epochs, patience=None, num_workers=workers, batch_size=256)
+            started = time.perf_counter()
+            model.fit(features, y)
+            seconds = time.perf_counter() - started
+            trained = len(features) * (1 - model.validation_fraction)
+            steady = float(np.median([row["train_rows_per_s"] for row in model.history_])) * workers
+            out.append({"workers": workers, "rows": len(features), "epochs": epochs, "wall_s": round(seconds, 1),
+                        "end_to_end_rows_per_s": round(epochs * trained / seconds),
+                        "steady_rows_per_s": round(steady)})
+    return out
+
+
+FIXED = """
+import os, time, json
+t0 = time.perf_counter()
+from tasks import ray_cluster
+import ray
+t1 = time.perf_counter()
+ray_cluster.connect(num_cpus=2)
+t2 = time.perf_counter()
+ray_cluster.run_tasks(lambda x: abs(x), [(-1,)], max_retries=0)
+t3 = time.perf_counter()
+ray_cluster.run_tasks(lambda x: abs(x), [(-1,)], max_retries=0)
+t4 = time.perf_counter()
+ray_cluster.shutdown()
+print(json.dumps({"import_s": round(t1 - t0, 2), "connect_s": round(t2 - t1, 2),
+                  "first_task_s": round(t3 - t2, 3), "next_task_s": round(t4 - t3, 4)}))
+"""
+
+
+def bench_fixed() -> dict:
+    python = sys.executable
+    env = {**os.environ}
+    env.pop("RAY_ADDRESS", None)
+    local = json.loads(subprocess.run([python, "-c", FIXED], capture_output=True, text=True, env=env, cwd=ROOT,
+                                      check=True, timeout=300).stdout.strip().splitlines()[-1])
+    ray = str(Path(python).with_name("ray"))
+    scratch = tempfile.mkdtemp(prefix="ray", dir="/tmp")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cluster_env = {**env, "RAY_TMPDIR": scratch}
+    try:
+        subprocess.run([ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port), "--num-cpus",
+                        "2", "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", scratch],
+                       capture_output=True, env=cluster_env, check=True, timeout=180)
+        cluster = json.loads(subprocess.run(
+            [python, "-c", FIXED], capture_output=True, text=True, cwd=ROOT, check=True, timeout=300,
+            env={**cluster_env, "RAY_ADDRESS": f"127.0.0.1:{port}"}).stdout.strip().splitlines()[-1])
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=cluster_env, timeout=120)
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {"local_ray": local, "running_cluster": cluster}
+
+
+def bench_loop(rows: int, epochs: int) -> dict:
+    import numpy as np
+    import torch
+
+    from tasks.torch_loop import train_network
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(rows, 40)).astype("float32")  # about as wide as the churn features
+    y = (X[:, 0] - X[:, 1] + rng.normal(0, 1, rows) > 0).astype("float32")
+    out = {"device": "cpu", "rows": rows, "epochs": epochs}
+    default_threads = torch.get_num_threads()
+    # torch's own thread count, then one thread (what a Ray Train worker with 1 CPU gets): a small
+    # network's batches gain little from a second thread and lose much when the cores are shared.
+    for threads in sorted({default_threads, 1}, reverse=True):
+        torch.set_num_threads(threads)
+        state = train_network(X, y, X[:5000], y[:5000], epochs=epochs, patience=None, batch_size=256, device="cpu")
+        out[f"rows_per_s_{threads}_threads"] = round(float(np.median([r["train_rows_per_s"] for r in state["history"]])))
+    torch.set_num_threads(default_threads)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--mlp-rows", type=int, default=100_000)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--skip", default="")
+    parser.add_argument("--all-cores", action="store_true",
+                        help="also time the local CV with all threads (minutes when other work shares the cores)")
+    args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
+    results = {}
+    if "fixed" not in skip:
+        results["fixed_cost"] = bench_fixed()
+        print("fixed cost of a Ray job:", json.dumps(results["fixed_cost"]), flush=True)
+    if "cv" not in skip:
+        results["cv"] = bench_cv(args.rows, args.folds, args.all_cores)
+        print("5-fold CV:", json.dumps(results["cv"]), flush=True)
+    if "mlp" not in skip:
+        results["mlp"] = bench_mlp(args.mlp_rows, args.epochs)
+        print("MLP on Ray Train:", json.dumps(results["mlp"]), flush=True)
+    if "loop" not in skip:
+        results["loop"] = bench_loop(args.mlp_rows, args.epochs)
+        print("torch-only loop:", json.dumps(results["loop"]), flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,87 @@
+"""Evaluation's units of work, one function each, run in this process or as Ray tasks.
+
+`fold_score` scores one stratified CV fold, `column_importance` permutes one column. The local
+and the Ray backend call the very same functions with the same seeds, so their results are equal
+by construction; only where they run differs. The module imports numpy and scikit-learn only,
+so a Ray worker that unpickles these functions loads no Prefect, MLflow or matplotlib.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.metrics import check_scoring
+from sklearn.model_selection import StratifiedKFold
+
+SCORING = "roc_auc"
+
+
+def in_process(model):
+    """`model` (unfitted) with its own data-parallel training turned off: a CV fold is already
+    one unit of parallel work, and starting a Ray Train run per fold would cost more than it
+    trains (the mlp family's `num_workers=0` trains with torch in the calling process)."""
+    model = clone(model)
+    if "model__num_workers" in model.get_params():
+        model.set_params(model__num_workers=0)
+    return model
+
+
+def fold_score(model, fold: int, X: pd.DataFrame, y: np.ndarray, n_splits: int, seed: int) -> float:
+    """roc_auc of `model`'s recipe fitted on all folds but `fold` and scored on `fold`: the
+    number `cross_val_score(model, X, y, cv=StratifiedKFold(n_splits, shuffle=True,
+    random_state=seed), scoring="roc_auc")` gives for that fold."""
+    folds = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    fit_rows, score_rows = list(folds.split(X, y))[fold]
+    fitted = in_process(model).fit(X.iloc[fit_rows], y[fit_rows])
+    return float(check_scoring(fitted, scoring=SCORING)(fitted, X.iloc[score_rows], y[score_rows]))
+
+
+def permutation_seed(seed: int) -> int:
+    """The per-column seed scikit-learn's `permutation_importance(random_state=seed)` draws."""
+    return int(np.random.RandomState(seed).randint(np.iinfo(np.int32).max + 1))
+
+
+def column_importance(column: int, model, X: pd.DataFrame, y: np.ndarray, n_repeats: int, seed: int) -> float:
+    """Mean drop in roc_auc over `n_repeats` shuffles of column `column` of the holdout: equal to
+    `permutation_importance(model, X, y, scoring="roc_auc", n_repeats=n_repeats,
+    random_state=seed).importances_mean[column]` (same shuffles, same order)."""
+    scorer = check_scoring(model, scoring=SCORING)
+    baseline = scorer(model, X, y)
+    rng = np.random.RandomState(permutation_seed(seed))
+    permuted = X.copy()
+    order = np.arange(len(permuted))
+    scores = []
+    for _ in range(n_repeats):
+        rng.shuffle(order)  # cumulative, as scikit-learn does
+        values = permuted.iloc[order, column]
+        values.index = permuted.index
+        permuted[permuted.columns[column]] = values
+        scores.append(scorer(model, permuted, y))
+    return float(np.mean(baseline - np.asarray(scores)))
+
+
+def fold_scores(model, X: pd.DataFrame, y: np.ndarray, n_splits: int, seed: int, backend: str = "local",
+                max_retries: int = 2) -> list[float]:
+    """Every fold's `fold_score`, in fold order; `backend="ray"` runs one Ray task per fold with
+    X and y put in the object store once."""
+    if backend == "ray":
+        from tasks.ray_cluster import run_tasks
+
+        return run_tasks(fold_score, [(model, fold) for fold in range(n_splits)],
+                         shared={"X": X, "y": y, "n_splits": n_splits, "seed": seed},
+                         max_retries=max_retries, what="cross-validation folds")
+    return [fold_score(model, fold, X, y, n_splits, seed) for fold in range(n_splits)]
+
+
+def column_importances(model, X: pd.DataFrame, y: np.ndarray, n_repeats: int, seed: int, backend: str = "local",
+                       max_retries: int = 2) -> list[float]:
+    """Every column's `column_importance`, in column order; `backend="ray"`: one Ray task per
+    column, the fitted model and the holdout in the object store once."""
+    if backend == "ray":
+        from tasks.ray_cluster import run_tasks
+
+        return run_tasks(column_importance, [(column,) for column in range(X.shape[1])],
+                         shared={"model": model, "X": X, "y": y, "n_repeats": n_repeats, "seed": seed},
+                         max_retries=max_retries, what="permutation importance")
+    return [column_importance(column, model, X, y, n_repeats, seed) for column in range(X.shape[1])]

@@ -1,0 +1,261 @@
+"""Every Ray call of the project: connecting, the object store, remote tasks, Ray Train runs.
+
+Connecting is idempotent within a process: the first caller starts a local Ray on 127.0.0.1
+(or joins the cluster at `RAY_ADDRESS`), later callers reuse it, so one `train` run pays Ray's
+start-up once for fitting and evaluation. Only a Ray this module started is shut down (at the
+end of a `session()` that started it, or at exit), never a cluster someone else runs.
+
+Errors from Ray come out as `RayJobError`, whose message names the Ray job id and the cause
+(a dead worker, a lost node, an exception in the task), so a Prefect task run shows both.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_started_here = False
+
+
+class RayJobError(RuntimeError):
+    """A Ray task or Ray Train run failed for good (after Ray's own retries)."""
+
+    def __init__(self, job_id: str, what: str, cause: BaseException):
+        self.job_id, self.cause = job_id, cause
+        super().__init__(f"Ray job {job_id}: {what} failed: {type(cause).__name__}: {_first_line(cause)}")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:500] if text else "no message"
+
+
+@dataclass(frozen=True)
+class RaySession:
+    """Where this process is connected: the job id, the cluster address, the dashboard."""
+
+    job_id: str
+    address: str
+    dashboard_url: str | None
+    started_here: bool
+
+    def tags(self) -> dict[str, str]:
+        """MLflow tags for a run that used Ray."""
+        tags = {"mlpipe.ray_job_id": self.job_id, "mlpipe.ray_address": self.address}
+        if self.dashboard_url:
+            tags["mlpipe.ray_dashboard_url"] = self.dashboard_url
+        return tags
+
+
+def connect(num_cpus: int | None = None) -> RaySession:
+    """Join the cluster at `RAY_ADDRESS`, else start a local Ray on loopback with `num_cpus`
+    (default: all cores) and no dashboard. A second call reuses the connection."""
+    import ray
+
+    global _started_here
+    with _lock:
+        if not ray.is_initialized():
+            address = os.environ.get("RAY_ADDRESS")
+            if address:
+                ray.init(address=address, log_to_driver=False)
+            else:
+                # A local Ray binds to loopback: nothing this project starts listens on other interfaces.
+                ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                         _node_ip_address="127.0.0.1")
+                _started_here = True
+                atexit.register(shutdown)
+        return current_session()
+
+
+def current_session() -> RaySession:
+    """The connected session's identity (call after `connect`)."""
+    import ray
+
+    context = ray.get_runtime_context()
+    dashboard = ray.get_dashboard_url() if hasattr(ray, "get_dashboard_url") else None
+    # The address the user gave (RAY_ADDRESS) names the cluster as they know it; Ray's own GCS
+    # address may be another interface of the same head node.
+    address = str(context.gcs_address) if _started_here else os.environ.get("RAY_ADDRESS") or str(context.gcs_address)
+    return RaySession(job_id=str(context.get_job_id()), address=address,
+                      dashboard_url=f"http://{dashboard}" if dashboard else None, started_here=_started_here)
+
+
+def ray_session_tags() -> dict[str, str]:
+    """MLflow tags of the connected Ray session (empty when not connected)."""
+    import ray
+
+    return current_session().tags() if ray.is_initialized() else {}
+
+
+def is_ray_system_failure(task, task_run, state) -> bool:
+    """Prefect `retry_condition_fn`: retry a task when Ray itself gave up (a worker or node lost
+    beyond Ray's own retries), not when the user's code raised."""
+    try:
+        state.result()
+    except RayJobError as error:
+        return type(error.cause).__module__.startswith("ray.")
+    except Exception:
+        return False
+    return False
+
+
+def shutdown() -> None:
+    """Stop the Ray this process started; a cluster joined through RAY_ADDRESS is only left."""
+    import ray
+
+    global _started_here
+    with _lock:
+        if ray.is_initialized():
+            ray.shutdown()
+        _started_here = False
+
+
+@contextmanager
+def session(num_cpus: int | None = None):
+    """`connect()` for the block; shuts down at the end only if this block started Ray."""
+    import ray
+
+    fresh = not ray.is_initialized()
+    info = connect(num_cpus)
+    try:
+        yield info
+    finally:
+        if fresh and info.started_here:
+            shutdown()
+
+
+def put(value: Any):
+    """Put `value` in the object store once; pass the reference to many tasks."""
+    import ray
+
+    return ray.put(value)
+
+
+def run_tasks(fn: Callable, calls: Iterable[tuple], *, shared: dict[str, Any] | None = None,
+              num_cpus: float = 1, max_retries: int = 2, what: str | None = None) -> list:
+    """Run `fn(*call, **shared)` as one Ray task per call, in order of `calls`.
+
+    `shared` values are put in the object store once and reach every task as the same object
+    (Ray resolves top-level references), instead of being serialized into each task.
+    A task whose worker dies is retried `max_retries` times by Ray; an exception raised by
+    `fn` is not retried (it would fail the same way) and comes out as `RayJobError`."""
+    import ray
+
+    info = connect()
+    remote = ray.remote(num_cpus=num_cpus, max_retries=max_retries)(fn)
+    refs_shared = {key: value if isinstance(value, ray.ObjectRef) else ray.put(value)
+                   for key, value in (shared or {}).items()}
+    try:
+        return ray.get([remote.remote(*call, **refs_shared) for call in calls])
+    except Exception as error:
+        raise RayJobError(info.job_id, what or getattr(fn, "__name__", "task"), _unwrap(error)) from error
+
+
+def _unwrap(error: BaseException) -> BaseException:
+    """The user's exception inside a RayTaskError; Ray's own errors (a dead worker, a lost node) as they are."""
+    cause = getattr(error, "cause", None)
+    return cause if isinstance(cause, BaseException) else error
+
+
+def run_torch_training(train_fn: Callable[[dict], None], config: dict, *, num_workers: int, use_gpu: bool,
+                       storage_path: str, name: str, max_failures: int = 2):
+    """A data-parallel Ray Train run of `train_fn(config)` on `num_workers` workers.
+
+    Each worker checkpoints with `ray.train.report(..., checkpoint=...)`; if a worker dies, Ray
+    Train restarts the group up to `max_failures` times and `train_fn` resumes from
+    `latest_checkpoint()`. Returns Ray Train's `Result` (its `checkpoint` is the last one)."""
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    # Ray Train's controller takes a worker's report when it polls, every 2 s by default, and a
+    # worker holds at most one untaken report: per-epoch reports of short epochs would wait for
+    # the poll. Ray propagates this variable from the driver to the controller.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    info = connect()
+    trainer = TorchTrainer(
+        train_fn, train_loop_config=config,
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+        run_config=RunConfig(name=name, storage_path=storage_path,
+                             failure_config=FailureConfig(max_failures=max_failures)))
+    try:
+        result = trainer.fit()
+    except Exception as error:
+        raise RayJobError(info.job_id, f"Ray Train run {name!r}", _unwrap(error)) from error
+    if getattr(result, "error", None):
+        raise RayJobError(info.job_id, f"Ray Train run {name!r}", result.error)
+    return result
+
+
+# -- helpers for code running inside a Ray Train worker ---------------------------------------
+
+def worker_rank() -> tuple[int, int]:
+    """(world rank, world size) of this Ray Train worker."""
+    import ray.train
+
+    context = ray.train.get_context()
+    return context.get_world_rank(), context.get_world_size()
+
+
+def prepare_model(network):
+    """Wrap the network for data-parallel training (DDP) on this worker's device."""
+    import ray.train.torch
+
+    return ray.train.torch.prepare_model(network)
+
+
+def train_device() -> str:
+    import ray.train.torch
+
+    return str(ray.train.torch.get_device())
+
+
+def latest_checkpoint_dir():
+    """A context manager yielding the folder of the checkpoint to resume from, or None."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    return checkpoint.as_directory() if checkpoint is not None else _null_context()
+
+
+@contextmanager
+def _null_context():
+    yield None
+
+
+def report(metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+    """Report one epoch's metrics to Ray Train, with the checkpoint folder (rank 0 gives one)."""
+    import ray.train
+
+    checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+    ray.train.report(metrics, checkpoint=checkpoint)
+
+
+def get(ref):
+    """The value behind an object reference (inside a worker)."""
+    import ray
+
+    return ray.get(ref)
+
+
+# -- tuning workers as Ray tasks ------------------------------------------------------------------
+
+def run_tuning_workers(plan, train, workers: int) -> None:
+    """tasks/distributed.py's worker loop as Ray tasks: on a local Ray, or the cluster at RAY_ADDRESS.
+    The train split goes to the object store once."""
+    with session(num_cpus=max(workers, 1)):
+        run_tasks(_tuning_worker, [(plan, i) for i in range(workers)], shared={"train": train},
+                  num_cpus=plan.threads_per_worker, max_retries=1, what="tuning workers")
+
+
+def _tuning_worker(plan, worker: int, train) -> int:
+    from tasks.distributed import run_worker
+
+    return run_worker(plan, train, worker)

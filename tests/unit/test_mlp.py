@@ -1,0 +1,124 @@
+"""The mlp family without Ray: the torch-only loop, the numpy forward pass, saving with skops and
+loading without torch, and the config check when torch is missing."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# Run first in a subprocess: any import of torch or Ray fails, as on a machine without them.
+BLOCK_TORCH_AND_RAY = """import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('torch', 'ray'):
+            raise ImportError(f'{name} is blocked in this test')
+sys.meta_path.insert(0, Block())
+"""
+
+
+def _data(n: int = 600, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 6)).astype("float32")
+    y = (X[:, 0] - X[:, 1] + rng.normal(0, 0.5, n) > 0).astype("float32")
+    return X, y
+
+
+def test_choosing_mlp_without_torch_fails_at_config_load_with_the_install_command(monkeypatch):
+    from tasks.config import ConfigError, load_config
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"model.*mlp.*pip install -e '\.\[torch\]'"):
+        load_config(ROOT / "conf" / "churn.yaml", ["model.family=mlp"])
+    load_config(ROOT / "conf" / "churn.yaml")  # other families do not need torch
+
+
+def test_numpy_roc_auc_equals_sklearn_with_ties():
+    pytest.importorskip("torch", reason="tasks.torch_loop needs the torch extra")
+    from tasks.torch_loop import roc_auc
+
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 500)
+    score = np.round(rng.normal(size=500) + y, 1)  # rounded: many ties
+    assert roc_auc(y, score) == pytest.approx(roc_auc_score(y, score), abs=1e-12)
+    assert np.isnan(roc_auc(np.ones(5), np.arange(5.0)))
+
+
+def test_loop_learns_stops_early_and_resumes():
+    pytest.importorskip("torch", reason="the torch-only loop needs the torch extra")
+    from tasks.torch_loop import train_network
+
+    X, y = _data()
+    state = train_network(X[:500], y[:500], X[500:], y[500:], hidden=(16,), epochs=8, patience=None,
+                          learning_rate=1e-2, device="cpu")
+    assert [row["epoch"] for row in state["history"]] == list(range(1, 9))
+    assert state["best_auc"] > 0.85 and state["history"][-1]["train_loss"] < state["history"][0]["train_loss"]
+
+    noise = np.random.default_rng(5).integers(0, 2, 600).astype("float32")  # nothing to learn
+    stopped = train_network(X[:500], noise[:500], X[500:], noise[500:], hidden=(4,), epochs=50, patience=2)
+    assert len(stopped["history"]) < 50 and stopped["bad_epochs"] == 2
+    assert stopped["history"][stopped["best_epoch"] - 1]["val_roc_auc"] == stopped["best_auc"]
+
+    first = train_network(X[:500], y[:500], X[500:], y[500:], hidden=(16,), epochs=3, patience=None)
+    resumed = train_network(X[:500], y[:500], X[500:], y[500:], hidden=(16,), epochs=5, patience=None, state=first)
+    assert [row["epoch"] for row in resumed["history"]] == [1, 2, 3, 4, 5]
+    assert resumed["history"][:3] == first["history"]  # kept, not retrained
+
+
+def test_numpy_forward_pass_equals_the_torch_network():
+    torch = pytest.importorskip("torch", reason="needs the torch extra")
+    from tasks.mlp import forward_numpy
+    from tasks.torch_loop import build_network, weights_of
+
+    torch.manual_seed(0)
+    network = build_network(6, (16, 8)).eval()
+    X, _ = _data(50)
+    with torch.no_grad():
+        expected = torch.sigmoid(network(torch.as_tensor(X)).squeeze(1)).numpy()
+    np.testing.assert_allclose(forward_numpy(weights_of(network), X), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_fitted_classifier_saves_with_skops_and_loads_without_torch(tmp_path):
+    pytest.importorskip("torch", reason="fitting needs the torch extra")
+    import skops.io
+
+    from tasks.mlp import MLPNetClassifier
+    from tasks.registry import trusted_types
+
+    X, y = _data()
+    labels = np.where(y == 1, "Yes", "No")
+    model = MLPNetClassifier(hidden_layers=[16], epochs=4, num_workers=0, patience=None, learning_rate=1e-2).fit(X, labels)
+    assert list(model.classes_) == ["No", "Yes"] and len(model.history_) == 4 and model.ray_job_id_ == ""
+    proba = model.predict_proba(X)
+    assert proba.shape == (600, 2) and roc_auc_score(y, proba[:, 1]) > 0.85
+    assert set(model.predict(X)) <= {"No", "Yes"}
+    path = tmp_path / "model.skops"
+    skops.io.dump(model, path)
+    np.save(tmp_path / "X.npy", X)
+    types = trusted_types(model)  # raises if a type is outside the allow-list
+    assert "tasks.mlp.MLPNetClassifier" in types
+    code = (BLOCK_TORCH_AND_RAY + "import numpy as np, skops.io\n"
+            f"m = skops.io.load({str(path)!r}, trusted={types!r})\n"
+            "assert not any(name.split('.')[0] in ('torch', 'ray') for name in sys.modules)\n"
+            f"print(float(m.predict_proba(np.load({str(tmp_path / 'X.npy')!r}))[:, 1].sum().item()))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert float(out.stdout) == pytest.approx(proba[:, 1].sum(), rel=1e-12)
+
+
+def test_invalid_mlp_params_fail_at_config_check():
+    from tasks.families import check_model_params
+
+    with pytest.raises(ValueError, match=r"model\.params\.mlp\.learning_rate"):
+        check_model_params("mlp", {"learning_rate": -1.0})
+    with pytest.raises(ValueError, match=r"model\.params\.mlp\.layers is not a parameter"):
+        check_model_params("mlp", {"layers": [3]})
