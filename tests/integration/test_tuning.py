@@ -217,9 +217,14 @@ def test_tune_flow_reports_progress_in_logs_and_a_progress_artifact(workspace, f
     result = state.result()
     assert result.complete + result.pruned == 4
     flow_run_id = state.state_details.flow_run_id
+    deadline = time.monotonic() + 30  # logs reach the API from a background worker: give it time under load
     with get_client(sync_client=True) as prefect:
-        logs = [log.message for log in prefect.read_logs(
-            log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))]
+        while True:
+            logs = [log.message for log in prefect.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))]
+            if any(message.startswith("trials 4/4  best ") for message in logs) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         progress = [a for a in prefect.read_artifacts() if a.flow_run_id == flow_run_id and a.type == "progress"]
     assert any(message.startswith("trials 4/4  best ") for message in logs), logs
     assert [a.data for a in progress] == [100.0]
