@@ -33,7 +33,6 @@ NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})
 OUTPUT_COLUMNS = ("probability", "label", "model_name", "model_version", "scored_at")
 ROW_NUMBER_COLUMN = "row_number"
 REJECTED_SAMPLE = 100
-_VALUE_CHARS = 80
 
 
 @dataclass(frozen=True)
@@ -100,12 +99,18 @@ class ScoringSummary:
 
 # -- Conforming rows: the model's own conform step -----------------------------------------------
 
+def _own_conform(pipeline) -> Conform | None:
+    """The model's own conform step (the first of every model registered since models carry one)."""
+    own = getattr(pipeline, "named_steps", {}).get("conform")
+    return own if isinstance(own, Conform) else None
+
+
 def conform_step(pipeline, inputs: Sequence[InputColumn], chunk: pd.DataFrame) -> Conform:
     """The model's own conform step (its first). A model registered before models carried one
     gets a step built from its signature: its numeric columns parsed, the rest (and booleans,
     which it was trained on as categories) as text."""
-    own = getattr(pipeline, "named_steps", {}).get("conform")
-    if isinstance(own, Conform):
+    own = _own_conform(pipeline)
+    if own is not None:
         return own
     require_columns(chunk.columns, [column.name for column in inputs])
     numeric = [c.name for c in inputs if c.type in NUMERIC_TYPES and not holds_booleans(chunk[c.name])]
@@ -199,8 +204,8 @@ def model_threshold(pipeline) -> float:
 def _text_columns(pipeline, inputs: Sequence[InputColumn]) -> list[str]:
     """Columns to read as text, so a code like "007" keeps its zeros and a text column never
     turns numeric in one chunk: the model's categorical columns."""
-    own = getattr(pipeline, "named_steps", {}).get("conform")
-    if isinstance(own, Conform):
+    own = _own_conform(pipeline)
+    if own is not None:
         return list(own.categorical)
     return [c.name for c in inputs if c.type == "string"]
 
