@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import functools
 import hashlib
 import io
 import os
@@ -451,28 +452,72 @@ def load_task(fingerprint: DatasetFingerprint, fmt: str, options: CsvConfig | No
 # earlier one on rows that neither was fit on, without storing any data, only these parameters.
 
 CONTENT_KEY = "content"
+# Version of `row_keys`' hashing, recorded with every split. Scheme 1 (BLAKE2b of each row's joined
+# text, about 13 s per million rows) was replaced by scheme 2 (per-column, per-distinct-value
+# hashing, about 1 s): a model split under another scheme has other keys for the same rows.
+ROW_KEY_SCHEME = "2"
 
 
-def _canonical_text(series: pd.Series) -> pd.Series:
-    """One column as text that does not depend on how the file stored it: blanks/None/NaN -> "",
-    numbers (also numbers stored as text) in one form (1, 1.0 and "1.0" -> "1"), text stripped,
-    booleans "True"/"False". So the CSV and the Parquet export of the same rows hash the same."""
-    if pd.api.types.is_bool_dtype(series):
-        return series.astype("string").fillna("")
-    if pd.api.types.is_numeric_dtype(series):
-        text, numbers = None, series.astype("float64")
+# Tags keep the kinds of value apart, so a number never collides with a text by construction.
+_MISSING = np.uint64(0x9E3779B97F4A7C15)
+_INTEGER = np.uint64(0x632BE59BD9B4E019)
+_FLOAT = np.uint64(0x85EBCA77C2B2AE63)
+_COPY = np.uint64(0xC2B2AE3D27D4EB4F)
+_COMBINE = np.uint64(0x100000001B3)
+
+
+def _text_hashes(values: pd.Series) -> np.ndarray:
+    """BLAKE2b (8 bytes) of each text, as uint64."""
+    blake = functools.partial(hashlib.blake2b, digest_size=8)
+    texts = values.astype(str).to_numpy(dtype=object).tolist()  # plain str: iterating Arrow strings is slow
+    return np.frombuffer(b"".join([blake(t.encode()).digest() for t in texts]), dtype=">u8").astype("uint64")
+
+
+def _value_hashes(values: pd.Series) -> np.ndarray:
+    """A uint64 per distinct value that does not depend on how the file stored it: blanks, None
+    and NaN are one missing value; a number (also one stored as text) hashes by its value, so 1,
+    1.0 and "1.0" agree; text is stripped; booleans hash as "True"/"False"."""
+    if values.empty:
+        return np.zeros(0, dtype="uint64")
+    if pd.api.types.is_bool_dtype(values) or pd.api.types.infer_dtype(values, skipna=True) == "boolean":
+        return _text_hashes(values.astype(str))
+    text, exact = None, None
+    if pd.api.types.is_integer_dtype(values):
+        exact = values.to_numpy(dtype="int64")
+        numbers = exact.astype("float64")
+    elif pd.api.types.is_numeric_dtype(values):
+        numbers = values.to_numpy(dtype="float64", na_value=np.nan)
     else:
-        text = series.astype("string").str.strip()
-        numbers = pd.to_numeric(text, errors="coerce").astype("float64")
-    integral = np.isfinite(numbers) & (numbers == np.floor(numbers)) & (numbers.abs() < 2**53)
-    as_number = numbers.astype("string").mask(integral, numbers.where(integral).astype("Int64").astype("string"))
-    return as_number.where(numbers.notna(), "" if text is None else text).fillna("")
+        text = values.astype("string").str.strip()
+        numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    hashes = np.full(len(values), _MISSING, dtype="uint64")
+    integral = np.isfinite(numbers) & (numbers == np.floor(numbers))
+    if exact is None:  # a float that holds a whole number hashes as that integer (1.0 == 1)
+        integral &= np.abs(numbers) < 2**53
+        exact = np.where(integral, numbers, 0).astype("int64")
+    hashes[integral] = _mix64(exact[integral].view("uint64") ^ _INTEGER)
+    fraction = ~np.isnan(numbers) & ~integral  # also +/-inf
+    hashes[fraction] = _mix64(numbers[fraction].view("uint64") ^ _FLOAT)
+    if text is not None:
+        words = np.isnan(numbers) & text.fillna("").ne("").to_numpy()
+        hashes[words] = _text_hashes(text[words])
+    return hashes
+
+
+def _column_hashes(series: pd.Series) -> np.ndarray:
+    """One uint64 per row of a column; each distinct value is hashed once."""
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    hashes = _value_hashes(pd.Series(uniques, dtype=series.dtype if len(uniques) else "object"))
+    return np.where(codes < 0, _MISSING, hashes[np.maximum(codes, 0)] if len(hashes) else _MISSING)
 
 
 def row_keys(frame: pd.DataFrame, key_columns: list[str] | None = None) -> pd.Series:
     """A uint64 key per row: a hash of the `key_columns` (the IDs) when given, else of the whole
-    row (every column, the target too), each value in the canonical text of `_canonical_text`,
-    columns in name order. Stable across processes, machines and library versions (BLAKE2b).
+    row (every column, the target too), columns in name order. A value hashes by what it means,
+    not how it is stored (see `_value_hashes`), so the CSV and the Parquet export of the same rows
+    get the same keys. Stable across processes, machines and library versions: BLAKE2b for text
+    and splitmix64 arithmetic for numbers, both ours, not pandas' hash. Vectorised per column and
+    hashed once per distinct value (1M rows x 15 columns in about a second).
 
     Content keys number identical rows: the k-th copy of a row (k >= 1, in file order) hashes
     with its number, so copies are split like any other rows. Without it every copy lands on one
@@ -482,13 +527,13 @@ def row_keys(frame: pd.DataFrame, key_columns: list[str] | None = None) -> pd.Se
     columns = sorted(key_columns) if key_columns else sorted(frame.columns, key=str)
     if frame.empty or not columns:
         return pd.Series(np.zeros(len(frame), dtype="uint64"), index=frame.index, name="row_key")
-    parts = [_canonical_text(frame[c]) for c in columns]
-    joined = parts[0].str.cat(parts[1:], sep="\x1f") if len(parts) > 1 else parts[0]
-    if not key_columns:
-        copy = joined.groupby(joined, sort=False).cumcount()
-        joined = joined.where(copy == 0, joined + "\x1e" + copy.astype("string"))
-    digests = [hashlib.blake2b(text.encode(), digest_size=8).digest() for text in joined]
-    keys = np.frombuffer(b"".join(digests), dtype=">u8").astype("uint64")
+    keys = np.zeros(len(frame), dtype="uint64")
+    with np.errstate(over="ignore"):
+        for column in columns:
+            keys = _mix64(keys * _COMBINE + _column_hashes(frame[column]))
+        if not key_columns:
+            copy = pd.Series(keys).groupby(keys, sort=False).cumcount().to_numpy().astype("uint64")
+            keys = np.where(copy > 0, _mix64(keys ^ _mix64(copy ^ _COPY)), keys)
     return pd.Series(keys, index=frame.index, name="row_key")
 
 
@@ -544,6 +589,7 @@ class SplitParams:
     key: str = CONTENT_KEY  # "content", or "id:<col>,<col>" when keyed on ID columns
     time_column: str | None = None
     max_train_time: str | None = None  # time splits: the newest time the model trained on
+    key_scheme: str = ROW_KEY_SCHEME  # how row_keys hashed: keys of two schemes cannot be matched
 
     def tags(self) -> dict[str, str]:
         return {"mlpipe.split." + k: "" if v is None else str(v) for k, v in asdict(self).items()}
@@ -556,7 +602,7 @@ class SplitParams:
             return None
         return cls(method=get("method"), holdout_fraction=float(get("holdout_fraction") or 0),
                    seed=int(get("seed") or 0), key=get("key") or CONTENT_KEY, time_column=get("time_column"),
-                   max_train_time=get("max_train_time"))
+                   max_train_time=get("max_train_time"), key_scheme=get("key_scheme") or "1")
 
     def describe(self) -> str:
         if self.method == "time":

@@ -47,6 +47,9 @@ def champion_unseen_rows(holdout: pd.DataFrame, holdout_keys: np.ndarray, curren
         if champion.key != current.key:
             return None, (f"champion v{champion_version} split rows keyed on {champion.key}, this run on "
                           f"{current.key}: the rows it trained on cannot be matched")
+        if champion.key_scheme != current.key_scheme:
+            return None, (f"champion v{champion_version} hashed its rows with row-key scheme {champion.key_scheme}, "
+                          f"this run with scheme {current.key_scheme}: the rows it trained on cannot be matched")
         unseen = hash_holdout_side(holdout_keys, champion.holdout_fraction, champion.seed)
         same = (champion.method, champion.holdout_fraction, champion.seed) == (current.method,
                                                                                current.holdout_fraction, current.seed)

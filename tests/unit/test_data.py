@@ -522,6 +522,27 @@ def test_row_keys_agree_between_csv_and_parquet(tmp_path):
     assert row_keys(frame).dtype == np.uint64
 
 
+def test_row_keys_hash_values_by_meaning_not_storage():
+    """1, 1.0, "1.0" and " 1 " are one value; blank, None and NaN are one missing value; a
+    boolean equals its text; big int64 IDs keep every digit; numbers never collide with words."""
+    as_stored = [pd.Series([1, 2**60, 2**60 + 1]), pd.Series([1.0, float(2**60), float(2**60 + 1)])]
+    one = [row_keys(pd.DataFrame({"v": values}))[0] for values in
+           (pd.Series([1]), pd.Series([1.0]), pd.Series(["1.0"]), pd.Series([" 1 "]), pd.Series(["1"], dtype="string"))]
+    assert len(set(one)) == 1
+    missing = [row_keys(pd.DataFrame({"v": values}))[0] for values in
+               (pd.Series([None], dtype=object), pd.Series([np.nan]), pd.Series([" "]), pd.Series([""]),
+                pd.Series([pd.NA], dtype="Int64"))]
+    assert len(set(missing)) == 1
+    assert row_keys(pd.DataFrame({"v": [True]}))[0] == row_keys(pd.DataFrame({"v": ["True"]}))[0]
+    assert row_keys(pd.DataFrame({"v": [True]}))[0] != row_keys(pd.DataFrame({"v": [False]}))[0]
+    ids = row_keys(pd.DataFrame({"v": as_stored[0]}), ["v"])
+    assert ids[1] != ids[2]  # exact int64, not a rounded float
+    words = row_keys(pd.DataFrame({"v": ["1", "one", "1.5", "inf", "-inf", "nan"]}), ["v"])
+    assert len(set(words)) == 6 and missing[0] not in set(words)
+    # fixed values: keys must not drift between versions, or every snapshot's split would move
+    assert int(row_keys(pd.DataFrame({"a": [1], "b": ["x"]}))[0]) == 15989393571542512393
+
+
 def test_copies_of_a_row_are_split_like_other_rows_and_keep_their_side_in_a_later_snapshot():
     """Titanic's three coarse columns repeat for 85% of rows: all copies on one side made its
     holdout a few big groups (one class mostly)."""

@@ -261,6 +261,12 @@ def test_comparison_set_too_small_or_keyed_differently():
     summary, _, _ = comparison_set(candidate.holdout, candidate.holdout_keys, "y", candidate.params,
                                    content_keyed, "1", PromotionConfig())
     assert not summary.comparable and "cannot be matched" in summary.problem
+    # a champion recorded before the row-key scheme changed (no key_scheme tag): its keys differ
+    older = SplitParams.from_tags({k: v for k, v in candidate.params.tags().items() if not k.endswith("key_scheme")})
+    summary, _, _ = comparison_set(candidate.holdout, candidate.holdout_keys, "y", candidate.params, older, "1",
+                                   PromotionConfig())
+    assert older.key_scheme == "1" and not summary.comparable
+    assert "row-key scheme 1, this run with scheme 2" in summary.problem
 
 
 def test_incomparable_keeps_the_champion_unless_configured_to_promote_on_the_gate():
