@@ -94,13 +94,13 @@ def run_year(folder: Path, rows_per_month: int, months: int = 12, shift_month: i
     API or temporary server this process uses). Returns one `Month` per month."""
     from flows.monitoring import drift_monitor
     from flows.training import train
-    from tasks import registry
+    from tasks.mlflow_adapter import aliases
     from tasks.config import load_config
 
     results = []
     for month, (snapshot, increment) in enumerate(write_snapshots(folder, rows_per_month, months, shift_month), 1):
         started = time.perf_counter()
-        champion = registry.alias_version(MODEL, "champion")
+        champion = aliases.alias_version(MODEL, "champion")
         drift = None
         if champion is not None:
             drift = bool(drift_monitor(data_uri=str(increment), model_name=MODEL).drifted)
@@ -108,7 +108,7 @@ def run_year(folder: Path, rows_per_month: int, months: int = 12, shift_month: i
         config = load_config(ROOT / "conf" / "churn.yaml", [*BASE_OVERRIDES, *overrides, *extra], str(snapshot))
         summary = train(config=config)
         d = summary.decision
-        entry = [h for h in registry.promotion_history(MODEL) if h.get("version") == summary.version][-1]
+        entry = [h for h in aliases.promotion_history(MODEL) if h.get("version") == summary.version][-1]
         results.append(Month(
             month=month, rows=sum(1 for _ in open(snapshot)) - 1, champion_before=champion,
             version=summary.version, decision="promoted" if d.promoted else d.alias, reason=d.reason,
@@ -124,7 +124,7 @@ def post_shift_scores(folder: Path, results: list[Month], shift_month: int) -> d
     last month's comparison set restricted to post-shift rows: rows neither model trained on."""
     from sklearn.metrics import roc_auc_score
 
-    from tasks import registry
+    from tasks.mlflow_adapter import aliases, models
     from tasks.config import load_config
     from tasks.validation import validate_dataset
 
@@ -134,11 +134,11 @@ def post_shift_scores(folder: Path, results: list[Month], shift_month: int) -> d
     config = load_config(ROOT / "conf" / "churn.yaml", list(BASE_OVERRIDES), str(snapshot))
     raw = pd.read_csv(snapshot)
     validated = validate_dataset(raw, config.data)
-    unseen = {int(k, 16) for k in registry.comparison_keys(results[-1].history_run_id)}
+    unseen = {int(k, 16) for k in aliases.comparison_keys(results[-1].history_run_id)}
     rows = validated.frame[validated.row_keys.isin(unseen).to_numpy() & (raw["month"] >= shift_month).to_numpy()]
     features = [c for c in rows.columns if c != validated.target]
     scores = {v: float(roc_auc_score(rows[validated.target],
-                                     registry.load_version(MODEL, v).predict_proba(rows[features])[:, 1]))
+                                     models.load_version(MODEL, v).predict_proba(rows[features])[:, 1]))
               for v in (before, final)}
     return {"before_shift": before, "final": final, "rows": len(rows), "before_shift_auc": scores[before],
             "final_auc": scores[final]}

@@ -48,7 +48,7 @@ def run(backend: str, workers: int, threads: int | None, trials: int, data: Path
 
         from tasks.config import load_config
         from tasks.distributed import RECORD
-        from tasks.registry import ensure_experiment
+        from tasks.mlflow_adapter.tracking import ensure_experiment
         from tasks.training import prepare_data
         from tasks.tuning import default_storage, run_study
 

@@ -174,8 +174,8 @@ def rollback(
     reason: Annotated[str, typer.Option("--reason", help="Recorded in the promotion history")] = "manual rollback",
 ) -> None:
     """Point `champion` back at an earlier version (it must load); recorded in the history."""
-    from tasks.registry import RollbackError
-    from tasks.registry import rollback as rollback_to
+    from tasks.mlflow_adapter.aliases import RollbackError
+    from tasks.mlflow_adapter.aliases import rollback as rollback_to
 
     try:
         previous = rollback_to(model, to, reason)
@@ -187,7 +187,7 @@ def rollback(
 @app.command()
 def history(model: Annotated[str, typer.Option("--model", help="Registered model name")] = "churn-classifier") -> None:
     """Which version was champion when, and why (promotions, challengers, rollbacks)."""
-    from tasks.registry import promotion_history
+    from tasks.mlflow_adapter.aliases import promotion_history
 
     table = Table("when", "action", "version", "previous champion", "reason")
     for entry in promotion_history(model):

@@ -10,7 +10,7 @@ from tasks.data import fingerprint_task, load_task, resolve_data_task, split_tas
 from tasks.evaluation import evaluate_task
 from tasks.families import AUTO
 from tasks.promotion import promote_task
-from tasks.registry import register_task
+from tasks.registration import register_task
 from tasks.reports import TrainingSummary, model_card_task, report_task
 from tasks.training import candidate_families, features_task, fit_task, select_model_task
 from tasks.tuning import tune_task

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,24 +10,8 @@ from typing import Any
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CachePolicy
 
 from tasks.config import CacheConfig
-
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-
-
-def project_home() -> Path:
-    """Where embedded state lives: `MLPIPE_HOME`, else the current directory."""
-    return Path(os.environ.get("MLPIPE_HOME") or Path.cwd()).resolve()
-
-
-@functools.lru_cache(maxsize=1)
-def source_hash() -> str:
-    """Content hash of the pipeline's own code (tasks/ and flows/)."""
-    digest = hashlib.sha256()
-    for package in ("tasks", "flows"):
-        for path in sorted((PACKAGE_ROOT / package).glob("*.py")):
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+from tasks.lineage import source_hash
+from tasks.paths import project_home
 
 
 @dataclass

@@ -25,11 +25,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 
 from tasks.caching import STEP_CACHE
 from tasks.config import CSV_DELIMITERS, CsvConfig, DataConfig
 from tasks.errors import DataValidationError
+from tasks.retry_policies import IO_RETRIES
 
 _CHUNK = 1 << 20
 
@@ -389,28 +389,6 @@ def _decimal_comma_text(chunk: pd.DataFrame, keep: Sequence[str]) -> pd.DataFram
 
 
 # -- Prefect tasks ---------------------------------------------------------------------------
-
-def is_transient_io_error(task, task_run, state) -> bool:
-    """Retry only faults that may pass (network, throttling, timeouts), never a missing file,
-    a format error or bad data."""
-    try:
-        state.result()
-    except (DatasetError, FileNotFoundError, PermissionError, ValueError, TypeError):
-        return False
-    except (ConnectionError, TimeoutError, OSError):
-        return True
-    except Exception as error:  # botocore/aiobotocore errors carry no common base we can import cheaply
-        return type(error).__module__.startswith(("botocore", "aiobotocore", "aiohttp"))
-    return False
-
-
-IO_RETRIES = dict(
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=is_transient_io_error,
-)
-
 
 @task(name="fingerprint", **IO_RETRIES)
 def fingerprint_task(data: DataConfig) -> DatasetFingerprint:

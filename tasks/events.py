@@ -9,7 +9,8 @@ from prefect import get_run_logger, task
 from prefect.events import emit_event
 from prefect.variables import Variable
 
-from tasks.data import IO_RETRIES, ArrivedObject, count_rows, list_datasets, new_objects
+from tasks.data import ArrivedObject, count_rows, list_datasets, new_objects
+from tasks.retry_policies import IO_RETRIES
 
 DATASET_ARRIVED = "mlpipe.dataset.arrived"
 

@@ -25,13 +25,15 @@ import yaml
 from prefect import get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 from pydantic import Field
 
 from tasks.config import DataConfig, PipelineConfig, Section, build_config
-from tasks.data import IO_RETRIES, DatasetError, dataset_format, read_dataset, split_validated
-from tasks.registry import (TAG_PREFIX, is_transient_tracking_error, load_version, log_run, redact_uri,
-                            resolve_model_version, run_artifact_text, version_run_id, version_tags)
+from tasks.data import DatasetError, dataset_format, read_dataset, split_validated
+from tasks.lineage import TAG_PREFIX, redact_uri
+from tasks.mlflow_adapter.models import load_version
+from tasks.mlflow_adapter.tracking import log_run, run_artifact_text
+from tasks.mlflow_adapter.versions import resolve_model_version, version_run_id, version_tags
+from tasks.retry_policies import IO_RETRIES, TRACKING_RETRIES
 from tasks.conform import numeric_values, text_values
 from tasks.validation import DataValidationError, ValidatedData, validate_dataset
 
@@ -438,10 +440,6 @@ def compare_to_reference(reference: ValidatedData, current: pd.DataFrame, champi
 # -- Prefect tasks ---------------------------------------------------------------------------------
 # No caching: a drift check must look at the data and the champion as they are now, and hashing
 # frames and models for a cache key would be wasted work.
-
-TRACKING_RETRIES = dict(retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
-                        retry_jitter_factor=0.5, retry_condition_fn=is_transient_tracking_error)
-
 
 @task(name="champion", cache_policy=NO_CACHE, **TRACKING_RETRIES)
 def champion_task(model_name: str, model_ref: str) -> Champion:

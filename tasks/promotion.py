@@ -8,14 +8,15 @@ import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 
-from tasks import registry
 from tasks.config import LOWER_IS_BETTER, PromotionConfig
 from tasks.data import Split, SplitParams, hash_holdout_side, newer_than
 from tasks.evaluation import Evaluation
 from tasks.metrics import is_better_or_equal, score_metric
 from tasks.features import FeatureSpec
+from tasks.mlflow_adapter import aliases, versions
+from tasks.mlflow_adapter.models import RegisteredVersion, load_version
+from tasks.retry_policies import TRACKING_RETRIES
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
@@ -167,9 +168,17 @@ def decide_promotion(version: str, candidate_score: float, config: PromotionConf
                f"{champion_score:.4f} on {where} by more than the tolerance {config.tolerance}", **common)
 
 
-@task(name="promote", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
-      retry_jitter_factor=0.5, retry_condition_fn=registry.is_transient_tracking_error)
-def promote_task(version: registry.RegisteredVersion, evaluation: Evaluation, model, split: Split, target: str,
+def rescore_champion(name: str, version: str, rows: pd.DataFrame, target: str, columns: list[str], scorer) -> float:
+    """Re-score registered version `version` (the champion) on `rows` with `scorer(y, proba)`."""
+    model = load_version(name, version)
+    proba = model.predict_proba(rows[columns])[:, 1]
+    return float(scorer(rows[target].to_numpy(), np.asarray(proba)))
+
+
+# -- Prefect task ----------------------------------------------------------------------------------
+
+@task(name="promote", cache_policy=NO_CACHE, **TRACKING_RETRIES)
+def promote_task(version: RegisteredVersion, evaluation: Evaluation, model, split: Split, target: str,
                  spec: FeatureSpec, config: PromotionConfig, threshold: float) -> PromotionDecision:
     """Compare with the current champion on rows neither trained on; set `champion` or `challenger`.
 
@@ -179,9 +188,9 @@ def promote_task(version: registry.RegisteredVersion, evaluation: Evaluation, mo
     with the keys of the rows it compared on (hashes, no data)."""
     from prefect import runtime
 
-    with registry.promotion_lock(version.name, owner=f"v{version.version}"):
+    with aliases.promotion_lock(version.name, owner=f"v{version.version}"):
         decision, keys = _decide_and_apply(version, evaluation, model, split, target, spec, config, threshold)
-        registry.record_promotion(
+        aliases.record_promotion(
             version.name, version=version.version, alias=decision.alias, previous=decision.champion_version,
             action="promote" if decision.promoted else decision.alias, reason=decision.reason,
             scores={"candidate_score": decision.candidate_score, "champion_score": decision.champion_score,
@@ -197,10 +206,10 @@ def promote_task(version: registry.RegisteredVersion, evaluation: Evaluation, mo
 
 def _decide_and_apply(version, evaluation, model, split, target, spec, config, threshold):
     logger = get_run_logger()
-    current = registry.alias_version(version.name, CHAMPION)
+    current = aliases.alias_version(version.name, CHAMPION)
     champion_score = champion_error = comparison = candidate_on_set = keys = None
     if current is not None and current != version.version:
-        champion_split = SplitParams.from_tags(registry.version_tags(version.name, current))
+        champion_split = SplitParams.from_tags(versions.version_tags(version.name, current))
         comparison, rows, keys = comparison_set(split.holdout, split.holdout_keys, target, split.params,
                                                 champion_split, current, config)
         logger.info("comparison set: %d rows, %d positives: %s", comparison.rows, comparison.positives,
@@ -210,13 +219,13 @@ def _decide_and_apply(version, evaluation, model, split, target, spec, config, t
             candidate_on_set = float(scorer(rows[target].to_numpy(),
                                             np.asarray(model.predict_proba(rows[spec.columns])[:, 1])))
             try:
-                champion_score = registry.champion_score(version.name, current, rows, target, spec.columns, scorer)
+                champion_score = rescore_champion(version.name, current, rows, target, spec.columns, scorer)
             except Exception as error:  # incompatible schema, unloadable model: never promote blindly
                 champion_error = f"{type(error).__name__}: {error}"
                 logger.warning("could not re-score champion v%s: %s", current, champion_error)
     decision = decide_promotion(version.version, evaluation.metrics[config.metric], config, current,
                                 champion_score, champion_error, comparison, candidate_on_set)
-    registry.tag_version(version.name, version.version, decision.tags())
+    versions.tag_version(version.name, version.version, decision.tags())
     if decision.alias == CHALLENGER or decision.promoted:
-        registry.set_alias(version.name, decision.alias, version.version)
+        aliases.set_alias(version.name, decision.alias, version.version)
     return decision, keys

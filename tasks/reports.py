@@ -9,7 +9,9 @@ from prefect.cache_policies import NO_CACHE
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks.promotion import PromotionDecision
-from tasks.registry import RegisteredVersion, redact_uri, tracking_uri
+from tasks.lineage import redact_uri
+from tasks.mlflow_adapter.models import RegisteredVersion
+from tasks.mlflow_adapter.tracking import tracking_uri
 
 CARD_METRICS = ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "log_loss", "brier")
 
@@ -146,20 +148,22 @@ def model_card_task(version: RegisteredVersion, decision: PromotionDecision, met
 
     from prefect import runtime
 
-    from tasks import registry
+    from tasks.mlflow_adapter.aliases import alias_version
+    from tasks.mlflow_adapter.tracking import run_url
+    from tasks.mlflow_adapter.versions import describe_model, describe_version, version_description
 
     flow_run_id = str(runtime.flow_run.id or "")
-    existing = registry.version_description(version.name, version.version)
+    existing = version_description(version.name, version.version)
     card = existing if version.reused and existing else model_card(
         name=version.name, version=version.version, decision=decision, metrics=metrics, config=config,
         fingerprint=str(fingerprint), rows=validation_report.rows, positive_rate=validation_report.positive_rate,
-        split=split_params, time_range=time_range, run_id=version.run_id, run_url=registry.run_url(version.run_id),
+        split=split_params, time_range=time_range, run_id=version.run_id, run_url=run_url(version.run_id),
         flow_run_id=flow_run_id, flow_run_url=flow_run_link(flow_run_id, os.environ))
     if card != existing:  # an identical rerun keeps the card of the run that made the version
-        registry.describe_version(version.name, version.version, card)
-    registry.describe_model(version.name, model_description(
-        version.name, config.data.target, config.data.positive_label, registry.alias_version(version.name, "champion"),
-        registry.alias_version(version.name, "challenger")))
+        describe_version(version.name, version.version, card)
+    describe_model(version.name, model_description(
+        version.name, config.data.target, config.data.positive_label, alias_version(version.name, "champion"),
+        alias_version(version.name, "challenger")))
     return card
 
 

@@ -23,11 +23,13 @@ import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.tasks import exponential_backoff
 
-from tasks import registry
 from tasks.conform import Conform, holds_booleans, require_columns
-from tasks.data import IO_RETRIES, open_chunks, storage_options
+from tasks.data import open_chunks, storage_options
+from tasks.lineage import redact_uri
+from tasks.mlflow_adapter.models import load_version, model_input_schema
+from tasks.mlflow_adapter.versions import resolve_model_version
+from tasks.retry_policies import IO_RETRIES, TRACKING_RETRIES
 
 NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})
 OUTPUT_COLUMNS = ("probability", "label", "model_name", "model_version", "scored_at")
@@ -285,8 +287,8 @@ def score_dataset(pipeline, model: ScoringModel, data_uri: str, output_uri: str,
                         "numbers in numeric columns) and not scored")
     return ScoringSummary(
         rows_in=counts["in"], rows_scored=counts["scored"], rows_rejected=counts["rejected"], rejected=sample,
-        output_uri=registry.redact_uri(output_uri), model_name=model.name, model_version=model.version,
-        scored_at=scored_at, data_uri=registry.redact_uri(data_uri), model_ref=model.ref, id_column=written_id,
+        output_uri=redact_uri(output_uri), model_name=model.name, model_version=model.version,
+        scored_at=scored_at, data_uri=redact_uri(data_uri), model_ref=model.ref, id_column=written_id,
         threshold=threshold, rows_positive=counts["positive"], warnings=warnings)
 
 
@@ -325,19 +327,11 @@ def summary_markdown(summary: ScoringSummary) -> str:
 
 # -- Prefect tasks ----------------------------------------------------------------------------
 
-TRACKING_RETRIES = dict(
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=2),
-    retry_jitter_factor=0.5,
-    retry_condition_fn=registry.is_transient_tracking_error,
-)
-
-
 @task(name="resolve-model", **TRACKING_RETRIES)
 def resolve_model_task(model_name: str, model_ref: str) -> ScoringModel:
     """Which version `model_ref` (an alias or a version number) names, and its input signature."""
-    version = registry.resolve_model_version(model_name, model_ref)
-    inputs = tuple(InputColumn(name, kind) for name, kind in registry.model_input_schema(model_name, version))
+    version = resolve_model_version(model_name, model_ref)
+    inputs = tuple(InputColumn(name, kind) for name, kind in model_input_schema(model_name, version))
     get_run_logger().info("%s@%s is v%s; it reads %d columns", model_name, model_ref, version, len(inputs))
     return ScoringModel(model_name, version, model_ref, inputs)
 
@@ -345,7 +339,7 @@ def resolve_model_task(model_name: str, model_ref: str) -> ScoringModel:
 @task(name="load-model", **TRACKING_RETRIES)
 def load_model_task(model: ScoringModel):
     """Load the registered sklearn Pipeline (skops, trusted types only)."""
-    return registry.load_version(model.name, model.version)
+    return load_version(model.name, model.version)
 
 
 # Never cached: each run must write its output, and the key would hash the whole model.

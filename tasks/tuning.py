@@ -25,11 +25,12 @@ import pandas as pd
 from prefect import get_run_logger, task
 from sklearn.base import clone
 
-from tasks.caching import STEP_CACHE, project_home
+from tasks.caching import STEP_CACHE
 from tasks.config import ModelConfig, TuningConfig
 from tasks.distributed import (FINISHED, RECORD, SKIPPED, LocalWorkers, StudyPlan, open_study)
 from tasks.families import AUTO, BLEND
 from tasks.features import FeatureSpec, model_pipeline
+from tasks.paths import project_home
 from tasks.ray_cluster import run_tuning_workers
 from tasks.training import build_estimator
 
@@ -86,11 +87,11 @@ class TrialLog:
     def __init__(self, experiment_id: str, parent_run_id: str, study: str, metric: str):
         from concurrent.futures import ThreadPoolExecutor
 
-        from tasks import registry
+        from tasks.mlflow_adapter import studies
 
-        self._registry = registry
+        self._studies = studies
         self.experiment_id, self.parent_run_id, self.study, self.metric = experiment_id, parent_run_id, study, metric
-        self.logged = registry.logged_trials(experiment_id, parent_run_id)
+        self.logged = studies.logged_trials(experiment_id, parent_run_id)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-trial-log")
         self._pending: list = []
 
@@ -104,7 +105,7 @@ class TrialLog:
                 continue
             record = trial.user_attrs.get(RECORD, {})
             self._pending.append(self._executor.submit(
-                self._registry.log_trial_run, self.experiment_id, self.parent_run_id, self.study,
+                self._studies.log_trial_run, self.experiment_id, self.parent_run_id, self.study,
                 number=trial.number, state=trial.state.name, params=trial.params, metric=self.metric,
                 fold_scores=record.get("fold_scores", []), value=trial.value if trial.state.name == "COMPLETE" else None,
                 seconds=record.get("seconds"), worker=record.get("worker"), error=record.get("error")))
@@ -203,7 +204,7 @@ def run_study(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor,
               progress: Callable[[int, int, float | None, float | None], None] | None = None) -> TuningResult:
     """Create or resume the study, run its workers on the configured backend, log every trial
     and the study's outcome to MLflow, and return the best parameters."""
-    from tasks import registry
+    from tasks.mlflow_adapter import studies
 
     if model.family in (AUTO, BLEND):
         raise ValueError(f"model.family {model.family}: a study tunes one family; the train and tune flows "
@@ -226,7 +227,7 @@ def run_study(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor,
     # Local workers start first: their interpreters import while this process sets up MLflow.
     local = LocalWorkers(plan, train, workers) if tuning.backend == "local" else None
     try:
-        experiment_id, parent = registry.study_run(experiment, name)
+        experiment_id, parent = studies.study_run(experiment, name)
         trial_log = TrialLog(experiment_id, parent, name, tuning.metric)
     except BaseException:
         if local is not None:
@@ -262,7 +263,7 @@ def run_study(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor,
     counts = {s: sum(t.state.name == s and SKIPPED not in t.user_attrs for t in trials)
               for s in ("COMPLETE", "PRUNED", "FAIL")}
     if counts["COMPLETE"] == 0:
-        registry.fail_study_run(parent)
+        studies.fail_study_run(parent)
         raise RuntimeError(f"study {name} has no complete trial ({counts['PRUNED']} pruned, {counts['FAIL']} failed)")
     best = study.best_trial
     result = TuningResult(
@@ -273,7 +274,7 @@ def run_study(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor,
         plots=_plots(study),
         model=model.model_copy(update={"params": {**model.params, model.family: {**model.active_params, **best.params}}}),
     )
-    registry.finish_study_run(
+    studies.finish_study_run(
         parent, metric=tuning.metric, best_params=result.best_params, best_value=result.best_value,
         best_trial=result.best_trial, plots=result.plots,
         counts={"complete": result.complete, "pruned": result.pruned, "failed": result.failed},

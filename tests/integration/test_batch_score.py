@@ -12,7 +12,7 @@ from prefect.client.orchestration import get_client
 
 from flows.batch_inference import score
 from flows.training import train
-from tasks.registry import ModelLookupError
+from tasks.mlflow_adapter.versions import ModelLookupError
 from tasks.validation import DataValidationError
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

@@ -33,7 +33,7 @@ def test_dirty_export_trains_with_only_the_target_named(workspace, dirty_churn_c
 
     from sklearn.compose import ColumnTransformer
 
-    from tasks.registry import load_version
+    from tasks.mlflow_adapter.models import load_version
 
     model = load_version(summary.model_name, summary.version)
     features = next(step for _, step in model.steps if isinstance(step, ColumnTransformer))

@@ -14,7 +14,7 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
 from flows.training import train
-from tasks import registry
+from tasks.mlflow_adapter.models import load_version
 from tasks.tuning import expand_secrets
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
@@ -97,11 +97,11 @@ def test_tampered_model_file_with_an_untrusted_type_is_refused(workspace, fast_c
     files = list((workspace / "mlartifacts").rglob("*.skops"))
     assert files, "the model is stored with skops"
     marker = tmp_path / "marker"
-    model = registry.load_version("churn-classifier", summary.version)
+    model = load_version("churn-classifier", summary.version)
     model.steps.append(("payload", Tampered(str(marker))))
     for path in files:
         path.write_bytes(skops.io.dumps(model))
 
     with pytest.raises(Exception, match="Untrusted types|untrusted"):
-        registry.load_version("churn-classifier", summary.version)
+        load_version("churn-classifier", summary.version)
     assert not marker.exists()  # refused before anything of the tampered type ran

@@ -195,7 +195,7 @@ def test_flow_parameters_are_the_typed_config_form():
 
 def test_grown_snapshot_is_compared_on_unseen_rows_and_described_by_a_model_card(workspace, fast_config,
                                                                                 small_churn_csv, generate_churn):
-    from tasks import registry
+    from tasks.mlflow_adapter import aliases
     from tasks.data import SplitParams, hash_holdout_side, row_keys
 
     older = pd.read_csv(small_churn_csv)
@@ -211,8 +211,8 @@ def test_grown_snapshot_is_compared_on_unseen_rows_and_described_by_a_model_card
     assert d.champion_version == first.version and d.comparison_rows > 100 and d.champion_score is not None
     assert "same hash split" in d.comparison_basis and f"the same {d.comparison_rows} rows" in d.reason
     # the recorded comparison set: the champion trained on none of these customers
-    (entry,) = [h for h in registry.promotion_history(MODEL) if h["version"] == second.version]
-    compared = {int(k, 16) for k in registry.comparison_keys(entry["run_id"])}
+    (entry,) = [h for h in aliases.promotion_history(MODEL) if h["version"] == second.version]
+    compared = {int(k, 16) for k in aliases.comparison_keys(entry["run_id"])}
     assert len(compared) == d.comparison_rows and float(entry["comparison_rows"]) == d.comparison_rows
     champion_split = SplitParams.from_tags(client.get_model_version(MODEL, first.version).tags)
     older_keys = row_keys(older, ["customer_id"]).to_numpy()
@@ -225,7 +225,7 @@ def test_grown_snapshot_is_compared_on_unseen_rows_and_described_by_a_model_card
                  "| holdout | roc_auc ", "| cross-validation | roc_auc ", f"rows neither trained on",
                  str(grown), second.dataset_fingerprint, second.run_id, "| Prefect flow run |"):
         assert text in card, (text, card)
-    champion = registry.alias_version(MODEL, "champion")
+    champion = aliases.alias_version(MODEL, "champion")
     assert f"now **v{champion}**" in client.get_registered_model(MODEL).description
 
 

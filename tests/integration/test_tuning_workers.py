@@ -129,13 +129,13 @@ def test_failing_trials_are_recorded_and_three_in_a_row_stop_the_worker(tmp_path
 
 
 def test_trials_are_logged_once_each_also_across_a_resume(workspace, tmp_path, frame):
-    from tasks import registry
+    from tasks.mlflow_adapter import studies
     from tasks.tuning import TrialLog, fail_interrupted_trials
 
     plan = make_plan(tmp_path, budget=3)
     run_worker(plan, frame)
     study = open_study(plan)
-    experiment_id, parent = registry.study_run("t", plan.study_name)
+    experiment_id, parent = studies.study_run("t", plan.study_name)
 
     log = TrialLog(experiment_id, parent, plan.study_name, "roc_auc")
     assert log.log_finished(study.get_trials(deepcopy=False)[:2]) == 2

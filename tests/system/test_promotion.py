@@ -69,12 +69,12 @@ def test_four_concurrent_runs_leave_the_best_as_champion_and_a_full_history(tmp_
     champion = str(client.get_model_version_by_alias(MODEL, "champion").version)
     assert scores[champion] == max(scores.values()), (champion, scores)
 
-    from tasks import registry
+    from tasks.mlflow_adapter import aliases
 
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_server
     try:
-        history = registry.promotion_history(MODEL)
+        history = aliases.promotion_history(MODEL)
         assert sorted(entry["version"] for entry in history) == sorted(scores)  # one entry per run, none lost
         promoted = [entry["version"] for entry in history if entry["action"] == "promote"]
         assert promoted[-1] == champion
@@ -86,7 +86,7 @@ def test_four_concurrent_runs_leave_the_best_as_champion_and_a_full_history(tmp_
                                 env={**os.environ}, capture_output=True, text=True, timeout=300)
         assert rolled.returncode == 0, rolled.stderr[-2000:]
         assert str(client.get_model_version_by_alias(MODEL, "champion").version) == first
-        last = registry.promotion_history(MODEL)[-1]
+        last = aliases.promotion_history(MODEL)[-1]
         assert (last["action"], last["version"], last["previous_champion"], last["reason"]) == (
             "rollback", first, champion, "bad release")
         missing = subprocess.run([str(BIN / "mlpipe"), "rollback", "--to", "99"], env={**os.environ},

@@ -15,8 +15,10 @@ import pandas as pd
 import pytest
 
 from benchmarks.retraining_year import MODEL, format_post_shift, format_table, post_shift_scores, run_year
-from tasks import registry
 from tasks.data import SplitParams, hash_holdout_side, row_keys
+from tasks.mlflow_adapter.aliases import comparison_keys
+from tasks.mlflow_adapter.tracking import client
+from tasks.mlflow_adapter.versions import version_tags
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 FAST = ("model.params.hist_gradient_boosting={learning_rate: 0.15, max_iter: 40, max_leaf_nodes: 15}",)
@@ -56,17 +58,17 @@ def test_a_year_of_retraining(workspace, capsys):
         promoted = m.challenger_on_set >= m.champion_on_set - TOLERANCE - 1e-12
         assert (m.decision == "promoted") == promoted, (m, table)
         # same split parameters every month: the comparison set is this run's whole holdout
-        assert "same hash split" in registry.version_tags(MODEL, m.version)["promotion.comparison_basis"]
+        assert "same hash split" in version_tags(MODEL, m.version)["promotion.comparison_basis"]
 
     # every comparison set holds no row that either model trained on
     for m in months[1:]:
-        keys = registry.comparison_keys(m.history_run_id)
+        keys = comparison_keys(m.history_run_id)
         assert len(keys) == m.comparison_rows
         compared = set(rows_with_keys(snapshots[m.month], keys)["customer_id"])
         assert len(compared) == m.comparison_rows
         champion_rows = train_ids(snapshots[trained_in[m.champion_before]],
-                                  registry.version_tags(MODEL, m.champion_before))
-        candidate_rows = train_ids(snapshots[m.month], registry.version_tags(MODEL, m.version))
+                                  version_tags(MODEL, m.champion_before))
+        candidate_rows = train_ids(snapshots[m.month], version_tags(MODEL, m.version))
         assert compared.isdisjoint(champion_rows) and compared.isdisjoint(candidate_rows)
 
     # more data wins before the shift; a deliberately weak retrain leaves the champion alone
@@ -91,9 +93,9 @@ def test_a_year_of_retraining(workspace, capsys):
     assert scores["final_auc"] > scores["before_shift_auc"]
 
     # the registry explains each version, and `mlpipe history` shows the whole year
-    card = registry.client().get_model_version(MODEL, final.version).description
+    card = client().get_model_version(MODEL, final.version).description
     assert f"v{final.version}" in card and "comparison set" in card and "hash split" in card
-    assert f"now **v{final.version}**" in registry.client().get_registered_model(MODEL).description
+    assert f"now **v{final.version}**" in client().get_registered_model(MODEL).description
     env = {**os.environ, "COLUMNS": "250"}
     shown = subprocess.run([str(Path(sys.executable).with_name("mlpipe")), "history", "--model", MODEL],
                            capture_output=True, text=True, env=env, timeout=120, cwd=workspace)

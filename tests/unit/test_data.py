@@ -605,3 +605,9 @@ def test_prefix_resolves_to_the_newest_object_and_names_the_rest(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no dataset objects"):
         resolve_data_source(DataConfig(uri=str(tmp_path / "empty") + "/"))
+
+
+def test_file_uri_reads_like_a_path(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("a,b\n1,x\n2,y\n")
+    assert read_dataset(path.as_uri()).equals(read_dataset(str(path)))

@@ -92,7 +92,7 @@ def test_fitted_classifier_saves_with_skops_and_loads_without_torch(tmp_path):
     import skops.io
 
     from tasks.mlp import MLPNetClassifier
-    from tasks.registry import trusted_types
+    from tasks.mlflow_adapter.models import trusted_types
 
     X, y = _data()
     labels = np.where(y == 1, "Yes", "No")

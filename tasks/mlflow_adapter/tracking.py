@@ -1,0 +1,136 @@
+"""MLflow tracking: where the store is, experiments, and runs with their params, metrics and
+artifacts (runs that log no model, such as drift checks, and what the model runs share).
+
+With no `MLFLOW_TRACKING_URI`, MLflow runs embedded: a SQLite file and an artifact folder
+under `<project>/.mlpipe/` (git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from tasks.lineage import LINEAGE_KEY, TAG_PREFIX, redact_uri
+from tasks.paths import project_home
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI`, else a SQLite store under the project."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    state = project_home() / ".mlpipe"
+    state.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{state / 'mlflow.db'}"
+
+
+def _local_artifact_root(uri: str) -> str | None:
+    """For a SQLite store, artifacts go in a folder beside the database (MLflow would otherwise
+    write `./mlruns` wherever the process happens to run)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    db = Path(uri.removeprefix("sqlite:///"))
+    return (db.parent / "mlartifacts").resolve().as_uri()
+
+
+def client():
+    """A client of the configured tracking store (made on each call: the URI may change)."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri())
+
+
+def ensure_experiment(name: str) -> str:
+    """The id of experiment `name`, created (artifacts beside a SQLite store) when missing."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    root = _local_artifact_root(tracking_uri())
+    location = f"{root}/{name}" if root else None
+    try:
+        return mlflow.create_experiment(name, artifact_location=location)
+    except Exception:  # another run created it meanwhile
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
+def log_run(*, experiment: str, run_name: str, params: dict[str, str], metrics: dict[str, float],
+            json_artifacts: dict[str, Any], tags: dict[str, str] | None = None) -> str:
+    """One MLflow run with params, metrics, tags and `<name>.json` artifacts; returns its id."""
+    import mlflow
+
+    experiment_id = ensure_experiment(experiment)
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags or {}) as run:
+        mlflow.log_params(params)
+        mlflow.log_metrics(metrics)
+        log_run_artifacts(json_artifacts)
+    return run.info.run_id
+
+
+def log_run_artifacts(json_artifacts: dict[str, Any], plots: dict[str, bytes] | None = None,
+                      config_yaml: str | None = None, tables: dict[str, list[dict[str, Any]]] | None = None) -> None:
+    """Into the active run: `plots/<name>.png`, `config.yaml`, `<name>.json` artifacts, and
+    tables (name -> rows) as MLflow table artifacts `<name>.json`."""
+    import mlflow
+    import pandas as pd
+
+    if plots is not None:
+        with tempfile.TemporaryDirectory() as folder:
+            for name, png in plots.items():
+                Path(folder, f"{name}.png").write_bytes(png)
+            mlflow.log_artifacts(folder, artifact_path="plots")
+    if config_yaml is not None:
+        mlflow.log_text(config_yaml, "config.yaml")
+    for name, payload in json_artifacts.items():
+        mlflow.log_dict(payload, f"{name}.json")
+    for name, rows in (tables or {}).items():
+        mlflow.log_table(pd.DataFrame(rows), artifact_file=f"{name}.json")
+
+
+def log_step_metrics(run_id: str, rows: list[dict[str, float]]) -> None:
+    """Per-epoch metrics as MLflow step metrics: each row's `epoch` is the step, its other
+    keys the metrics (e.g. train_loss, val_roc_auc), in one batch call."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(key, float(value), now, int(row["epoch"])) for row in rows for key, value in row.items()
+             if key != "epoch"]
+    for start in range(0, len(batch), 1000):  # the tracking API takes at most 1000 metrics per call
+        client().log_batch(run_id, metrics=batch[start:start + 1000])
+
+
+def run_artifact_text(run_id: str, path: str) -> str:
+    """A text artifact of a run (e.g. its `config.yaml`), downloaded to a temporary folder."""
+    with tempfile.TemporaryDirectory() as folder:
+        local = client().download_artifacts(run_id, path, folder)
+        return Path(local).read_text()
+
+
+def run_url(run_id: str) -> str | None:
+    """The MLflow UI page of a run, when the tracking store is a server (else None)."""
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return None
+    experiment_id = client().get_run(run_id).info.experiment_id
+    return f"{redact_uri(uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def mark_orphaned_runs(experiment: str, lineage_key: str) -> list[str]:
+    """Runs of this lineage left RUNNING by a killed attempt (it died while logging, before
+    registering): tagged `mlpipe.orphaned` and ended as FAILED, so nobody mistakes their
+    partial artifacts for a model. Versions are registered only after every artifact is
+    logged, so no version can point at a half-written model."""
+    found = client().get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    runs = client().search_runs([found.experiment_id],
+                                f"tags.`{LINEAGE_KEY}` = '{lineage_key}' and attributes.status = 'RUNNING'")
+    for run in runs:
+        client().set_tag(run.info.run_id, TAG_PREFIX + "orphaned", "true: its train run stopped while logging")
+        client().set_terminated(run.info.run_id, status="FAILED")
+    return [run.info.run_id for run in runs]
