@@ -56,7 +56,7 @@ def result_storage(location: str):
     if "://" in location and not location.startswith("file://"):
         from prefect.filesystems import RemoteFileSystem
 
-        from tasks.data import storage_options
+        from tasks.storage import storage_options
 
         name = "mlpipe-cache-" + hashlib.sha256(location.encode()).hexdigest()[:10]
         block = RemoteFileSystem(basepath=location.rstrip("/"), settings=storage_options(location))

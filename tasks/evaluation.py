@@ -18,7 +18,7 @@ from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocC
 
 from tasks.caching import STEP_CACHE
 from tasks.config import ComputeConfig, EvaluationConfig
-from tasks.data import stratified_sample
+from tasks.splitting import stratified_sample
 from tasks.evaluation_units import column_importances, fold_scores
 from tasks.features import FeatureSpec
 from tasks.metrics import classification_metrics

@@ -29,7 +29,10 @@ from prefect.tasks import exponential_backoff
 from pydantic import Field
 
 from tasks.config import DataConfig, PipelineConfig, Section, build_config
-from tasks.data import IO_RETRIES, DatasetError, dataset_format, read_dataset, split_validated
+from tasks.data import IO_RETRIES
+from tasks.errors import DatasetError
+from tasks.splitting import split_validated
+from tasks.storage import dataset_format, read_dataset
 from tasks.registry import (TAG_PREFIX, is_transient_tracking_error, load_version, log_run, redact_uri,
                             resolve_model_version, run_artifact_text, version_run_id, version_tags)
 from tasks.conform import numeric_values, text_values

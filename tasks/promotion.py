@@ -12,7 +12,7 @@ from prefect.tasks import exponential_backoff
 
 from tasks import registry
 from tasks.config import LOWER_IS_BETTER, PromotionConfig
-from tasks.data import Split, SplitParams, hash_holdout_side, newer_than
+from tasks.splitting import Split, SplitParams, hash_holdout_side, newer_than
 from tasks.evaluation import Evaluation
 from tasks.metrics import is_better_or_equal, score_metric
 from tasks.features import FeatureSpec

@@ -27,7 +27,8 @@ from prefect.tasks import exponential_backoff
 
 from tasks import registry
 from tasks.conform import Conform, holds_booleans, require_columns
-from tasks.data import IO_RETRIES, open_chunks, storage_options
+from tasks.data import IO_RETRIES
+from tasks.storage import open_chunks, storage_options
 
 NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})
 OUTPUT_COLUMNS = ("probability", "label", "model_name", "model_version", "scored_at")

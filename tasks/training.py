@@ -14,7 +14,7 @@ from sklearn.pipeline import Pipeline
 
 from tasks.caching import STEP_CACHE
 from tasks.config import LOWER_IS_BETTER, FeaturesConfig, ModelConfig
-from tasks.data import stratified_sample
+from tasks.splitting import stratified_sample
 from tasks.families import AUTO, BLEND, default_candidates, get_family, make_blend, make_estimator
 from tasks.features import FeatureSpec, build_preprocessor, feature_spec, model_pipeline
 from tasks.ray_cluster import is_ray_system_failure
@@ -248,7 +248,8 @@ def features_task(numeric: list[str], categorical: list[str], config: FeaturesCo
 def prepare_data(config):
     """load -> validate -> split -> features as plain function calls, without Prefect: for
     benchmarks and scripts. Returns (train, holdout, spec, preprocessor, fingerprint)."""
-    from tasks.data import fingerprint_dataset, read_dataset, split_validated
+    from tasks.splitting import split_validated
+    from tasks.storage import fingerprint_dataset, read_dataset
     from tasks.validation import validate_dataset
 
     fingerprint = fingerprint_dataset(config.data.uri)

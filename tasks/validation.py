@@ -17,8 +17,9 @@ from prefect import get_run_logger, task
 from tasks.caching import STEP_CACHE
 from tasks.conform import coerce_numeric_text, is_numeric, mostly_text
 from tasks.config import DataConfig
-from tasks.data import DatasetFingerprint, key_name, looks_decimal_comma, name_list, row_keys
-from tasks.errors import DataValidationError
+from tasks.errors import DataValidationError, name_list
+from tasks.splitting import key_name, row_keys
+from tasks.storage import DatasetFingerprint, looks_decimal_comma
 
 
 @dataclass
@@ -46,7 +47,7 @@ class ValidatedData:
     # A uint64 per row (same index as `frame`), from the raw row before anything was dropped: a
     # hash of the configured ID columns, else of the whole row. The hash split keys on it.
     row_keys: pd.Series | None = None
-    key_name: str | None = None  # "content" or "id:<columns>" (`tasks.data.key_name`)
+    key_name: str | None = None  # "content" or "id:<columns>" (`tasks.splitting.key_name`)
 
 
 def _fail(message: str, column: str | None = None) -> None:

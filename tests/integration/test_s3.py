@@ -6,7 +6,7 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.training import train
-from tasks.data import fingerprint_dataset
+from tasks.storage import fingerprint_dataset
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

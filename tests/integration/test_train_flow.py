@@ -196,7 +196,7 @@ def test_flow_parameters_are_the_typed_config_form():
 def test_grown_snapshot_is_compared_on_unseen_rows_and_described_by_a_model_card(workspace, fast_config,
                                                                                 small_churn_csv, generate_churn):
     from tasks import registry
-    from tasks.data import SplitParams, hash_holdout_side, row_keys
+    from tasks.splitting import SplitParams, hash_holdout_side, row_keys
 
     older = pd.read_csv(small_churn_csv)
     grown = workspace / "grown.csv"

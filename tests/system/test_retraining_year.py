@@ -16,7 +16,7 @@ import pytest
 
 from benchmarks.retraining_year import MODEL, format_post_shift, format_table, post_shift_scores, run_year
 from tasks import registry
-from tasks.data import SplitParams, hash_holdout_side, row_keys
+from tasks.splitting import SplitParams, hash_holdout_side, row_keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 FAST = ("model.params.hist_gradient_boosting={learning_rate: 0.15, max_iter: 40, max_leaf_nodes: 15}",)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tasks.config import PipelineConfig
-from tasks.data import SplitParams
+from tasks.splitting import SplitParams
 from tasks.promotion import ComparisonSet, decide_promotion
 from tasks.reports import model_card, model_description
 

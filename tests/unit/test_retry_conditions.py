@@ -6,7 +6,9 @@ import pytest
 from mlflow.exceptions import MlflowException
 from prefect.states import Completed, Failed
 
-from tasks.data import DatasetError, is_transient_io_error, read_dataset
+from tasks.data import is_transient_io_error
+from tasks.errors import DatasetError
+from tasks.storage import read_dataset
 from tasks.registry import is_transient_tracking_error
 from tasks.validation import DataValidationError
 
