@@ -27,10 +27,10 @@ from sklearn.base import clone
 
 from tasks.caching import STEP_CACHE, project_home
 from tasks.config import ModelConfig, TuningConfig
-from tasks.distributed import (FINISHED, RECORD, SKIPPED, LocalWorkers, StudyPlan, open_study)
+from tasks.distributed import (FINISHED, RECORD, SKIPPED, LocalWorkers, StudyPlan, open_study,
+                               run_tuning_workers)
 from tasks.families import AUTO, BLEND
 from tasks.features import FeatureSpec, model_pipeline
-from tasks.ray_cluster import run_tuning_workers
 from tasks.training import build_estimator
 
 

@@ -7,7 +7,6 @@ naming the column and the problem. Checks are cheap and deterministic, so they n
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np

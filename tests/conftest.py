@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -41,6 +43,22 @@ def dirty_churn_csv(tmp_path_factory) -> Path:
     with gaps, numbers stored as text with blanks, a True/False column with gaps."""
     path = tmp_path_factory.mktemp("data") / "churn_dirty.csv"
     return _generator("write_dirty_export")(path, rows=1500, seed=11)
+
+
+@pytest.fixture
+def python_without():
+    """Run Python code in a fresh interpreter (at the repository root) where importing any of the
+    `blocked` top-level packages raises ImportError, as on a machine without them."""
+
+    def run(code: str, blocked: tuple[str, ...]) -> subprocess.CompletedProcess:
+        blocker = ("import sys\nclass Block:\n    def find_spec(self, name, path=None, target=None):\n"
+                   f"        if name.split('.')[0] in {tuple(blocked)!r}:\n"
+                   "            raise ImportError(f'{name} is blocked in this test')\n"
+                   "sys.meta_path.insert(0, Block())\n")
+        return subprocess.run([sys.executable, "-c", blocker + code], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+
+    return run
 
 
 @pytest.fixture(scope="session")
