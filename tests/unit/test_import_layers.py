@@ -15,6 +15,9 @@ KERNEL = ["tasks.errors", "tasks.config_sections", "tasks.config_model", "tasks.
 
 BLOCKED = ("prefect", "sklearn")
 
+# Prefect-free, with scikit-learn: the conform step (it ships inside models) and drift statistics.
+KERNEL_WITH_SKLEARN = ["tasks.conform", "tasks.drift", "tasks.features"]
+
 
 def test_kernel_modules_and_a_default_config_need_neither_prefect_nor_sklearn(python_without):
     script = "\n".join(f"import {module}" for module in KERNEL) + """
@@ -26,6 +29,13 @@ print('ok', sorted(m for m in sys.modules if m.split('.')[0] in ('prefect', 'skl
     result = python_without(script, BLOCKED)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok []"
+
+
+def test_kernel_modules_with_sklearn_need_no_prefect(python_without):
+    result = python_without("\n".join(f"import {module}" for module in KERNEL_WITH_SKLEARN) + "\nprint('ok')",
+                            ("prefect",))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
 
 
 def test_the_blocker_really_blocks(python_without):
