@@ -9,7 +9,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
-from tasks.caching import STEP_CACHE
+from tasks.caching import cache_key
 from tasks.config import CsvConfig, DataConfig
 from tasks.data_sources import DataSource, resolve_data_source
 from tasks.errors import DatasetError
@@ -59,7 +59,7 @@ def resolve_data_task(data: DataConfig) -> DataSource:
 
 @task(
     name="load",
-    cache_policy=STEP_CACHE,
+    cache_policy=cache_key("fingerprint", "fmt", "options"),
     persist_result=True,
     cache_result_in_memory=False,
     **IO_RETRIES,

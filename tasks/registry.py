@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import yaml
 from prefect import get_run_logger, runtime, task
+from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
 from tasks.caching import PACKAGE_ROOT, project_home, source_hash
@@ -346,7 +347,9 @@ def champion_score(name: str, version: str, holdout: pd.DataFrame, target: str, 
 
 
 
-@task(name="register", retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
+# Never cached (an identical rerun is caught by the lineage check instead): Prefect's default key
+# would hash the holdout frame and the fitted model on every run.
+@task(name="register", cache_policy=NO_CACHE, retries=3, retry_delay_seconds=exponential_backoff(backoff_factor=2),
       retry_jitter_factor=0.5, retry_condition_fn=is_transient_tracking_error)
 def register_task(model, evaluation, holdout: pd.DataFrame, columns: list[str], config,
                   fingerprint, validation_report, extra_tags: dict[str, str] | None = None,

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 
-from tasks.caching import STEP_CACHE
+from tasks.caching import cache_key
 from tasks.conform import coerce_numeric_text, is_numeric, mostly_text
 from tasks.config import DataConfig
 from tasks.errors import DataValidationError, name_list
@@ -231,7 +231,7 @@ def validate_dataset(frame: pd.DataFrame, config: DataConfig, min_class_rows: in
     return ValidatedData(frame=clean, target=target, report=report, row_keys=keys, key_name=key_name(key_columns))
 
 
-@task(name="validate", cache_policy=STEP_CACHE - "frame", persist_result=True,
+@task(name="validate", cache_policy=cache_key("fingerprint", "config", "min_class_rows"), persist_result=True,
       cache_result_in_memory=False)
 def validate_task(frame: pd.DataFrame, fingerprint: DatasetFingerprint, config: DataConfig,
                   min_class_rows: int = 2) -> ValidatedData:
