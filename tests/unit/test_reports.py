@@ -69,8 +69,9 @@ def test_the_flow_run_is_linked_only_on_a_server_that_outlives_the_run():
 
 def summary(decision, reused: bool = False) -> TrainingSummary:
     return TrainingSummary(model_name="churn-classifier", version="3", reused_version=reused, run_id="r1",
-                           decision=decision, metrics={**METRICS, "train_seconds": 4.2}, dataset_uri="s3://u:pw@b/c.csv",
-                           dataset_fingerprint="etag:abc", tracking_uri="sqlite:///m.db")
+                           decision=decision, metrics={**METRICS, "train_seconds": 4.2},
+                           dataset_uri="s3://u:pw@b/c.csv", dataset_fingerprint="etag:abc",
+                           tracking_uri="sqlite:///m.db")
 
 
 def test_headline_metrics_keep_the_known_metrics_in_order():
