@@ -15,7 +15,7 @@ import pytest
 
 from tasks.config import CsvConfig, DataConfig
 from tasks.csv_dialect import detect_dialect
-from tasks.errors import DatasetError, DataValidationError, name_list
+from tasks.errors import DatasetError, DataValidationError
 from tasks.storage import dataset_format, fingerprint_dataset, open_chunks, read_dataset
 from tasks.validation import validate_dataset
 
@@ -257,14 +257,6 @@ def test_the_dirty_export_reads_right(tmp_path):
 
 
 # -- short error lines ------------------------------------------------------------------------------
-
-def test_name_list_is_short():
-    names = [f"column_with_a_rather_long_name_{i}" for i in range(40)]
-    shown = name_list(names)
-    assert len(shown) < 300 and shown.endswith(", ... 32 more]")
-    assert "'column_with...ong_name_0', 'column_with...ong_name_1'" in shown
-    assert name_list(["a", "b"]) == "['a', 'b']"
-
 
 def test_wrong_delimiter_gives_a_short_line_with_the_hint_first(tmp_path):
     header = ";".join(f"feature_number_{i}" for i in range(40)) + ";churn"
