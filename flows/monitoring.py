@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from prefect import flow
 
-from tasks.monitoring import (DriftReport, DriftThresholds, champion_task, compare_task, current_task,
-                              emit_drift_task, log_drift_task, publish_drift_task, reference_task)
+from tasks.drift import DriftThresholds
+from tasks.monitoring import (DriftReport, champion_task, compare_task, current_task, emit_drift_task, log_drift_task,
+                              publish_drift_task, reference_task)
 
 
 @flow(name="drift-monitor", log_prints=True, validate_parameters=True)

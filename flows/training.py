@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from prefect import flow
 
-from tasks.caching import cached, step_key
+from flows.preparation import prepare_data
+from tasks.caching import cached_steps, step_key
 from tasks.config import PipelineConfig
-from tasks.data import fingerprint_task, load_task, resolve_data_task, split_task
+from tasks.data import resolve_data_task
 from tasks.evaluation import evaluate_task
 from tasks.families import AUTO
 from tasks.promotion import promote_task
 from tasks.registration import register_task
 from tasks.reports import TrainingSummary, model_card_task, report_task
-from tasks.training import candidate_families, features_task, fit_task, select_model_task
+from tasks.training import candidate_families, fit_task, select_model_task
 from tasks.tuning import tune_task
-from tasks.validation import validate_task
 
 
 @flow(name="train", log_prints=True, validate_parameters=True)
@@ -32,36 +32,32 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
     chosen family's parameters first. Cached steps key on the dataset fingerprint and their
     config; `refresh` recomputes them.
     """
-    step = lambda task: cached(task, config.cache, refresh)  # noqa: E731  (cache options per run)
+    cached = cached_steps(config.cache, refresh)  # cached(task): results persisted, keyed per task
 
     source = resolve_data_task(config.data)  # a prefix (`.../`): its newest object
     config = config.with_data(source.data)
-    fingerprint = fingerprint_task(config.data)
-    raw = step(load_task)(fingerprint, config.data.format, config.data.csv)
-    data = step(validate_task)(raw, fingerprint, config.data, config.min_class_rows())
-    split = split_task(data, config.split)
+    prepared = prepare_data(config, cached)  # fingerprint -> load -> validate -> split -> features
+    data, split, fingerprint, data_key = prepared.data, prepared.split, prepared.fingerprint, prepared.data_key
+    spec, preprocessor = prepared.spec, prepared.preprocessor
     train_rows, holdout_rows = split.train, split.holdout
 
-    data_key = step_key(fingerprint, config.data, config.split, config.features)
-    spec, preprocessor = step(features_task)(data.report.numeric_features, data.report.categorical_features,
-                                             config.features, data_key)
     selection_tags, tables = {}, {}
     if config.model.family == AUTO:  # CV of the candidates on the train split; a study tunes one family
-        selection = step(select_model_task)(train_rows, data.target, spec, preprocessor, config.model,
-                                            config.promotion.metric, config.evaluation.cv_folds,
-                                            candidate_families(config.model),
-                                            allow_blend=not config.tuning.enabled, data_key=data_key,
-                                            max_rows=config.evaluation.cv_max_rows)
+        selection = cached(select_model_task)(train_rows, data.target, spec, preprocessor, config.model,
+                                              config.promotion.metric, config.evaluation.cv_folds,
+                                              candidate_families(config.model),
+                                              allow_blend=not config.tuning.enabled, data_key=data_key,
+                                              max_rows=config.evaluation.cv_max_rows)
         config, selection_tags = config.with_model(selection.model), selection.tags()
         tables = {"model_leaderboard": selection.table()}
     tuning_tags = {}
     if config.tuning.enabled:
-        tuning = step(tune_task)(train_rows, data.target, spec, preprocessor, config.model, config.tuning,
-                                 config.tracking.experiment, str(fingerprint), data_key)
+        tuning = cached(tune_task)(train_rows, data.target, spec, preprocessor, config.model, config.tuning,
+                                   config.tracking.experiment, str(fingerprint), data_key)
         config, tuning_tags = config.with_model(tuning.model), tuning.tags()
-    model = step(fit_task)(train_rows, data.target, spec, preprocessor, config.model, data_key)
-    evaluation = step(evaluate_task)(model, train_rows, holdout_rows, data.target, spec, config.evaluation,
-                                     config.split.seed, step_key(data_key, config.model), config.compute)
+    model = cached(fit_task)(train_rows, data.target, spec, preprocessor, config.model, data_key)
+    evaluation = cached(evaluate_task)(model, train_rows, holdout_rows, data.target, spec, config.evaluation,
+                                       config.split.seed, step_key(data_key, config.model), config.compute)
 
     version = register_task(model, evaluation, holdout_rows, spec.columns, config, fingerprint, data.report,
                             {**selection_tags, **tuning_tags, **split.params.tags(), **source.tags()}, tables)

@@ -1,4 +1,5 @@
-"""Where cached task results live, and how a run opts out of or refreshes the cache."""
+"""Caching of pipeline steps: what a cached step's key is made of (`cache_key`), where results
+live (`result_storage`), and how a run opts out of or refreshes the cache (`cached_steps`)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CachePolicy
+from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CachePolicy, CompoundCachePolicy
 
 from tasks.config import CacheConfig
 from tasks.lineage import source_hash
 from tasks.paths import project_home
+from tasks.storage import storage_options
 
 
 @dataclass
@@ -24,9 +26,34 @@ class PipelineCode(CachePolicy):
         return source_hash()
 
 
-# Cache key of every cached step: its code, the pipeline's code, and its inputs (callers
-# subtract the bulky inputs, such as DataFrames, that a fingerprint already stands for).
-STEP_CACHE = TASK_SOURCE + PipelineCode() + INPUTS
+@dataclass
+class NamedInputs(CachePolicy):
+    """Keys on the named inputs only. Every other input (a DataFrame, a fitted model) stays out
+    of the key, so a parameter added later is never hashed unless it is named here."""
+
+    names: tuple[str, ...] = ()
+
+    def compute_key(self, task_ctx, inputs: dict[str, Any] | None, flow_parameters, **kwargs) -> str | None:
+        inputs = inputs or {}
+        return INPUTS.compute_key(task_ctx, {name: inputs.get(name) for name in self.names}, flow_parameters,
+                                  **kwargs)
+
+
+def cache_key(*inputs: str) -> CachePolicy:
+    """The cache policy of a cached step, saying in one place what its key is made of: the
+    task's source, the pipeline's code, and exactly these inputs. Frames are never among them:
+    a fingerprint, a config section or a `data_key` (`step_key`) stands for them."""
+    if not inputs:
+        raise ValueError("name the inputs the cache key is made of")
+    return TASK_SOURCE + PipelineCode() + NamedInputs(names=tuple(inputs))
+
+
+def key_inputs(task) -> tuple[str, ...] | None:
+    """The inputs `task`'s cache key is made of, when it declares them with `cache_key`."""
+    policy = task.cache_policy
+    policies = policy.policies if isinstance(policy, CompoundCachePolicy) else [policy]
+    named = [p for p in policies if isinstance(p, NamedInputs)]
+    return named[0].names if named else None
 
 
 def result_storage(location: str):
@@ -38,8 +65,6 @@ def result_storage(location: str):
     if "://" in location and not location.startswith("file://"):
         from prefect.filesystems import RemoteFileSystem
 
-        from tasks.data import storage_options
-
         name = "mlpipe-cache-" + hashlib.sha256(location.encode()).hexdigest()[:10]
         block = RemoteFileSystem(basepath=location.rstrip("/"), settings=storage_options(location))
         block.save(name, overwrite=True)
@@ -50,12 +75,21 @@ def result_storage(location: str):
     return path
 
 
-def cached(task, config: CacheConfig, refresh: bool = False):
-    """`task` with its results persisted to the configured storage; `refresh` recomputes and
-    overwrites the cached value; a disabled cache turns caching off for the run."""
-    if not config.enabled:
-        return task.with_options(cache_policy=NO_CACHE, persist_result=False)
-    return task.with_options(result_storage=result_storage(config.storage), refresh_cache=refresh)
+def cached_steps(config: CacheConfig, refresh: bool = False):
+    """`cached` for one flow run: `cached(task)` is `task` with its results persisted to the
+    configured storage; `refresh` recomputes and overwrites them; a disabled cache turns caching
+    off for the run. It refuses a task that declares no `cache_key`, so a flow line that says
+    `cached(...)` is a step that really is cached."""
+    storage = result_storage(config.storage) if config.enabled else None
+
+    def cached(task):
+        if key_inputs(task) is None:
+            raise TypeError(f"task {task.name!r} declares no cache key (tasks.caching.cache_key)")
+        if storage is None:
+            return task.with_options(cache_policy=NO_CACHE, persist_result=False)
+        return task.with_options(result_storage=storage, refresh_cache=refresh)
+
+    return cached
 
 
 def step_key(*parts) -> str:

@@ -240,3 +240,19 @@ class LocalWorkers:
             process.join()
         self._folder.cleanup()
 
+
+# -- tuning workers as Ray tasks ------------------------------------------------------------------
+
+def run_tuning_workers(plan: StudyPlan, train: pd.DataFrame, workers: int) -> None:
+    """The worker loop above as Ray tasks: on a local Ray, or the cluster at RAY_ADDRESS. The
+    train split goes to the object store once. (Here, not in tasks/ray_cluster.py, so the generic
+    Ray runner does not import the tuning worker back.)"""
+    from tasks.ray_cluster import run_tasks, session
+
+    with session(num_cpus=max(workers, 1)):
+        run_tasks(_tuning_worker, [(plan, i) for i in range(workers)], shared={"train": train},
+                  num_cpus=plan.threads_per_worker, max_retries=1, what="tuning workers")
+
+
+def _tuning_worker(plan: StudyPlan, worker: int, train: pd.DataFrame) -> int:
+    return run_worker(plan, train, worker)

@@ -16,9 +16,9 @@ from prefect import get_run_logger, task
 from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay, confusion_matrix
 
-from tasks.caching import STEP_CACHE
+from tasks.caching import cache_key
 from tasks.config import ComputeConfig, EvaluationConfig
-from tasks.data import stratified_sample
+from tasks.splitting import stratified_sample
 from tasks.evaluation_units import column_importances, fold_scores
 from tasks.features import FeatureSpec
 from tasks.metrics import classification_metrics
@@ -100,7 +100,7 @@ def evaluate_model(model, train: pd.DataFrame, holdout: pd.DataFrame, target: st
                       sample_rows={"cv": len(cv_rows), "importance": len(importance_rows)}, tags=tags)
 
 
-@task(name="evaluate", cache_policy=STEP_CACHE - "model" - "train" - "holdout" - "compute",
+@task(name="evaluate", cache_policy=cache_key("target", "spec", "config", "seed", "model_key"),
       persist_result=True, cache_result_in_memory=False, retries=1, retry_condition_fn=is_ray_system_failure)
 def evaluate_task(model, train: pd.DataFrame, holdout: pd.DataFrame, target: str, spec: FeatureSpec,
                   config: EvaluationConfig, seed: int, model_key: str,

@@ -9,8 +9,9 @@ from prefect import get_run_logger, task
 from prefect.events import emit_event
 from prefect.variables import Variable
 
-from tasks.data import ArrivedObject, count_rows, list_datasets, new_objects
+from tasks.data_sources import ArrivedObject, list_datasets, new_objects
 from tasks.retry_policies import IO_RETRIES
+from tasks.storage import count_rows
 
 DATASET_ARRIVED = "mlpipe.dataset.arrived"
 

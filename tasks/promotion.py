@@ -10,7 +10,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from tasks.config import LOWER_IS_BETTER, PromotionConfig
-from tasks.data import Split, SplitParams, hash_holdout_side, newer_than
+from tasks.splitting import Split, SplitParams, hash_holdout_side, newer_than
 from tasks.evaluation import Evaluation
 from tasks.metrics import is_better_or_equal, score_metric
 from tasks.features import FeatureSpec

@@ -243,19 +243,3 @@ def get(ref):
     import ray
 
     return ray.get(ref)
-
-
-# -- tuning workers as Ray tasks ------------------------------------------------------------------
-
-def run_tuning_workers(plan, train, workers: int) -> None:
-    """tasks/distributed.py's worker loop as Ray tasks: on a local Ray, or the cluster at RAY_ADDRESS.
-    The train split goes to the object store once."""
-    with session(num_cpus=max(workers, 1)):
-        run_tasks(_tuning_worker, [(plan, i) for i in range(workers)], shared={"train": train},
-                  num_cpus=plan.threads_per_worker, max_retries=1, what="tuning workers")
-
-
-def _tuning_worker(plan, worker: int, train) -> int:
-    from tasks.distributed import run_worker
-
-    return run_worker(plan, train, worker)

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import yaml
 from prefect import get_run_logger, runtime, task
+from prefect.cache_policies import NO_CACHE
 
 from tasks.lineage import TAG_PREFIX, Lineage, code_version, redact_uri, source_hash
 from tasks.mlflow_adapter.models import RegisteredVersion, find_version_by_lineage, log_and_register
@@ -97,7 +98,9 @@ def register_model(model, evaluation, holdout: pd.DataFrame, columns: list[str],
 
 # -- Prefect task ----------------------------------------------------------------------------------
 
-@task(name="register", **TRACKING_RETRIES)
+# Never cached (an identical rerun is caught by the lineage check instead): a cache key would
+# hash the holdout frame and the fitted model on every run.
+@task(name="register", cache_policy=NO_CACHE, **TRACKING_RETRIES)
 def register_task(model, evaluation, holdout: pd.DataFrame, columns: list[str], config,
                   fingerprint, validation_report, extra_tags: dict[str, str] | None = None,
                   tables: dict[str, list[dict]] | None = None) -> RegisteredVersion:

@@ -25,11 +25,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from tasks.conform import Conform, holds_booleans, require_columns
-from tasks.data import open_chunks, storage_options
 from tasks.lineage import redact_uri
 from tasks.mlflow_adapter.models import load_version, model_input_schema
 from tasks.mlflow_adapter.versions import resolve_model_version
 from tasks.retry_policies import IO_RETRIES, TRACKING_RETRIES
+from tasks.storage import open_chunks, storage_options
 
 NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})
 OUTPUT_COLUMNS = ("probability", "label", "model_name", "model_version", "scored_at")

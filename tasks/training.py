@@ -12,9 +12,9 @@ from prefect import get_run_logger, task
 from sklearn.base import clone
 from sklearn.pipeline import Pipeline
 
-from tasks.caching import STEP_CACHE
+from tasks.caching import cache_key
 from tasks.config import LOWER_IS_BETTER, FeaturesConfig, ModelConfig
-from tasks.data import stratified_sample
+from tasks.splitting import stratified_sample
 from tasks.families import AUTO, BLEND, default_candidates, get_family, make_blend, make_estimator
 from tasks.features import FeatureSpec, build_preprocessor, feature_spec, model_pipeline
 from tasks.ray_cluster import is_ray_system_failure
@@ -199,8 +199,9 @@ def select_model(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocess
     return ModelSelection(resolved, metric, board, not_tried, reason, rows=len(train))
 
 
-@task(name="select-model", cache_policy=STEP_CACHE - "train" - "preprocessor", persist_result=True,
-      cache_result_in_memory=False)
+@task(name="select-model", cache_policy=cache_key("target", "spec", "model", "metric", "folds", "candidates",
+                                                  "allow_blend", "data_key", "max_rows"),
+      persist_result=True, cache_result_in_memory=False)
 def select_model_task(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor, model: ModelConfig,
                       metric: str, folds: int, candidates: list[str], allow_blend: bool,
                       data_key: str, max_rows: int | None = None) -> ModelSelection:
@@ -225,7 +226,7 @@ def select_model_task(train: pd.DataFrame, target: str, spec: FeatureSpec, prepr
     return selection
 
 
-@task(name="fit", cache_policy=STEP_CACHE - "train" - "preprocessor", persist_result=True,
+@task(name="fit", cache_policy=cache_key("target", "spec", "config", "data_key"), persist_result=True,
       cache_result_in_memory=False, retries=1, retry_condition_fn=is_ray_system_failure)
 def fit_task(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor, config: ModelConfig,
              data_key: str) -> Pipeline:
@@ -238,8 +239,9 @@ def fit_task(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor, 
     return pipeline
 
 
-@task(name="features", cache_policy=STEP_CACHE, persist_result=True, cache_result_in_memory=False)
-def features_task(numeric: list[str], categorical: list[str], config: FeaturesConfig, data_key: str):
+@task(name="features", cache_policy=cache_key("numeric", "categorical", "config"), persist_result=True,
+      cache_result_in_memory=False)
+def features_task(numeric: list[str], categorical: list[str], config: FeaturesConfig):
     """Decide column roles and build the (unfitted) feature transformer from config."""
     spec = feature_spec(numeric, categorical, config)
     return spec, build_preprocessor(spec, config)
@@ -248,7 +250,8 @@ def features_task(numeric: list[str], categorical: list[str], config: FeaturesCo
 def prepare_data(config):
     """load -> validate -> split -> features as plain function calls, without Prefect: for
     benchmarks and scripts. Returns (train, holdout, spec, preprocessor, fingerprint)."""
-    from tasks.data import fingerprint_dataset, read_dataset, split_validated
+    from tasks.splitting import split_validated
+    from tasks.storage import fingerprint_dataset, read_dataset
     from tasks.validation import validate_dataset
 
     fingerprint = fingerprint_dataset(config.data.uri)

@@ -25,13 +25,13 @@ import pandas as pd
 from prefect import get_run_logger, task
 from sklearn.base import clone
 
-from tasks.caching import STEP_CACHE
+from tasks.caching import cache_key
 from tasks.config import ModelConfig, TuningConfig
-from tasks.distributed import (FINISHED, RECORD, SKIPPED, LocalWorkers, StudyPlan, open_study)
+from tasks.distributed import (FINISHED, RECORD, SKIPPED, LocalWorkers, StudyPlan, open_study,
+                               run_tuning_workers)
 from tasks.families import AUTO, BLEND
 from tasks.features import FeatureSpec, model_pipeline
 from tasks.paths import project_home
-from tasks.ray_cluster import run_tuning_workers
 from tasks.training import build_estimator
 
 
@@ -290,8 +290,8 @@ def _best_value(study) -> float | None:
         return None
 
 
-@task(name="tune", cache_policy=STEP_CACHE - "train" - "preprocessor", persist_result=True,
-      cache_result_in_memory=False)
+@task(name="tune", cache_policy=cache_key("target", "spec", "model", "tuning", "experiment", "fingerprint",
+                                          "data_key"), persist_result=True, cache_result_in_memory=False)
 def tune_task(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor, model: ModelConfig,
               tuning: TuningConfig, experiment: str, fingerprint: str, data_key: str) -> TuningResult:
     """Run (or resume) the Optuna study; cached on (data, search space, trial budget)."""

@@ -7,18 +7,18 @@ naming the column and the problem. Checks are cheap and deterministic, so they n
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
 
-from tasks.caching import STEP_CACHE
+from tasks.caching import cache_key
 from tasks.conform import coerce_numeric_text, is_numeric, mostly_text
 from tasks.config import DataConfig
-from tasks.data import DatasetFingerprint, key_name, looks_decimal_comma, name_list, row_keys
-from tasks.errors import DataValidationError
+from tasks.errors import DataValidationError, name_list
+from tasks.splitting import key_name, row_keys
+from tasks.storage import DatasetFingerprint, looks_decimal_comma
 
 
 @dataclass
@@ -46,7 +46,7 @@ class ValidatedData:
     # A uint64 per row (same index as `frame`), from the raw row before anything was dropped: a
     # hash of the configured ID columns, else of the whole row. The hash split keys on it.
     row_keys: pd.Series | None = None
-    key_name: str | None = None  # "content" or "id:<columns>" (`tasks.data.key_name`)
+    key_name: str | None = None  # "content" or "id:<columns>" (`tasks.splitting.key_name`)
 
 
 def _fail(message: str, column: str | None = None) -> None:
@@ -231,7 +231,7 @@ def validate_dataset(frame: pd.DataFrame, config: DataConfig, min_class_rows: in
     return ValidatedData(frame=clean, target=target, report=report, row_keys=keys, key_name=key_name(key_columns))
 
 
-@task(name="validate", cache_policy=STEP_CACHE - "frame", persist_result=True,
+@task(name="validate", cache_policy=cache_key("fingerprint", "config", "min_class_rows"), persist_result=True,
       cache_result_in_memory=False)
 def validate_task(frame: pd.DataFrame, fingerprint: DatasetFingerprint, config: DataConfig,
                   min_class_rows: int = 2) -> ValidatedData:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -41,6 +43,22 @@ def dirty_churn_csv(tmp_path_factory) -> Path:
     with gaps, numbers stored as text with blanks, a True/False column with gaps."""
     path = tmp_path_factory.mktemp("data") / "churn_dirty.csv"
     return _generator("write_dirty_export")(path, rows=1500, seed=11)
+
+
+@pytest.fixture
+def python_without():
+    """Run Python code in a fresh interpreter (at the repository root) where importing any of the
+    `blocked` top-level packages raises ImportError, as on a machine without them."""
+
+    def run(code: str, blocked: tuple[str, ...]) -> subprocess.CompletedProcess:
+        blocker = ("import sys\nclass Block:\n    def find_spec(self, name, path=None, target=None):\n"
+                   f"        if name.split('.')[0] in {tuple(blocked)!r}:\n"
+                   "            raise ImportError(f'{name} is blocked in this test')\n"
+                   "sys.meta_path.insert(0, Block())\n")
+        return subprocess.run([sys.executable, "-c", blocker + code], cwd=ROOT, capture_output=True, text=True,
+                              timeout=120)
+
+    return run
 
 
 @pytest.fixture(scope="session")
@@ -97,20 +115,79 @@ def s3_endpoint():
 
 
 @pytest.fixture
-def s3_env(s3_endpoint, monkeypatch):
-    """AWS environment pointing at moto, and an empty bucket `bucket` (removed afterwards)."""
+def s3_bucket(s3_endpoint):
+    """`s3_bucket(name, {key: local file})` creates a bucket on moto's S3 server with those
+    objects and returns a boto3 client; every bucket it made is emptied and removed afterwards."""
     import boto3
 
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id="testing",
+                      aws_secret_access_key="testing", region_name="us-east-1")
+    made = []
+
+    def create(name: str, files: dict[str, Path] | None = None):
+        s3.create_bucket(Bucket=name)
+        made.append(name)
+        for key, path in (files or {}).items():
+            s3.upload_file(str(path), name, key)
+        return s3
+
+    yield create
+    for name in made:
+        for item in s3.list_objects_v2(Bucket=name).get("Contents", []):
+            s3.delete_object(Bucket=name, Key=item["Key"])
+        s3.delete_bucket(Bucket=name)
+
+
+@pytest.fixture
+def s3_env(s3_endpoint, s3_bucket, monkeypatch):
+    """AWS environment pointing at moto, and an empty bucket `bucket` (removed afterwards)."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
-    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
-    s3.create_bucket(Bucket="bucket")
-    yield s3
-    for item in s3.list_objects_v2(Bucket="bucket").get("Contents", []):
-        s3.delete_object(Bucket="bucket", Key=item["Key"])
-    s3.delete_bucket(Bucket="bucket")
+    return s3_bucket("bucket")
+
+
+@pytest.fixture
+def start_mlflow_server(tmp_path):
+    """`start_mlflow_server(workers)` runs `mlflow server` (SQLite store and artifacts under
+    tmp_path) until the test ends, and returns its URL once it answers /health."""
+    import signal
+
+    from deployments.local_server import free_port, wait_healthy
+
+    started = []
+
+    def start(workers: int = 1) -> str:
+        port = free_port()
+        log = open(tmp_path / "mlflow.log", "w")
+        process = subprocess.Popen(
+            [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri",
+             f"sqlite:///{tmp_path / 'mlflow.db'}", "--artifacts-destination", str(tmp_path / "artifacts"),
+             "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        started.append(process)
+        wait_healthy(f"http://127.0.0.1:{port}/health", process, timeout=120)
+        return f"http://127.0.0.1:{port}"
+
+    yield start
+    for process in started:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def task_states():
+    """`task_states(flow_run_id)`: task name (without its run suffix) -> state name, for one flow run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    def states(flow_run_id) -> dict[str, str]:
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+        return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}
+
+    return states
 
 
 @pytest.fixture

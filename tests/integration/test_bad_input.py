@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 
 from flows.training import train
 from tasks.config import ConfigError
-from tasks.data import DatasetError
+from tasks.errors import DatasetError
 from tasks.validation import DataValidationError
 
 pytestmark = pytest.mark.usefixtures("prefect_server")

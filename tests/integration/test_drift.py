@@ -14,7 +14,8 @@ from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFi
 
 from flows.monitoring import drift_monitor
 from flows.training import train
-from tasks.monitoring import DRIFT_EVENT, DriftThresholds, drift_table
+from tasks.drift import DriftThresholds
+from tasks.monitoring import DRIFT_EVENT, drift_table
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 CHEAP = ("evaluation.cv_folds=2", "evaluation.permutation_repeats=1")  # the champion's scores don't matter here

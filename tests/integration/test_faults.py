@@ -6,21 +6,13 @@ None), then forwards bytes both ways."""
 
 from __future__ import annotations
 
-import os
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
-import boto3
 import pytest
 from mlflow import MlflowClient
-from moto.server import ThreadedMotoServer
 
-from deployments.local_server import free_port, wait_healthy
 from flows.training import train
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
@@ -76,18 +68,14 @@ class FlakyProxy:
 
 
 @pytest.fixture
-def moto(small_churn_csv, monkeypatch):
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    port = server.get_host_and_port()[1]
+def moto(small_churn_csv, s3_endpoint, s3_bucket, monkeypatch) -> int:
+    """The port of moto's S3 server, with the sample as s3://flaky/churn.csv (the proxy stands in
+    front of it, so AWS_ENDPOINT_URL_S3 is left to the test)."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}")
-    s3.create_bucket(Bucket="flaky")
-    s3.upload_file(str(small_churn_csv), "flaky", "churn.csv")
-    yield port
-    server.stop()
+    s3_bucket("flaky", {"churn.csv": small_churn_csv})
+    return int(s3_endpoint.rsplit(":", 1)[1])
 
 
 def test_s3_that_fails_its_first_requests_is_ridden_out(workspace, fast_config, moto, monkeypatch):
@@ -115,20 +103,9 @@ def test_s3_permanently_down_fails_naming_the_endpoint(workspace, fast_config, m
 
 
 @pytest.fixture
-def mlflow_server(tmp_path):
-    port = free_port()
-    log = open(tmp_path / "mlflow.log", "w")
-    process = subprocess.Popen(
-        [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri",
-         f"sqlite:///{tmp_path / 'mlflow.db'}", "--artifacts-destination", str(tmp_path / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}/health", process, timeout=120)
-        yield port
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+def mlflow_server(start_mlflow_server) -> int:
+    """The port of a one-worker `mlflow server` (the proxy stands in front of it)."""
+    return int(start_mlflow_server(workers=1).rsplit(":", 1)[1])
 
 
 def test_mlflow_server_down_for_seconds_is_ridden_out(workspace, fast_config, mlflow_server, monkeypatch):

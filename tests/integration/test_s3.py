@@ -6,7 +6,7 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.training import train
-from tasks.data import fingerprint_dataset
+from tasks.storage import fingerprint_dataset
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -34,12 +34,10 @@ def test_s3_fingerprint_follows_the_object(s3_env, small_churn_csv, generate_chu
     assert fingerprint_dataset("s3://bucket/data/a.csv").value != first.value
 
 
-def test_task_cache_can_live_on_s3(workspace, fast_config, small_churn_csv, s3_env):
+def test_task_cache_can_live_on_s3(workspace, fast_config, small_churn_csv, s3_env, task_states):
     config = fast_config("cache.storage=s3://bucket/mlpipe-cache")
     first = train(config=config, return_state=True)
     second = train(config=config, return_state=True)
-
-    from tests.integration.test_train_flow import task_states
 
     assert task_states(second.state_details.flow_run_id)["fit"] == "Cached"
     assert second.result().version == first.result().version

@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import boto3
 import pytest
 import skops.io
 from mlflow import MlflowClient
-from moto.server import ThreadedMotoServer
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
@@ -23,20 +21,12 @@ SECRETS = {"AWS_ACCESS_KEY_ID": "AKIAMLPIPESECRET0001", "AWS_SECRET_ACCESS_KEY":
 
 
 @pytest.fixture
-def s3_with_secrets(monkeypatch, small_churn_csv):
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
+def s3_with_secrets(monkeypatch, small_churn_csv, s3_endpoint, s3_bucket):
     for key, value in SECRETS.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
-    s3 = boto3.client("s3", endpoint_url=endpoint)
-    s3.create_bucket(Bucket="secure")
-    s3.upload_file(str(small_churn_csv), "secure", "churn.csv")
-    yield
-    server.stop()
+    monkeypatch.setenv("AWS_ENDPOINT_URL_S3", s3_endpoint)
+    s3_bucket("secure", {"churn.csv": small_churn_csv})
 
 
 def test_secrets_appear_in_no_param_tag_artifact_log_or_flow_parameter(workspace, fast_config, s3_with_secrets,

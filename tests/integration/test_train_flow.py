@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.training import train
 from tasks.validation import DataValidationError
@@ -17,13 +16,6 @@ pytestmark = pytest.mark.usefixtures("prefect_server")
 MODEL = "churn-classifier"
 LINEAGE_TAGS = ("mlpipe.dataset_uri", "mlpipe.dataset_fingerprint", "mlpipe.config_hash",
                 "mlpipe.code_version", "mlpipe.prefect_flow_run_id", "mlpipe.lineage_key")
-
-
-def task_states(flow_run_id) -> dict[str, str]:
-    """task name (without its run suffix) -> state name, for one flow run."""
-    with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}
 
 
 def raw_rows(csv_path, n=30) -> pd.DataFrame:
@@ -104,7 +96,7 @@ def test_failing_gate_becomes_challenger_even_without_champion(workspace, fast_c
         client.get_model_version_by_alias(MODEL, "champion")
 
 
-def test_auto_selection_is_cached_and_a_blend_serves_raw_rows(workspace, fast_config, small_churn_csv):
+def test_auto_selection_is_cached_and_a_blend_serves_raw_rows(task_states, workspace, fast_config, small_churn_csv):
     auto = ("model.family=auto", "model.candidates=[logistic_regression, random_forest]",
             "model.params.random_forest={n_estimators: 30}")
     first = train(config=fast_config(*auto), return_state=True)
@@ -128,7 +120,7 @@ def test_auto_selection_is_cached_and_a_blend_serves_raw_rows(workspace, fast_co
     assert client.get_model_version(MODEL, blend.version).tags["mlpipe.model_family"] == "soft_voting"
 
 
-def test_identical_rerun_hits_cache_and_adds_no_version(workspace, fast_config):
+def test_identical_rerun_hits_cache_and_adds_no_version(task_states, workspace, fast_config):
     first = train(config=fast_config(), return_state=True)
     second = train(config=fast_config(), return_state=True)
 
@@ -145,7 +137,7 @@ def test_identical_rerun_hits_cache_and_adds_no_version(workspace, fast_config):
     assert refreshed.result().reused_version  # same data, config and code: still no new version
 
 
-def test_changed_data_misses_the_cache(workspace, fast_config, generate_churn, tmp_path):
+def test_changed_data_misses_the_cache(task_states, workspace, fast_config, generate_churn, tmp_path):
     first = train(config=fast_config())
     path = tmp_path / "changed.csv"
     generate_churn(rows=1500, seed=12).to_csv(path, index=False)
@@ -154,7 +146,8 @@ def test_changed_data_misses_the_cache(workspace, fast_config, generate_churn, t
     assert state.result().version != first.version
 
 
-def test_bad_dataset_fails_at_validate_with_nothing_registered(workspace, fast_config, small_churn_csv, tmp_path):
+def test_bad_dataset_fails_at_validate_with_nothing_registered(task_states, workspace, fast_config, small_churn_csv,
+                                                               tmp_path):
     frame = pd.read_csv(small_churn_csv)
     frame["churn"] = "No"
     bad = tmp_path / "single_class.csv"
@@ -196,7 +189,7 @@ def test_flow_parameters_are_the_typed_config_form():
 def test_grown_snapshot_is_compared_on_unseen_rows_and_described_by_a_model_card(workspace, fast_config,
                                                                                 small_churn_csv, generate_churn):
     from tasks.mlflow_adapter import aliases
-    from tasks.data import SplitParams, hash_holdout_side, row_keys
+    from tasks.splitting import SplitParams, hash_holdout_side, row_keys
 
     older = pd.read_csv(small_churn_csv)
     grown = workspace / "grown.csv"

@@ -44,7 +44,8 @@ def version_registered(_, mlflow_client: MlflowClient) -> bool:
 
 @pytest.mark.parametrize("kill_when", [fit_running, logging_started, version_registered],
                          ids=["during-fit", "during-model-logging", "between-register-and-promote"])
-def test_rerun_after_sigkill_completes_and_registry_is_consistent(kill_when, workspace, fast_config, small_churn_csv):
+def test_rerun_after_sigkill_completes_and_registry_is_consistent(kill_when, workspace, fast_config, small_churn_csv,
+                                                                   task_states):
     import prefect.settings
     from prefect.client.orchestration import get_client
 
@@ -81,8 +82,6 @@ def test_rerun_after_sigkill_completes_and_registry_is_consistent(kill_when, wor
     stale = tracking.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
     assert stale == []
     if kill_when is not fit_running:  # fit and evaluate had finished before the kill: reused
-        from tests.integration.test_train_flow import task_states
-
         states = task_states(state.state_details.flow_run_id)
         assert states["fit"] == "Cached" and states["evaluate"] == "Cached", states
     if kill_when is logging_started:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,6 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from deployments.local_server import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -20,19 +18,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
 
 @pytest.fixture
-def mlflow_server(tmp_path):
-    port = free_port()
-    log = open(tmp_path / "mlflow.log", "w")
-    process = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
-         "--artifacts-destination", str(tmp_path / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "2"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}/health", process, timeout=120)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+def mlflow_server(start_mlflow_server) -> str:
+    """A two-worker `mlflow server`: the concurrent runs below call it at once."""
+    return start_mlflow_server(workers=2)
 
 
 def train_cli(tmp_path: Path, name: str, tracking: str, data: Path, *overrides: str) -> subprocess.Popen:

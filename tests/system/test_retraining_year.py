@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 
 from benchmarks.retraining_year import MODEL, format_post_shift, format_table, post_shift_scores, run_year
-from tasks.data import SplitParams, hash_holdout_side, row_keys
 from tasks.mlflow_adapter.aliases import comparison_keys
 from tasks.mlflow_adapter.tracking import client
 from tasks.mlflow_adapter.versions import version_tags
+from tasks.splitting import SplitParams, hash_holdout_side, row_keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 FAST = ("model.params.hist_gradient_boosting={learning_rate: 0.15, max_iter: 40, max_leaf_nodes: 15}",)

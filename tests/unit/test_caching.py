@@ -1,9 +1,164 @@
-"""tasks.caching: the step key and where cached results live."""
+"""tasks.caching: what a cached step's key is made of, the code hash, and the per-run cache switch."""
 
 from __future__ import annotations
 
-from tasks.caching import result_storage, step_key
-from tasks.config import SplitConfig
+import importlib
+import inspect
+import pkgutil
+import re
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE, CompoundCachePolicy, Inputs
+
+import tasks
+from tasks import caching
+from tasks.caching import NamedInputs, cache_key, cached_steps, key_inputs, result_storage, step_key
+from tasks.lineage import source_hash
+
+
+def code_hash(root):
+    return source_hash.__wrapped__(root)  # not the memoised one: these trees change under it
+from tasks.config import CacheConfig, DataConfig, SplitConfig
+
+# What a cache key must never hash: a table, or something that carries one.
+FRAME_TYPES = re.compile(r"\b(DataFrame|Series|ValidatedData|Split|ndarray)\b")
+
+
+def _all_tasks() -> list[Task]:
+    found = {}
+    for info in pkgutil.walk_packages(tasks.__path__, "tasks."):
+        module = importlib.import_module(info.name)
+        for value in vars(module).values():
+            if isinstance(value, Task) and value.fn.__module__ == info.name:
+                found[info.name + "." + value.fn.__name__] = value
+    return list(found.values())
+
+
+def _keyed_parameters(step: Task) -> set[str]:
+    """The parameters whose values enter `step`'s cache key."""
+    parameters = set(inspect.signature(step.fn).parameters)
+    declared = key_inputs(step)
+    if declared is not None:
+        return set(declared)
+    policy = step.cache_policy
+    policies = policy.policies if isinstance(policy, CompoundCachePolicy) else [policy]
+    keyed = set()
+    for item in policies:
+        if isinstance(item, Inputs):
+            keyed |= parameters - set(item.exclude)
+    return keyed
+
+
+def test_the_walk_finds_the_cached_steps():
+    names = {step.name for step in _all_tasks()}
+    assert {"load", "validate", "features", "select-model", "fit", "tune", "evaluate", "register"} <= names
+
+
+def test_no_task_hashes_a_frame_into_its_cache_key():
+    offenders = []
+    for step in _all_tasks():
+        signature = inspect.signature(step.fn)
+        for name in _keyed_parameters(step):
+            annotation = signature.parameters[name].annotation
+            if FRAME_TYPES.search(str(annotation)):
+                offenders.append(f"{step.name}({name}: {annotation})")
+    assert not offenders, f"cache keys that would hash a frame: {offenders}"
+
+
+def test_the_frame_check_would_catch_a_default_policy_with_a_frame():
+    @task
+    def careless(frame: pd.DataFrame, config: DataConfig) -> int:
+        return len(frame)
+
+    assert "frame" in _keyed_parameters(careless)
+    assert _keyed_parameters(careless.with_options(cache_policy=NO_CACHE)) == set()
+
+
+def test_every_declared_key_input_is_a_parameter_of_its_task():
+    for step in _all_tasks():
+        declared = key_inputs(step)
+        if declared is not None:
+            assert set(declared) <= set(inspect.signature(step.fn).parameters), step.name
+
+
+def test_cache_key_needs_names():
+    with pytest.raises(ValueError, match="name the inputs"):
+        cache_key()
+
+
+def _key(names, **inputs):
+    return NamedInputs(names=tuple(names)).compute_key(None, inputs, {})
+
+
+def test_the_key_changes_with_the_named_inputs_and_never_with_a_frame():
+    frame = pd.DataFrame({"a": [1, 2]})
+    base = _key(["fingerprint", "config"], frame=frame, fingerprint="sha256:aa", config=SplitConfig())
+    assert base == _key(["fingerprint", "config"], frame=frame.assign(a=[3, 4]), fingerprint="sha256:aa",
+                        config=SplitConfig())
+    assert base != _key(["fingerprint", "config"], frame=frame, fingerprint="sha256:bb", config=SplitConfig())
+    assert base != _key(["fingerprint", "config"], frame=frame, fingerprint="sha256:aa", config=SplitConfig(seed=1))
+
+
+def test_the_whole_policy_changes_with_the_pipeline_code(monkeypatch):
+    @task(cache_policy=cache_key("fingerprint"))
+    def step(frame: pd.DataFrame, fingerprint: str) -> int:
+        return 0
+
+    context = SimpleNamespace(task=step)
+    key = lambda: step.cache_policy.compute_key(context, {"frame": None, "fingerprint": "x"}, {})  # noqa: E731
+    before = key()
+    monkeypatch.setattr(caching, "source_hash", lambda: "another-version")
+    assert key() != before
+
+
+def _tree(root, files: dict[str, str]):
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+def test_code_hash_covers_subfolders(tmp_path):
+    _tree(tmp_path, {"tasks/a.py": "A = 1\n", "tasks/adapters/b.py": "B = 1\n", "flows/f.py": "F = 1\n"})
+    before = code_hash(tmp_path)
+    assert code_hash(tmp_path) == before
+    (tmp_path / "tasks" / "adapters" / "b.py").write_text("B = 2\n")
+    assert code_hash(tmp_path) != before
+
+
+def test_code_hash_changes_when_a_file_moves_and_ignores_other_files(tmp_path):
+    _tree(tmp_path, {"tasks/a.py": "A = 1\n", "flows/f.py": "F = 1\n"})
+    before = code_hash(tmp_path)
+    _tree(tmp_path, {"tasks/notes.md": "not code", "data/x.py": "X = 1\n"})
+    assert code_hash(tmp_path) == before
+    (tmp_path / "tasks" / "a.py").rename(tmp_path / "flows" / "a.py")
+    assert code_hash(tmp_path) != before
+
+
+def test_cached_steps_refuses_a_task_without_a_declared_key(tmp_path):
+    @task
+    def uncached(x: int) -> int:
+        return x
+
+    cached = cached_steps(CacheConfig(storage=str(tmp_path / "cache")))
+    with pytest.raises(TypeError, match="'uncached' declares no cache key"):
+        cached(uncached)
+
+
+def test_cached_steps_persists_to_the_storage_or_turns_caching_off(tmp_path):
+    @task(cache_policy=cache_key("x"))
+    def step(x: int) -> int:
+        return x
+
+    on = cached_steps(CacheConfig(storage=str(tmp_path / "cache")), refresh=True)(step)
+    assert on.refresh_cache is True and str(on.result_storage) == str(tmp_path / "cache")
+    assert (tmp_path / "cache").is_dir() and key_inputs(on) == ("x",)
+    off = cached_steps(CacheConfig(enabled=False, storage=str(tmp_path / "unused")))(step)
+    assert off.cache_policy is NO_CACHE and off.persist_result is False
+    assert not (tmp_path / "unused").exists()
 
 
 def test_step_key_is_stable_and_order_sensitive():

@@ -8,7 +8,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 
 from tasks.config import EvaluationConfig, FeaturesConfig
-from tasks.data import stratified_sample
+from tasks.splitting import stratified_sample
 from tasks.evaluation import evaluate_model
 from tasks.features import build_preprocessor, feature_spec, model_pipeline
 from tasks.metrics import classification_metrics

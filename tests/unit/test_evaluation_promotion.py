@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from tasks.config import PromotionConfig, SplitConfig
-from tasks.data import Split, SplitParams, key_name, row_keys, split_validated
+from tasks.splitting import Split, SplitParams, key_name, row_keys, split_validated
 from tasks.metrics import classification_metrics, is_better_or_equal, score_metric
 from tasks.promotion import CHALLENGER, CHAMPION, ComparisonSet, PromotionDecision, comparison_set, decide_promotion
 from tasks.validation import ValidatedData, ValidationReport

@@ -4,8 +4,6 @@ loading without torch, and the config check when torch is missing."""
 from __future__ import annotations
 
 import importlib.util
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +13,6 @@ from sklearn.metrics import roc_auc_score
 ROOT = Path(__file__).resolve().parents[2]
 
 
-# Run first in a subprocess: any import of torch or Ray fails, as on a machine without them.
-BLOCK_TORCH_AND_RAY = """import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in ('torch', 'ray'):
-            raise ImportError(f'{name} is blocked in this test')
-sys.meta_path.insert(0, Block())
-"""
 
 
 def _data(n: int = 600, seed: int = 0):
@@ -87,7 +77,7 @@ def test_numpy_forward_pass_equals_the_torch_network():
     np.testing.assert_allclose(forward_numpy(weights_of(network), X), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_fitted_classifier_saves_with_skops_and_loads_without_torch(tmp_path):
+def test_fitted_classifier_saves_with_skops_and_loads_without_torch(tmp_path, python_without):
     pytest.importorskip("torch", reason="fitting needs the torch extra")
     import skops.io
 
@@ -106,11 +96,11 @@ def test_fitted_classifier_saves_with_skops_and_loads_without_torch(tmp_path):
     np.save(tmp_path / "X.npy", X)
     types = trusted_types(model)  # raises if a type is outside the allow-list
     assert "tasks.mlp.MLPNetClassifier" in types
-    code = (BLOCK_TORCH_AND_RAY + "import numpy as np, skops.io\n"
+    code = ("import numpy as np, skops.io\n"
             f"m = skops.io.load({str(path)!r}, trusted={types!r})\n"
             "assert not any(name.split('.')[0] in ('torch', 'ray') for name in sys.modules)\n"
             f"print(float(m.predict_proba(np.load({str(tmp_path / 'X.npy')!r}))[:, 1].sum().item()))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    out = python_without(code, blocked=("torch", "ray"))
     assert out.returncode == 0, out.stderr[-2000:]
     assert float(out.stdout) == pytest.approx(proba[:, 1].sum(), rel=1e-12)
 

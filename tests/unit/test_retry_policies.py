@@ -8,8 +8,7 @@ from mlflow.exceptions import MlflowException
 from prefect.states import Completed, Failed
 from prefect.tasks import exponential_backoff
 
-from tasks.data import DatasetError
-from tasks.errors import DataValidationError
+from tasks.errors import DatasetError, DataValidationError
 from tasks.retry_policies import (IO_RETRIES, TRACKING_RETRIES, exponential_delays, is_transient_io_error,
                                   is_transient_tracking_error)
 

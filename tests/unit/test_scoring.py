@@ -243,7 +243,7 @@ def test_output_must_not_be_the_input(tmp_path, pipeline):
 
 
 def test_semicolon_export_with_a_byte_order_mark_scores_like_its_comma_copy(tmp_path, pipeline):
-    """Batch scoring reads with the training reader's dialect detection (tasks.data.open_chunks)."""
+    """Batch scoring reads with the training reader's dialect detection (tasks.storage.open_chunks)."""
     rows = [["customer_id", "tenure", "charges", "plan"], ["c0", "1", "20.5", "basic"], ["c1", "5", " ", "plus"],
             ["c2", "40", "99.9", ""]]
     comma = write_csv(tmp_path / "comma.csv", "".join(",".join(row) + "\n" for row in rows))

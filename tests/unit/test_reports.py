@@ -1,11 +1,12 @@
-"""The model card a version carries in the registry, and the registered model's description."""
+"""tasks.reports: the model card a version carries in the registry, the registered model's
+description, and the run summary's decision markdown."""
 
 from __future__ import annotations
 
 from tasks.config import PipelineConfig
-from tasks.data import SplitParams
+from tasks.splitting import SplitParams
 from tasks.promotion import ComparisonSet, decide_promotion
-from tasks.reports import model_card, model_description
+from tasks.reports import TrainingSummary, decision_markdown, model_card, model_description
 
 METRICS = {"roc_auc": 0.871, "pr_auc": 0.70, "f1": 0.61, "log_loss": 0.38, "cv_roc_auc_mean": 0.89,
            "cv_roc_auc_std": 0.006}
@@ -64,3 +65,40 @@ def test_the_flow_run_is_linked_only_on_a_server_that_outlives_the_run():
     assert flow_run_link("f1", {"PREFECT_API_URL": "http://prefect:4200/api"}) == "http://prefect:4200/runs/flow-run/f1"
     assert flow_run_link("f1", {**temporary, "PREFECT_UI_URL": "https://ui.example"}) == "https://ui.example/runs/flow-run/f1"
     assert flow_run_link("", {"PREFECT_API_URL": "http://prefect:4200/api"}) is None
+
+
+def summary(decision, reused: bool = False) -> TrainingSummary:
+    return TrainingSummary(model_name="churn-classifier", version="3", reused_version=reused, run_id="r1",
+                           decision=decision, metrics={**METRICS, "train_seconds": 4.2},
+                           dataset_uri="s3://u:pw@b/c.csv", dataset_fingerprint="etag:abc",
+                           tracking_uri="sqlite:///m.db")
+
+
+def test_headline_metrics_keep_the_known_metrics_in_order():
+    decision = decide_promotion("3", 0.871, PipelineConfig().promotion)
+    assert list(summary(decision).headline_metrics()) == ["roc_auc", "pr_auc", "f1", "log_loss", "cv_roc_auc_mean",
+                                                          "cv_roc_auc_std"]
+
+
+def test_decision_markdown_of_a_promotion_against_a_champion():
+    fair = ComparisonSet(rows=1183, positives=300, basis="this run's holdout (same hash split)")
+    decision = decide_promotion("3", 0.871, PipelineConfig().promotion, champion_version="2", champion_score=0.86,
+                                comparison=fair, candidate_comparison_score=0.87)
+    text = decision_markdown(summary(decision))
+    for line in ("# churn-classifier v3 -> `champion`", "**Decision:** promoted to champion.",
+                 "| candidate roc_auc | 0.8710 |",
+                 "| previous champion | v2 (roc_auc 0.8600; candidate 0.8700 on the same 1183 rows) |",
+                 "| comparison set | 1183 rows, 300 positive: this run's holdout (same hash split) |",
+                 "| dataset | `s3://***@b/c.csv` |", "| new version | yes |", "| roc_auc | 0.8710 |"):
+        assert line in text, (line, text)
+    assert "pw" not in text and "train_seconds" not in text
+
+
+def test_decision_markdown_of_a_first_version_and_of_a_reused_one():
+    decision = decide_promotion("1", 0.5, PipelineConfig().promotion)  # below the 0.75 gate
+    text = decision_markdown(summary(decision, reused=True))
+    assert "# churn-classifier v3 -> `challenger`" in text and "**Decision:** alias `challenger`." in text
+    assert "| previous champion | none |" in text
+    assert "| comparison set | none (no champion to compare with) |" in text
+    assert "| new version | no (identical rerun: existing version reused) |" in text
+
