@@ -15,6 +15,7 @@ from sklearn.pipeline import Pipeline
 from tasks.caching import cache_key
 from tasks.config import LOWER_IS_BETTER, FeaturesConfig, ModelConfig
 from tasks.splitting import stratified_sample
+from tasks.evaluation_units import in_process
 from tasks.families import AUTO, BLEND, default_candidates, get_family, make_blend, make_estimator
 from tasks.features import FeatureSpec, build_preprocessor, feature_spec, model_pipeline
 from tasks.ray_cluster import is_ray_system_failure
@@ -114,7 +115,8 @@ def cross_validate_family(train: pd.DataFrame, target: str, spec: FeatureSpec, p
     config = model.model_copy(update={"family": family})
     scores, probabilities = [], []
     for fit_rows, score_rows in splits:
-        pipeline = model_pipeline(spec, clone(preprocessor), build_estimator(config))
+        # A fold is one unit of work: the mlp family trains in this process (no Ray Train run per fold)
+        pipeline = in_process(model_pipeline(spec, clone(preprocessor), build_estimator(config)))
         pipeline.fit(X.iloc[fit_rows], y[fit_rows])
         probabilities.append(pipeline.predict_proba(X.iloc[score_rows])[:, 1])
         scores.append(score_metric(metric, y[score_rows], probabilities[-1]))

@@ -308,3 +308,23 @@ def test_selection_on_a_big_train_split_compares_families_on_a_bounded_sample():
     whole = select_model(frame, "churn", spec, preprocessor, config, "roc_auc", 3)
     assert (bounded.rows, whole.rows) == (150, 400)
     assert {c.family for c in bounded.leaderboard} == {"logistic_regression", "hist_gradient_boosting"}
+
+
+def test_a_listed_mlp_candidate_trains_its_folds_in_process_without_ray(monkeypatch):
+    """Selection refits each candidate per fold: a Ray Train run per fold would add its start-up
+    (about 9 s here) to every fold, so the folds train the mlp with torch in this process."""
+    pytest.importorskip("torch", reason="the mlp family needs the torch extra")
+    import tasks.ray_cluster
+    from tasks.training import select_model
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("selection started a Ray Train run")
+
+    monkeypatch.setattr(tasks.ray_cluster, "run_torch_training", no_ray)
+    frame, spec, preprocessor, model = _selection_inputs()
+    listed = model.model_copy(update={"candidates": ["logistic_regression", "mlp"], "blend": False,
+                                      "params": {**model.params, "mlp": {**SMALL["mlp"], "num_workers": 2}}})
+    selection = select_model(frame, "churn", spec, preprocessor, listed, "roc_auc", 3)
+    mlp = next(c for c in selection.leaderboard if c.family == "mlp")
+    assert len(mlp.fold_scores) == 3 and all(0.0 <= s <= 1.0 for s in mlp.fold_scores)
+    assert selection.model.params["mlp"]["num_workers"] == 2  # the final fit keeps its Ray Train workers
