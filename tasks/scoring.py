@@ -119,13 +119,15 @@ def conform_step(pipeline, inputs: Sequence[InputColumn], chunk: pd.DataFrame) -
     return Conform(numeric=numeric, categorical=[c.name for c in inputs if c.name not in numeric]).fit(chunk)
 
 
-def conform_chunk(chunk: pd.DataFrame, conform: Conform, first_row: int = 0) -> ConformedChunk:
+def conform_chunk(chunk: pd.DataFrame, conform: Conform, first_row: int = 0, transform: bool = True) -> ConformedChunk:
     """One chunk through the conform step: rows holding a value that is not a number in a numeric
     column are rejected (`first_row` is the chunk's position in the input, so they carry their row
-    number in the whole file); the others come out as the model reads them."""
+    number in the whole file); the others come out as the model reads them, or, with
+    `transform=False` (a model whose own first step conforms them), as they stand."""
     refused, problems = conform.problems(chunk)
     accepted = ~refused
-    return ConformedChunk(features=conform.transform(chunk[accepted]), accepted=accepted,
+    rows = chunk[accepted] if refused.any() else chunk
+    return ConformedChunk(features=conform.transform(rows) if transform else rows, accepted=accepted,
                           rejected=[RejectedRow(first_row + p.position, p.column, p.value, p.problem)
                                     for p in problems])
 
@@ -265,7 +267,10 @@ def score_dataset(pipeline, model: ScoringModel, data_uri: str, output_uri: str,
                 counts["in"] += len(chunk)
                 if chunk.empty:
                     continue
-                conformed = conform_chunk(chunk, conform_step(pipeline, model.inputs, chunk), first_row)
+                # a model with its own conform step gets the accepted rows raw: conforming them
+                # here as well would do that work twice
+                conformed = conform_chunk(chunk, conform_step(pipeline, model.inputs, chunk), first_row,
+                                          transform=_own_conform(pipeline) is None)
                 rejected_rows = int((~conformed.accepted).sum())
                 counts["rejected"] += rejected_rows
                 sample.extend(conformed.rejected[:REJECTED_SAMPLE - len(sample)])

@@ -255,3 +255,22 @@ def test_semicolon_export_with_a_byte_order_mark_scores_like_its_comma_copy(tmp_
     expected, got = (pd.read_parquet(tmp_path / f"{name}.parquet") for name in ("comma", "semicolon"))
     assert got["customer_id"].tolist() == ["c0", "c1", "c2"]
     np.testing.assert_array_equal(got["probability"].to_numpy(), expected["probability"].to_numpy())
+
+
+def test_a_model_with_its_own_conform_step_conforms_each_chunk_once(tmp_path, pipeline, monkeypatch):
+    """The model's first step conforms the rows, so scoring hands it the accepted rows raw:
+    conforming them beforehand as well did the same work twice."""
+    own = Pipeline([("conform", Conform(numeric=["tenure", "charges"], categorical=["plan"])
+                     .fit(pd.DataFrame({"tenure": [1.0], "charges": [2.0], "plan": ["basic"]}))),
+                    *pipeline.steps])
+    calls = []
+    real = Conform.transform
+    monkeypatch.setattr(Conform, "transform", lambda self, X: calls.append(len(X)) or real(self, X))
+    data = write_csv(tmp_path / "in.csv", "customer_id,tenure,charges,plan\nc0,1,20.5,basic\nc1,5, ,plus\n"
+                                          "c2,abc,30,pro\nc3,12,45,enterprise\nc4,40,99.9,\n")
+    summary = score_dataset(own, MODEL, str(data), str(tmp_path / "own.parquet"), chunk_rows=2)
+    assert summary.rows_scored == 4 and calls == [2, 1, 1]  # once per chunk, only the accepted rows
+    legacy = score_dataset(pipeline, MODEL, str(data), str(tmp_path / "legacy.parquet"), chunk_rows=2)
+    assert legacy.rows_scored == 4
+    np.testing.assert_allclose(pd.read_parquet(tmp_path / "own.parquet")["probability"],
+                               pd.read_parquet(tmp_path / "legacy.parquet")["probability"])
