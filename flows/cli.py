@@ -77,8 +77,8 @@ def _print_summary(summary, seconds: float, temporary_server: bool) -> None:
     console.print(f"data       {summary.dataset_uri}  fingerprint {summary.dataset_fingerprint[:30]}")
     console.print(f"mlflow     run {summary.run_id}  ->  mlflow ui --backend-store-uri {summary.tracking_uri}")
     prefect_ui = os.environ.get("PREFECT_API_URL", "").removesuffix("/api")
-    console.print("prefect    " + ("ran on a temporary server; `prefect server start` and set PREFECT_API_URL "
-                                   "to keep runs in the UI" if temporary_server else f"{prefect_ui}/runs"))
+    console.print("prefect    " + ("ran on a temporary server; with `make server` running, runs use it and stay "
+                                   "in its UI" if temporary_server else f"{prefect_ui}/runs"))
     console.print(f"time       {seconds:.1f} s")
 
 
