@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install run test test-fast data clean server mlflow-server deploy worker
+.PHONY: install run test test-fast bench data clean server mlflow-server deploy worker
 
 install: $(STAMP)
 
@@ -25,6 +25,10 @@ test: install
 
 test-fast: install
 	@$(BIN)/python -m pytest -q -m "not slow"
+
+# Ratio benchmarks (not part of `make test`): prints their tables, writes benchmarks/RESULTS.md.
+bench: install
+	@$(BIN)/python benchmarks/run_all.py
 
 data: install
 	@$(BIN)/python data/generate_churn.py

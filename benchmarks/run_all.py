@@ -1,0 +1,80 @@
+"""`make bench`: run the ratio benchmarks one after another and write benchmarks/RESULTS.md.
+
+    .venv/bin/python benchmarks/run_all.py [--only recipe,orchestration,cache] [--tables ...] [--repeats 3]
+
+Each benchmark runs as its own process, one at a time (they measure wall time: run them on a
+quiet machine). Their tables are printed as they finish and written, with the date, the
+machine's cores and the thread settings, to benchmarks/RESULTS.md. Not part of `make test`.
+
+- recipe:        `mlpipe train` vs the seed's plain script (benchmarks/pipeline_vs_recipe.py),
+                 median/min/max of alternating runs, ratio target <= 1.0x;
+- orchestration: the temporary Prefect server's start + stop and the per-task cost
+                 (benchmarks/orchestration.py), target <= 1.5 s;
+- cache:         an identical cached rerun against the cold run (benchmarks/cache.py),
+                 target <= 30%.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def benchmarks(tables: str, repeats: int) -> dict[str, list[str]]:
+    here = Path(__file__).resolve().parent
+    return {
+        "recipe": [str(here / "pipeline_vs_recipe.py"), "--tables", tables, "--repeats", str(repeats)],
+        "orchestration": [str(here / "orchestration.py"), "--repeats", str(repeats)],
+        "cache": [str(here / "cache.py"), "--repeats", str(repeats)],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", default="recipe,orchestration,cache")
+    parser.add_argument("--tables", default="sample-7k,telco-7k,sample-200k",
+                        help="for recipe; add sample-1m for the 1M-row row (about 10 minutes more)")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
+    args = parser.parse_args()
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    header = [
+        "# Benchmark results",
+        "",
+        f"- date: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        f"- machine: {os.cpu_count()} cores, {platform.machine()}, Python {platform.python_version()}, "
+        f"load average at start {load:.2f}",
+        "- threads: " + ", ".join(f"{v}={os.environ.get(v, 'unset')}" for v in THREAD_VARIABLES),
+        f"- command: `make bench` (benchmarks/run_all.py --only {args.only} --tables {args.tables} "
+        f"--repeats {args.repeats})",
+        "",
+    ]
+    sections = []
+    chosen = [name.strip() for name in args.only.split(",") if name.strip()]
+    for name in chosen:
+        command = [sys.executable, *benchmarks(args.tables, args.repeats)[name]]
+        print(f"== {name}: {' '.join(Path(c).name if c.startswith(str(ROOT)) else c for c in command[1:])}",
+              flush=True)
+        started = time.perf_counter()
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        output = done.stdout.strip() or done.stderr.strip()[-3000:]
+        print(output, flush=True)
+        status = "" if done.returncode == 0 else f" (FAILED, exit {done.returncode})"
+        sections += [f"## {name}{status}", "", f"{time.perf_counter() - started:.0f} s of wall time.", "",
+                     "```", output, "```", ""]
+    args.results.write_text("\n".join(header + sections))
+    print(f"wrote {args.results.relative_to(ROOT) if args.results.is_relative_to(ROOT) else args.results}")
+
+
+if __name__ == "__main__":
+    main()
