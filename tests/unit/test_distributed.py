@@ -1,14 +1,12 @@
-"""The tuning worker loop and trial logging, against a real SQLite study and MLflow store."""
+"""tasks.distributed: the tuning worker (study storage, the trial loop, the budget claim, records); no Prefect or MLflow in the worker."""
 
 from __future__ import annotations
 
-import math
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
-import optuna
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
