@@ -38,7 +38,8 @@ class Evaluation:
     tags: dict[str, str] = field(default_factory=dict)  # e.g. the Ray job that ran the folds
 
 
-def _png(fig) -> bytes:
+def figure_png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes (then closed): evaluation's and tuning's plots."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
@@ -76,25 +77,25 @@ def evaluate_model(model, train: pd.DataFrame, holdout: pd.DataFrame, target: st
     fig, ax = plt.subplots(figsize=(5, 4))
     RocCurveDisplay.from_predictions(y, proba, ax=ax, name="holdout")
     ax.set_title(f"ROC (AUC {metrics['roc_auc']:.3f})")
-    plots["roc_curve"] = _png(fig)
+    plots["roc_curve"] = figure_png(fig)
     fig, ax = plt.subplots(figsize=(5, 4))
     PrecisionRecallDisplay.from_predictions(y, proba, ax=ax, name="holdout")
     ax.set_title(f"Precision-recall (AP {metrics['pr_auc']:.3f})")
-    plots["pr_curve"] = _png(fig)
+    plots["pr_curve"] = figure_png(fig)
     fig, ax = plt.subplots(figsize=(5, 4))
     CalibrationDisplay.from_predictions(y, proba, n_bins=10, ax=ax, name="holdout")
     ax.set_title(f"Calibration (Brier {metrics['brier']:.3f})")
-    plots["calibration"] = _png(fig)
+    plots["calibration"] = figure_png(fig)
     fig, ax = plt.subplots(figsize=(4, 4))
     ConfusionMatrixDisplay(confusion, display_labels=["0", "1"]).plot(ax=ax, colorbar=False)
     ax.set_title(f"Confusion matrix (threshold {config.threshold})")
-    plots["confusion_matrix"] = _png(fig)
+    plots["confusion_matrix"] = figure_png(fig)
     top = list(importances.items())[:20][::-1]
     fig, ax = plt.subplots(figsize=(6, 0.3 * len(top) + 1.2))
     ax.barh([k for k, _ in top], [v for _, v in top])
     ax.set_xlabel("mean drop in roc_auc when shuffled")
     ax.set_title(f"Permutation importance ({len(importance_rows):,} holdout rows)")
-    plots["permutation_importance"] = _png(fig)
+    plots["permutation_importance"] = figure_png(fig)
     tags = ray_session_tags() if backend == "ray" else {}
     return Evaluation(metrics=metrics, confusion=confusion.tolist(), importances=importances, plots=plots,
                       sample_rows={"cv": len(cv_rows), "importance": len(importance_rows)}, tags=tags)

@@ -181,7 +181,7 @@ def _plots(study) -> dict[str, bytes]:
     import matplotlib.pyplot as plt
     from optuna.visualization import matplotlib as ovm
 
-    from tasks.evaluation import _png
+    from tasks.evaluation import figure_png
 
     plots: dict[str, bytes] = {}
     for name, draw in (("optimization_history", ovm.plot_optimization_history),
@@ -194,7 +194,7 @@ def _plots(study) -> dict[str, bytes]:
         except (ValueError, RuntimeError, ZeroDivisionError):  # e.g. importances need 2+ complete trials
             continue
         figure = (axes.flat[0] if isinstance(axes, np.ndarray) else axes).get_figure()
-        plots[name] = _png(figure)
+        plots[name] = figure_png(figure)
         plt.close("all")
     return plots
 
