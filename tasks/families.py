@@ -121,7 +121,7 @@ register_family("hist_gradient_boosting", "sklearn.ensemble.HistGradientBoosting
                 {"learning_rate": 0.05, "max_iter": 300, "max_leaf_nodes": 15, "l2_regularization": 1.0,
                  "early_stopping": False}, simplicity=20)
 register_family("random_forest", "sklearn.ensemble.RandomForestClassifier",
-                {"n_estimators": 300, "min_samples_leaf": 3, "n_jobs": 1}, simplicity=30)
+                {"n_estimators": 100, "min_samples_leaf": 3, "n_jobs": 1}, simplicity=30)
 
 
 def torch_installed() -> bool:

@@ -229,7 +229,7 @@ def test_config_hash_ignores_cache_and_data_uri():
 def test_switching_family_picks_its_params():
     config = load_config(CHURN_YAML, ["model.family=random_forest"])
     assert config.model.family == "random_forest"
-    assert config.model.active_params == {"n_estimators": 300, "min_samples_leaf": 3}
+    assert config.model.active_params == {"n_estimators": 100, "min_samples_leaf": 3}
     config = load_config(CHURN_YAML, ["model.family=logistic_regression"])
     assert config.model.active_params == {"C": 1.0}
 
