@@ -41,7 +41,7 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
     spec, preprocessor = prepared.spec, prepared.preprocessor
     train_rows, holdout_rows = split.train, split.holdout
 
-    selection_tags, tables = {}, {}
+    selection_tags, tables, cv_scores = {}, {}, None
     if config.model.family == AUTO:  # CV of the candidates on the train split; a study tunes one family
         selection = cached(select_model_task)(train_rows, data.target, spec, preprocessor, config.model,
                                               config.promotion.metric, config.evaluation.cv_folds,
@@ -50,14 +50,18 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
                                               max_rows=config.evaluation.cv_max_rows)
         config, selection_tags = config.with_model(selection.model), selection.tags()
         tables = {"model_leaderboard": selection.table()}
+        # The picked model was already cross-validated on evaluation's folds: no refit there
+        cv_scores = selection.picked_cv_scores("roc_auc", config.evaluation.cv_folds, config.split.seed,
+                                               config.evaluation.cv_max_rows)
     tuning_tags = {}
     if config.tuning.enabled:
         tuning = cached(tune_task)(train_rows, data.target, spec, preprocessor, config.model, config.tuning,
                                    config.tracking.experiment, str(fingerprint), data_key)
-        config, tuning_tags = config.with_model(tuning.model), tuning.tags()
+        config, tuning_tags, cv_scores = config.with_model(tuning.model), tuning.tags(), None
     model = cached(fit_task)(train_rows, data.target, spec, preprocessor, config.model, data_key)
     evaluation = cached(evaluate_task)(model, train_rows, holdout_rows, data.target, spec, config.evaluation,
-                                       config.split.seed, step_key(data_key, config.model), config.compute)
+                                       config.split.seed, step_key(data_key, config.model), config.compute,
+                                       cv_scores)
 
     version = register_task(model, evaluation, holdout_rows, spec.columns, config, fingerprint, data.report,
                             {**selection_tags, **tuning_tags, **split.params.tags(), **source.tags()}, tables)

@@ -47,10 +47,13 @@ def figure_png(fig) -> bytes:
 
 
 def evaluate_model(model, train: pd.DataFrame, holdout: pd.DataFrame, target: str, spec: FeatureSpec,
-                   config: EvaluationConfig, seed: int = 42, compute: ComputeConfig | None = None) -> Evaluation:
+                   config: EvaluationConfig, seed: int = 42, compute: ComputeConfig | None = None,
+                   cv_scores: tuple[float, ...] | None = None) -> Evaluation:
     """Score `model` on the holdout, cross-validate its recipe on the train split, draw plots.
     With `compute.backend == "ray"` the CV folds and the permutation importance run as Ray
-    tasks; the numbers are the same as on the local backend."""
+    tasks; the numbers are the same as on the local backend. `cv_scores`: the fold scores
+    model selection already has for this model on these folds
+    (`ModelSelection.picked_cv_scores`), used instead of refitting them."""
     backend = compute.backend if compute else "local"
     retries = compute.max_retries if compute else 0
     X, y = holdout[spec.columns], holdout[target].to_numpy()
@@ -61,8 +64,11 @@ def evaluate_model(model, train: pd.DataFrame, holdout: pd.DataFrame, target: st
     # well as the whole table: above the bounds they cost many times the fit itself.
     cv_rows = stratified_sample(train, target, config.cv_max_rows, seed)
     importance_rows = stratified_sample(holdout, target, config.importance_max_rows, seed)
-    cv = np.asarray(fold_scores(model, cv_rows[spec.columns], cv_rows[target].to_numpy(), config.cv_folds, seed,
-                                backend, retries))
+    reused_cv = cv_scores is not None
+    if cv_scores is None:
+        cv_scores = fold_scores(model, cv_rows[spec.columns], cv_rows[target].to_numpy(), config.cv_folds, seed,
+                                backend, retries)
+    cv = np.asarray(cv_scores)
     metrics["cv_roc_auc_mean"] = float(cv.mean())
     metrics["cv_roc_auc_std"] = float(cv.std())
 
@@ -97,6 +103,8 @@ def evaluate_model(model, train: pd.DataFrame, holdout: pd.DataFrame, target: st
     ax.set_title(f"Permutation importance ({len(importance_rows):,} holdout rows)")
     plots["permutation_importance"] = figure_png(fig)
     tags = ray_session_tags() if backend == "ray" else {}
+    if reused_cv:
+        tags["mlpipe.cv_source"] = "model selection's folds (same model, rows and folds; not refitted)"
     return Evaluation(metrics=metrics, confusion=confusion.tolist(), importances=importances, plots=plots,
                       sample_rows={"cv": len(cv_rows), "importance": len(importance_rows)}, tags=tags)
 
@@ -105,10 +113,12 @@ def evaluate_model(model, train: pd.DataFrame, holdout: pd.DataFrame, target: st
       persist_result=True, cache_result_in_memory=False, retries=1, retry_condition_fn=is_ray_system_failure)
 def evaluate_task(model, train: pd.DataFrame, holdout: pd.DataFrame, target: str, spec: FeatureSpec,
                   config: EvaluationConfig, seed: int, model_key: str,
-                  compute: ComputeConfig | None = None) -> Evaluation:
+                  compute: ComputeConfig | None = None, cv_scores: tuple[float, ...] | None = None) -> Evaluation:
     """Evaluate on the holdout; cached on the fitted model's key and the evaluation config
-    (not on the compute backend: both give the same numbers)."""
-    evaluation = evaluate_model(model, train, holdout, target, spec, config, seed, compute)
+    (not on the compute backend nor on `cv_scores`: they give the same numbers)."""
+    evaluation = evaluate_model(model, train, holdout, target, spec, config, seed, compute, cv_scores)
+    if cv_scores is not None:
+        get_run_logger().info("cross-validation: model selection's fold scores of this model, not refitted")
     get_run_logger().info("cross-validated on %d of %d train rows; permutation importance on %d of %d holdout rows",
                           evaluation.sample_rows["cv"], len(train), evaluation.sample_rows["importance"], len(holdout))
     if evaluation.tags:

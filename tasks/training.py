@@ -74,6 +74,18 @@ class ModelSelection:
     not_tried: list[str] = field(default_factory=list)  # candidates left out when the budget ran out
     reason: str = ""
     rows: int = 0  # train rows the candidates were compared on (a stratified sample of big data)
+    folds: int = 0  # how the folds were drawn: their number, the seed of sample and folds, the sample bound
+    seed: int = 0
+    max_rows: int | None = None
+
+    def picked_cv_scores(self, metric: str, folds: int, seed: int, max_rows: int | None) -> tuple[float, ...] | None:
+        """The picked model's fold scores, when a cross-validation with these settings would fit
+        that very model on the very same folds of the same rows (evaluation then reuses them
+        rather than refitting every fold); None otherwise. A blend's scores come from its
+        members' out-of-fold probabilities, which is what the fitted blend averages."""
+        if (metric, folds, seed, max_rows) != (self.metric, self.folds, self.seed, self.max_rows):
+            return None
+        return next((c.fold_scores for c in self.leaderboard if c.picked), None)
 
     def table(self) -> list[dict[str, object]]:
         """The leaderboard as rows (family, mean, std, seconds, picked), best first; candidates
@@ -198,7 +210,8 @@ def select_model(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocess
     board = sorted((CandidateScore(c.family, c.fold_scores, c.seconds,
                                    c.family == chosen and list(c.members) == list(picked), c.members) for c in scores),
                    key=lambda c: -sign * c.mean)
-    return ModelSelection(resolved, metric, board, not_tried, reason, rows=len(train))
+    return ModelSelection(resolved, metric, board, not_tried, reason, rows=len(train), folds=folds, seed=model.seed,
+                          max_rows=max_rows)
 
 
 @task(name="select-model", cache_policy=cache_key("target", "spec", "model", "metric", "folds", "candidates",

@@ -109,6 +109,12 @@ def test_auto_selection_is_cached_and_a_blend_serves_raw_rows(task_states, works
     version = client.get_model_version(MODEL, first.result().version)
     assert version.tags["mlpipe.model_family"] in {"logistic_regression", "random_forest", "soft_voting"}
     assert version.tags["mlpipe.model_selection"]
+    # evaluation took the picked model's CV from selection (same folds) instead of refitting it
+    run = client.get_run(version.run_id)
+    assert run.data.tags["mlpipe.cv_source"].startswith("model selection's folds")
+    board = client.load_table(run.info.experiment_id, "model_leaderboard.json", run_ids=[run.info.run_id])
+    assert run.data.metrics["cv_roc_auc_mean"] == pytest.approx(board.loc[board["picked"], "roc_auc_mean"].iloc[0],
+                                                                abs=1e-6)
 
     # a blend is one Pipeline with a VotingClassifier: saved and loaded through skops' allow-list
     blend = train(config=fast_config("model.family=soft_voting", "model.members=[logistic_regression, random_forest]",

@@ -328,3 +328,26 @@ def test_a_listed_mlp_candidate_trains_its_folds_in_process_without_ray(monkeypa
     mlp = next(c for c in selection.leaderboard if c.family == "mlp")
     assert len(mlp.fold_scores) == 3 and all(0.0 <= s <= 1.0 for s in mlp.fold_scores)
     assert selection.model.params["mlp"]["num_workers"] == 2  # the final fit keeps its Ray Train workers
+
+
+@pytest.mark.parametrize("blend", [False, True])
+def test_evaluation_reuses_the_picked_models_fold_scores_only_when_it_would_compute_the_same(blend):
+    """The flow hands selection's fold scores of the picked model to evaluation instead of
+    refitting its folds: they must be the numbers evaluation computes itself, for a single
+    family and for a blend (scored from out-of-fold probabilities, never refitted as one)."""
+    from tasks.evaluation_units import fold_scores
+    from tasks.training import select_model
+
+    frame, spec, preprocessor, model = _selection_inputs()
+    model = model.model_copy(update={"candidates": ["logistic_regression", "random_forest"], "blend": blend})
+    selection = select_model(frame, "churn", spec, preprocessor, model, "roc_auc", 3)
+    assert (selection.model.family == "soft_voting") == blend  # the blend wins on this table
+    fitted = fit_model(frame, "churn", spec, preprocessor, selection.model)
+    reused = selection.picked_cv_scores("roc_auc", 3, model.seed, None)
+    computed = fold_scores(fitted, frame[spec.columns], frame["churn"].to_numpy(), 3, model.seed)
+    np.testing.assert_allclose(reused, computed, rtol=0, atol=1e-12)
+    # Any other fold setting would not fit the same folds: evaluation computes its own.
+    assert selection.picked_cv_scores("roc_auc", 5, model.seed, None) is None
+    assert selection.picked_cv_scores("roc_auc", 3, model.seed + 1, None) is None
+    assert selection.picked_cv_scores("roc_auc", 3, model.seed, 150) is None
+    assert selection.picked_cv_scores("pr_auc", 3, model.seed, None) is None
