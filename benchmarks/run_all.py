@@ -1,6 +1,6 @@
 """`make bench`: run the ratio benchmarks one after another and write benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/run_all.py [--only recipe,orchestration,cache] [--tables ...] [--repeats 3]
+    .venv/bin/python benchmarks/run_all.py [--only recipe,orchestration,cache,batch] [--tables ...] [--repeats 3]
 
 Each benchmark runs as its own process, one at a time (they measure wall time: run them on a
 quiet machine). Their tables are printed as they finish and written, with the date, the
@@ -11,7 +11,9 @@ machine's cores and the thread settings, to benchmarks/RESULTS.md. Not part of `
 - orchestration: the temporary Prefect server's start + stop and the per-task cost
                  (benchmarks/orchestration.py), target <= 1.5 s;
 - cache:         an identical cached rerun against the cold run (benchmarks/cache.py),
-                 target <= 30%.
+                 target <= 30%;
+- batch:         batch scoring of 1M rows against a bare read_csv + predict
+                 (benchmarks/batch_score.py), target <= 1.3x.
 """
 
 from __future__ import annotations
@@ -35,12 +37,13 @@ def benchmarks(tables: str, repeats: int) -> dict[str, list[str]]:
         "recipe": [str(here / "pipeline_vs_recipe.py"), "--tables", tables, "--repeats", str(repeats)],
         "orchestration": [str(here / "orchestration.py"), "--repeats", str(repeats)],
         "cache": [str(here / "cache.py"), "--repeats", str(repeats)],
+        "batch": [str(here / "batch_score.py"), "--repeats", str(repeats)],
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="recipe,orchestration,cache")
+    parser.add_argument("--only", default="recipe,orchestration,cache,batch")
     parser.add_argument("--tables", default="sample-7k,telco-7k,sample-200k",
                         help="for recipe; add sample-1m for the 1M-row row (about 10 minutes more)")
     parser.add_argument("--repeats", type=int, default=3)
