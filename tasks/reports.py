@@ -12,6 +12,7 @@ from tasks.promotion import PromotionDecision
 from tasks.lineage import redact_uri
 from tasks.mlflow_adapter.models import RegisteredVersion
 from tasks.mlflow_adapter.tracking import tracking_uri
+from tasks.retry_policies import TRACKING_RETRIES
 
 CARD_METRICS = ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "log_loss", "brier")
 
@@ -140,7 +141,7 @@ def flow_run_link(flow_run_id: str, environ) -> str | None:
     return f"{ui.rstrip('/')}/runs/flow-run/{flow_run_id}" if ui and flow_run_id else None
 
 
-@task(name="model-card", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=5)
+@task(name="model-card", cache_policy=NO_CACHE, **TRACKING_RETRIES)
 def model_card_task(version: RegisteredVersion, decision: PromotionDecision, metrics: dict[str, float], config,
                     fingerprint, validation_report, split_params, time_range: tuple[str, str] | None = None) -> str:
     """Write the version's model card and the registered model's description into the registry."""

@@ -79,3 +79,12 @@ def test_a_task_takes_a_policy_as_its_options():
     configured = task(name="t", **TRACKING_RETRIES)(lambda: None)
     assert (configured.retries, configured.retry_delay_seconds) == (3, [2, 4, 8])
     assert configured.retry_condition_fn is is_transient_tracking_error
+
+
+def test_the_tracking_tasks_retry_transient_tracking_errors_only():
+    """A model card that fails on a bug must fail at once, not three times over minutes."""
+    from tasks.registration import register_task
+    from tasks.reports import model_card_task
+
+    for task_ in (register_task, model_card_task):
+        assert task_.retry_condition_fn is is_transient_tracking_error, task_.name
