@@ -50,7 +50,8 @@ def table(rows: int, seed: int = 7):
         from tasks.training import prepare_data
 
         config = load_config(ROOT / "conf" / "churn.yaml",
-                             ["model.params.hist_gradient_boosting.max_iter=100", "data.min_rows=2"], str(path))
+                             ["model.family=hist_gradient_boosting", "model.params.hist_gradient_boosting.max_iter=100",
+                              "data.min_rows=2"], str(path))
         train, holdout, spec_, preprocessor, _ = prepare_data(config)
     import pandas as pd
 
