@@ -47,7 +47,7 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
                                               config.promotion.metric, config.evaluation.cv_folds,
                                               candidate_families(config.model),
                                               allow_blend=not config.tuning.enabled, data_key=data_key,
-                                              max_rows=config.evaluation.cv_max_rows)
+                                              max_rows=config.evaluation.cv_max_rows, threads=config.compute.threads)
         config, selection_tags = config.with_model(selection.model), selection.tags()
         tables = {"model_leaderboard": selection.table()}
         # The picked model was already cross-validated on evaluation's folds: no refit there
@@ -58,7 +58,8 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
         tuning = cached(tune_task)(train_rows, data.target, spec, preprocessor, config.model, config.tuning,
                                    config.tracking.experiment, str(fingerprint), data_key)
         config, tuning_tags, cv_scores = config.with_model(tuning.model), tuning.tags(), None
-    model = cached(fit_task)(train_rows, data.target, spec, preprocessor, config.model, data_key)
+    model = cached(fit_task)(train_rows, data.target, spec, preprocessor, config.model, data_key,
+                             threads=config.compute.threads)
     evaluation = cached(evaluate_task)(model, train_rows, holdout_rows, data.target, spec, config.evaluation,
                                        config.split.seed, step_key(data_key, config.model), config.compute,
                                        cv_scores)

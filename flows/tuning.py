@@ -30,7 +30,8 @@ def tune(config: PipelineConfig, refresh: bool = False) -> TuningResult:
         selection = cached(select_model_task)(train_rows, target, spec, preprocessor, config.model,
                                               config.promotion.metric, config.evaluation.cv_folds,
                                               candidate_families(config.model), allow_blend=False,
-                                              data_key=prepared.data_key, max_rows=config.evaluation.cv_max_rows)
+                                              data_key=prepared.data_key, max_rows=config.evaluation.cv_max_rows,
+                                              threads=config.compute.threads)
         config = config.with_model(selection.model)
     return cached(tune_task)(train_rows, target, spec, preprocessor, config.model, config.tuning,
                              config.tracking.experiment, str(prepared.fingerprint), prepared.data_key)

@@ -19,7 +19,7 @@ from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocC
 from tasks.caching import cache_key
 from tasks.config import ComputeConfig, EvaluationConfig
 from tasks.splitting import stratified_sample
-from tasks.evaluation_units import column_importances, fold_scores
+from tasks.evaluation_units import column_importances, estimator_threads, fold_scores
 from tasks.features import FeatureSpec
 from tasks.metrics import classification_metrics
 from tasks.ray_cluster import is_ray_system_failure, ray_session_tags
@@ -116,7 +116,8 @@ def evaluate_task(model, train: pd.DataFrame, holdout: pd.DataFrame, target: str
                   compute: ComputeConfig | None = None, cv_scores: tuple[float, ...] | None = None) -> Evaluation:
     """Evaluate on the holdout; cached on the fitted model's key and the evaluation config
     (not on the compute backend nor on `cv_scores`: they give the same numbers)."""
-    evaluation = evaluate_model(model, train, holdout, target, spec, config, seed, compute, cv_scores)
+    with estimator_threads(compute.threads if compute else None):
+        evaluation = evaluate_model(model, train, holdout, target, spec, config, seed, compute, cv_scores)
     if cv_scores is not None:
         get_run_logger().info("cross-validation: model selection's fold scores of this model, not refitted")
     get_run_logger().info("cross-validated on %d of %d train rows; permutation importance on %d of %d holdout rows",

@@ -8,6 +8,9 @@ so a Ray worker that unpickles these functions loads no Prefect, MLflow or matpl
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 from sklearn.base import clone
@@ -15,6 +18,19 @@ from sklearn.metrics import check_scoring, roc_auc_score
 from sklearn.model_selection import StratifiedKFold
 
 SCORING = "roc_auc"
+
+
+@contextlib.contextmanager
+def estimator_threads(threads: int | None) -> Iterator[None]:
+    """Cap the OpenMP and BLAS threads of fits and predicts run inside (`compute.threads`;
+    None: no cap). Entered in the thread that does the work: an OpenMP cap is per thread."""
+    if threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=threads):
+        yield
 
 
 def in_process(model):

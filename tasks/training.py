@@ -15,7 +15,7 @@ from sklearn.pipeline import Pipeline
 from tasks.caching import cache_key
 from tasks.config import LOWER_IS_BETTER, FeaturesConfig, ModelConfig
 from tasks.splitting import stratified_sample
-from tasks.evaluation_units import in_process
+from tasks.evaluation_units import estimator_threads, in_process
 from tasks.families import AUTO, BLEND, default_candidates, get_family, make_blend, make_estimator
 from tasks.features import FeatureSpec, build_preprocessor, feature_spec, model_pipeline
 from tasks.ray_cluster import is_ray_system_failure
@@ -219,15 +219,16 @@ def select_model(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocess
       persist_result=True, cache_result_in_memory=False)
 def select_model_task(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor, model: ModelConfig,
                       metric: str, folds: int, candidates: list[str], allow_blend: bool,
-                      data_key: str, max_rows: int | None = None) -> ModelSelection:
+                      data_key: str, max_rows: int | None = None, threads: int | None = None) -> ModelSelection:
     """Resolve `model.family: auto` by cross-validation on the train split; cached on (data,
     model config, metric, folds, the candidate list as resolved: a newly registered family
     misses the cache). `allow_blend` is off when tuning follows: a study tunes one family. Publishes
     the leaderboard as a Prefect table artifact."""
     from prefect.artifacts import create_table_artifact
 
-    selection = select_model(train, target, spec, preprocessor, model.model_copy(update={"candidates": candidates}),
-                             metric, folds, allow_blend, max_rows=max_rows)
+    with estimator_threads(threads):
+        selection = select_model(train, target, spec, preprocessor, model.model_copy(update={"candidates": candidates}),
+                                 metric, folds, allow_blend, max_rows=max_rows)
     selection.model = selection.model.model_copy(update={"candidates": model.candidates})
     logger = get_run_logger()
     for row in selection.table():
@@ -244,10 +245,11 @@ def select_model_task(train: pd.DataFrame, target: str, spec: FeatureSpec, prepr
 @task(name="fit", cache_policy=cache_key("target", "spec", "config", "data_key"), persist_result=True,
       cache_result_in_memory=False, retries=1, retry_condition_fn=is_ray_system_failure)
 def fit_task(train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor, config: ModelConfig,
-             data_key: str) -> Pipeline:
+             data_key: str, threads: int | None = None) -> Pipeline:
     """Fit the model; cached on (dataset fingerprint + split + features config, model config).
     A Ray Train run that Ray gave up on (workers lost beyond `max_failures`) is retried once."""
-    pipeline = fit_model(train, target, spec, preprocessor, config)
+    with estimator_threads(threads):
+        pipeline = fit_model(train, target, spec, preprocessor, config)
     job = getattr(pipeline[-1], "ray_job_id_", "")
     if job:
         get_run_logger().info("trained on Ray Train, Ray job %s", job)

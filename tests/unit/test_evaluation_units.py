@@ -59,3 +59,20 @@ def test_in_process_turns_off_data_parallel_training_only_where_the_model_has_it
     assert in_process(Pipeline([("model", Parallel())])).get_params()["model__num_workers"] == 0
     plain = in_process(Pipeline([("model", LogisticRegression(C=2.0))]))
     assert plain.get_params()["model__C"] == 2.0
+
+
+def test_estimator_threads_caps_openmp_and_blas_inside_and_restores_them():
+    from threadpoolctl import threadpool_info
+
+    from tasks.evaluation_units import estimator_threads
+
+    def threads() -> dict[str, int]:
+        return {pool["user_api"]: pool["num_threads"] for pool in threadpool_info()}
+
+    before = threads()
+    assert "openmp" in before  # scikit-learn's OpenMP runtime (HistGradientBoosting) is loaded
+    with estimator_threads(1):
+        assert set(threads().values()) == {1}
+    assert threads() == before
+    with estimator_threads(None):  # no cap: nothing changes
+        assert threads() == before

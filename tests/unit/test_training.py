@@ -351,3 +351,27 @@ def test_evaluation_reuses_the_picked_models_fold_scores_only_when_it_would_comp
     assert selection.picked_cv_scores("roc_auc", 3, model.seed + 1, None) is None
     assert selection.picked_cv_scores("roc_auc", 3, model.seed, 150) is None
     assert selection.picked_cv_scores("pr_auc", 3, model.seed, None) is None
+
+
+def test_fit_and_selection_tasks_run_under_compute_threads(monkeypatch):
+    """`compute.threads` reaches the thread that fits: OpenMP and BLAS are capped there."""
+    from threadpoolctl import threadpool_info
+
+    import tasks.training as training
+
+    seen = []
+
+    def record(*args, **kwargs):
+        seen.append({pool["num_threads"] for pool in threadpool_info()})
+        return training.Pipeline([("model", LogisticRegression())])
+
+    monkeypatch.setattr(training, "fit_model", record)
+    frame = _data()
+    spec, preprocessor = _fit_inputs()
+    training.fit_task.fn(frame, "churn", spec, preprocessor, ModelConfig(family="logistic_regression"), "k", threads=1)
+    monkeypatch.setattr(training, "select_model", record)
+    monkeypatch.setattr(training, "get_run_logger", lambda: None)
+    with pytest.raises(AttributeError):  # the recorder returns no selection; the cap was already seen
+        training.select_model_task.fn(frame, "churn", spec, preprocessor, ModelConfig(), "roc_auc", 3,
+                                      ["logistic_regression"], True, "k", threads=1)
+    assert seen == [{1}, {1}]
