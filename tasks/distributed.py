@@ -25,7 +25,7 @@ from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold
 
 from tasks.config import LOWER_IS_BETTER, ParamSpace
-from tasks.evaluation_units import in_process
+from tasks.evaluation_units import estimator_threads, in_process
 from tasks.metrics import score_metric
 
 FINISHED = ("COMPLETE", "PRUNED")
@@ -147,13 +147,11 @@ def run_worker(plan: StudyPlan, train: pd.DataFrame, worker: int = 0) -> int:
     that loses that race gives its trial back (FAIL, tagged skipped) instead of overshooting."""
     import optuna
     from optuna.trial import TrialState
-    from threadpoolctl import threadpool_limits
-
     study = open_study(plan, worker)
     X, y = train[list(plan.columns)], train[plan.target].to_numpy()
     deadline = time.monotonic() + plan.timeout_s if plan.timeout_s else math.inf
     ran = failures_in_a_row = 0
-    with threadpool_limits(limits=plan.threads_per_worker):
+    with estimator_threads(plan.threads_per_worker):
         while time.monotonic() < deadline:
             if _claimed(study, math.inf) >= plan.budget:
                 break
