@@ -61,23 +61,20 @@ def permutation_seed(seed: int) -> int:
 def column_importance(column: int, model, X: pd.DataFrame, y: np.ndarray, n_repeats: int, seed: int) -> float:
     """Mean drop in roc_auc over `n_repeats` shuffles of column `column` of the holdout: equal to
     `permutation_importance(model, X, y, scoring="roc_auc", n_repeats=n_repeats,
-    random_state=seed).importances_mean[column]` (same shuffles, same order). The shuffled
-    copies are stacked and scored in one `predict_proba`: a pipeline's per-call cost (conform,
-    column transforms) is paid once per column, not once per repeat."""
-    scorer = check_scoring(model, scoring=SCORING)
-    baseline = scorer(model, X, y)
+    random_state=seed).importances_mean[column]` (same shuffles, same order). The holdout and
+    its shuffled copies are stacked and scored in one `predict_proba`: a pipeline's per-call
+    cost (conform, column transforms) is paid once per column, not once per repeat."""
     rng = np.random.RandomState(permutation_seed(seed))
     values = X.iloc[:, column].to_numpy()
     order = np.arange(len(X))
-    shuffled = []
+    shuffled = [values]  # the first copy stays as it is: the baseline, scored in the same call
     for _ in range(n_repeats):
         rng.shuffle(order)  # as scikit-learn does: each repeat shuffles the previous one's column
-        values = values[order]
-        shuffled.append(values)
-    stacked = pd.concat([X] * n_repeats, ignore_index=True)
+        shuffled.append(shuffled[-1][order])
+    stacked = pd.concat([X] * (n_repeats + 1), ignore_index=True)
     stacked[X.columns[column]] = pd.Series(np.concatenate(shuffled), dtype=X.dtypes.iloc[column])
-    positive = model.predict_proba(stacked)[:, 1]  # the scorer's positive class, classes_[1]
-    scores = [roc_auc_score(y, part) for part in np.split(positive, n_repeats)]
+    positive = model.predict_proba(stacked)[:, 1]  # the roc_auc scorer's positive class, classes_[1]
+    baseline, *scores = [roc_auc_score(y, part) for part in np.split(positive, n_repeats + 1)]
     return float(np.mean(baseline - np.asarray(scores)))
 
 
