@@ -132,8 +132,8 @@ def model_description(name: str, target: str, positive_label, champion: str | No
 
 def flow_run_link(flow_run_id: str, environ) -> str | None:
     """The Prefect UI page of a flow run, only on a server someone configured (PREFECT_UI_URL, or
-    PREFECT_API_URL): the temporary server `mlpipe` starts for one command (it names its API in
-    MLPIPE_TEMPORARY_PREFECT_API) is gone when the command ends, and so would be the page."""
+    PREFECT_API_URL): the local server `mlpipe` starts itself (it names its API in
+    MLPIPE_TEMPORARY_PREFECT_API) has no UI and is gone minutes later, and so would be the page."""
     api = environ.get("PREFECT_API_URL", "")
     if api and api == environ.get("MLPIPE_TEMPORARY_PREFECT_API"):
         api = ""

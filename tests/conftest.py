@@ -10,6 +10,9 @@ from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.pop("PREFECT_API_URL", None)  # tests never talk to a developer's own server
+# `mlpipe` commands the tests run share one local Prefect server, which exits 2 minutes after the
+# last of them rather than the default 10: nothing the suite starts outlives it for long.
+os.environ.setdefault("MLPIPE_SERVER_IDLE_S", "120")
 
 import pytest
 

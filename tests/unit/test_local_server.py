@@ -56,3 +56,115 @@ def test_a_set_api_url_wins(health_server, monkeypatch):
     monkeypatch.setenv(LOCAL_API_VARIABLE, health_server)
     with prefect_api() as temporary:
         assert temporary is None and os.environ["PREFECT_API_URL"] == "http://example.invalid/api"
+
+
+# The local server mlpipe keeps between commands (deployments/kept_server.py).
+
+def test_the_lease_watch_stops_only_after_the_lease_was_free_for_the_idle_time(tmp_path):
+    import fcntl
+    import time
+
+    from deployments.kept_server import watch_lease
+
+    lease = tmp_path / "lease"
+    command = os.open(lease, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(command, fcntl.LOCK_SH)  # a command is running
+    stopped = threading.Event()
+    held = {}
+    watcher = threading.Thread(target=lambda: held.setdefault("fd", watch_lease(str(lease), 0.5, stopped.set, 0.05)))
+    watcher.start()
+    time.sleep(1.0)
+    assert not stopped.is_set()  # a command holds the lease, however long
+    released = time.monotonic()
+    os.close(command)
+    watcher.join(timeout=10)
+    assert stopped.is_set() and time.monotonic() - released >= 0.5 - 0.05  # idle, less one poll
+    late = os.open(lease, os.O_RDWR)
+    with pytest.raises(BlockingIOError):  # a command arriving now waits until the server is gone
+        fcntl.flock(late, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    os.close(held["fd"])
+    fcntl.flock(late, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    os.close(late)
+
+
+def test_the_idle_setting_is_checked(monkeypatch):
+    from deployments.local_server import IDLE_VARIABLE, server_idle_seconds
+
+    monkeypatch.setenv(IDLE_VARIABLE, "90")
+    assert server_idle_seconds() == 90
+    monkeypatch.setenv(IDLE_VARIABLE, "ten minutes")
+    with pytest.raises(ValueError, match="MLPIPE_SERVER_IDLE_S"):
+        server_idle_seconds()
+
+
+@pytest.fixture(scope="module")
+def prefect_home(tmp_path_factory):
+    return tmp_path_factory.mktemp("prefect")  # its database is created once, by the first server
+
+
+@pytest.fixture
+def own_prefect_home(prefect_home, monkeypatch):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_HOME", str(prefect_home))
+    monkeypatch.setenv(LOCAL_API_VARIABLE, "")  # never a developer's `make server`
+    return prefect_home
+
+
+def _exits(pid: int, within: float) -> bool:
+    import time
+
+    from deployments.local_server import _pid_alive
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if not _pid_alive(pid):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_commands_share_the_kept_server_until_it_has_been_idle(own_prefect_home, monkeypatch):
+    import subprocess
+    import sys
+    import time
+
+    from deployments.local_server import IDLE_VARIABLE, KeptPrefectServer
+
+    monkeypatch.setenv(IDLE_VARIABLE, "2")
+    # Two commands starting at the same moment start one server between them.
+    code = ("from deployments.local_server import prefect_api\n"
+            "with prefect_api() as server:\n    server.wait()\n    print(server.api_url, server.pid)\n")
+    first, second = (subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                                      cwd=own_prefect_home) for _ in range(2))
+    outputs = {first.communicate(timeout=120)[0].strip(), second.communicate(timeout=120)[0].strip()}
+    assert len(outputs) == 1, outputs
+    url, pid = outputs.pop().split()
+    assert answering_prefect_api(url)  # it outlived both commands
+
+    with prefect_api() as server:  # the next command reuses it and holds it past the idle time
+        assert isinstance(server, KeptPrefectServer) and server.reused and server.api_url == url
+        server.wait()
+        assert os.environ["PREFECT_API_URL"] == url
+        time.sleep(3)
+        assert answering_prefect_api(url)
+    assert "PREFECT_API_URL" not in os.environ
+    assert _exits(int(pid), within=30), "the kept server did not exit after being idle"
+    assert not answering_prefect_api(url)
+
+    with prefect_api() as server:  # after it has gone, the next command starts a new one
+        assert not server.reused and server.api_url != url
+        server.wait()
+    server.stop()
+    assert server.process.poll() is not None and not answering_prefect_api(server.api_url)
+
+
+def test_idle_zero_gives_a_server_for_one_command(own_prefect_home, monkeypatch):
+    from deployments.local_server import IDLE_VARIABLE, TemporaryPrefectServer
+
+    monkeypatch.setenv(IDLE_VARIABLE, "0")
+    with prefect_api() as server:
+        assert isinstance(server, TemporaryPrefectServer)
+        server.wait()
+        url = server.api_url
+        assert answering_prefect_api(url)
+    assert server.process.poll() is not None and not answering_prefect_api(url)
