@@ -5,11 +5,6 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 
-import matplotlib
-
-matplotlib.use("Agg")  # headless: workers and CI have no display
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from prefect import get_run_logger, task
@@ -38,11 +33,22 @@ class Evaluation:
     tags: dict[str, str] = field(default_factory=dict)  # e.g. the Ray job that ran the folds
 
 
+def pyplot():
+    """matplotlib.pyplot on the headless backend (workers and CI have no display). Imported when
+    a plot is drawn, not with this module: a cached rerun draws none and skips its 0.5 s import."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def figure_png(fig) -> bytes:
     """A matplotlib figure as PNG bytes (then closed): evaluation's and tuning's plots."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    pyplot().close(fig)
     return buffer.getvalue()
 
 
@@ -80,6 +86,7 @@ def evaluate_model(model, train: pd.DataFrame, holdout: pd.DataFrame, target: st
                               key=lambda kv: -kv[1]))
 
     plots: dict[str, bytes] = {}
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4))
     RocCurveDisplay.from_predictions(y, proba, ax=ax, name="holdout")
     ax.set_title(f"ROC (AUC {metrics['roc_auc']:.3f})")

@@ -174,14 +174,12 @@ class TuningResult:
 
 
 def _plots(study) -> dict[str, bytes]:
-    import matplotlib
     import optuna
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from optuna.visualization import matplotlib as ovm
+    from tasks.evaluation import figure_png, pyplot
 
-    from tasks.evaluation import figure_png
+    plt = pyplot()
+    from optuna.visualization import matplotlib as ovm
 
     plots: dict[str, bytes] = {}
     for name, draw in (("optimization_history", ovm.plot_optimization_history),
