@@ -1,11 +1,17 @@
-"""What Prefect itself costs a run: the temporary server's start and stop, and each task.
+"""What Prefect itself costs a run: the local server's start and stop, and each task.
 
     .venv/bin/python benchmarks/orchestration.py [--tasks 200] [--repeats 3]
 
-- fixed cost: the temporary local Prefect server `mlpipe` starts when no PREFECT_API_URL is
-  set (deployments/local_server.py), from spawn to healthy, and its stop;
-- per task: a flow of N trivial tasks against the same N plain calls, in ms per task.
-Prints the median of `--repeats` runs with min and max.
+The fixed cost of a command with no PREFECT_API_URL (deployments/local_server.py):
+- the first command starts the server mlpipe keeps between commands: spawn -> healthy, and
+  what the command's end costs (drain Prefect's log/event workers, release the lease);
+- each next command attaches to that server (take the lease, health check);
+- with MLPIPE_SERVER_IDLE_S=0, a server for one command: spawn -> healthy, and its stop.
+Per task: a flow of N trivial tasks against the same N plain calls, in ms per task.
+
+Each repeat runs in a fresh process with its own PREFECT_HOME (never a developer's kept server
+or `make server`); its database is created by one unmeasured start first. Prints the median
+of `--repeats` runs with min and max.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -22,10 +29,72 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.pop("PREFECT_API_URL", None)
 
+KEYS = ("kept_start", "kept_end", "attach", "one_start", "one_stop", "per_task", "probe")
+
 
 def spread(values: list[float], unit: str = "s", scale: float = 1.0) -> str:
     values = [v * scale for v in values]
     return f"{statistics.median(values):8.2f} {unit} (min {min(values):.2f}, max {max(values):.2f})"
+
+
+def timed_command(body=None) -> tuple[float, float, object]:
+    """Enter `prefect_api()` as a command does: seconds to a healthy server, seconds its end
+    took, and the server."""
+    from deployments.local_server import prefect_api
+
+    started = time.perf_counter()
+    with prefect_api() as server:
+        server.wait()
+        ready = time.perf_counter() - started
+        if body:
+            body()
+        ending = time.perf_counter()
+    return ready, time.perf_counter() - ending, server
+
+
+def one_repeat(tasks: int) -> dict[str, float]:
+    from deployments.local_server import IDLE_VARIABLE, LOCAL_API_VARIABLE, answering_prefect_api, free_port
+
+    os.environ[LOCAL_API_VARIABLE] = ""  # measure mlpipe's own server, never a running `make server`
+    os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-home-")
+    probes = []
+    for _ in range(20):  # what every command pays to look for a running local server
+        began = time.perf_counter()
+        answering_prefect_api(f"http://127.0.0.1:{free_port()}/api")
+        probes.append(time.perf_counter() - began)
+
+    os.environ[IDLE_VARIABLE] = "0"
+    timed_command()  # creates this home's database (migrations): not a per-command cost
+    one_start, one_stop, _ = timed_command()
+
+    os.environ[IDLE_VARIABLE] = "600"
+    per_task = []
+
+    def flow_of_trivial_tasks() -> None:
+        from prefect import flow, task
+
+        @task
+        def trivial(i: int) -> int:
+            return i + 1
+
+        @flow
+        def many(n: int) -> int:
+            return sum(trivial(i) for i in range(n))
+
+        many(1)  # the first flow run pays for client set-up: not a per-task cost
+        began = time.perf_counter()
+        many(tasks)
+        flow_s = time.perf_counter() - began
+        began = time.perf_counter()
+        sum(trivial.fn(i) for i in range(tasks))
+        per_task.append((flow_s - (time.perf_counter() - began)) / tasks)
+
+    kept_start, kept_end, kept = timed_command(flow_of_trivial_tasks)
+    attach, _, again = timed_command()
+    assert again.reused and again.api_url == kept.api_url, "the next command did not reuse the kept server"
+    again.stop()
+    return {"kept_start": kept_start, "kept_end": kept_end, "attach": attach, "one_start": one_start,
+            "one_stop": one_stop, "per_task": per_task[0], "probe": statistics.median(probes)}
 
 
 def main() -> None:
@@ -34,66 +103,31 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--one", action="store_true", help="one repeat in this process, printed as JSON")
     args = parser.parse_args()
-    if not args.one:
-        # Each repeat in a fresh process: Prefect keeps its first API URL for the process, so a
-        # second temporary server in the same process would not be reached.
-        import json
-        import subprocess
-
-        runs = [json.loads(subprocess.run([sys.executable, __file__, "--one", "--tasks", str(args.tasks)],
-                                          capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
-                for _ in range(args.repeats)]
-        report(*([run[key] for run in runs] for key in ("start", "stop", "per_task", "probe")), args.tasks)
-        return
-    from deployments.local_server import LOCAL_API_VARIABLE, answering_prefect_api, free_port, prefect_api
-
-    os.environ[LOCAL_API_VARIABLE] = ""  # measure the temporary server, never a running `make server`
-    probes = []
-    for _ in range(20):  # what every command pays to look for a running local server
-        began = time.perf_counter()
-        answering_prefect_api(f"http://127.0.0.1:{free_port()}/api")
-        probes.append(time.perf_counter() - began)
-
-    starts, stops, per_task = [], [], []
-    for _ in range(1):
-        started = time.perf_counter()
-        with prefect_api() as server:
-            server.wait()
-            starts.append(time.perf_counter() - started)
-            from prefect import flow, task
-
-            @task
-            def trivial(i: int) -> int:
-                return i + 1
-
-            @flow
-            def many(n: int) -> int:
-                return sum(trivial(i) for i in range(n))
-
-            many(1)  # the first flow run pays for client set-up: not a per-task cost
-            began = time.perf_counter()
-            many(args.tasks)
-            flow_s = time.perf_counter() - began
-            began = time.perf_counter()
-            sum(trivial.fn(i) for i in range(args.tasks))
-            plain_s = time.perf_counter() - began
-            per_task.append((flow_s - plain_s) / args.tasks)
-            stopping = time.perf_counter()
-        stops.append(time.perf_counter() - stopping)
     import json
 
-    print(json.dumps({"start": starts[0], "stop": stops[0], "per_task": per_task[0],
-                      "probe": statistics.median(probes)}))
+    if args.one:
+        print(json.dumps(one_repeat(args.tasks)))
+        return
+    # Each repeat in a fresh process: Prefect keeps its first API URL for the process.
+    import subprocess
+
+    runs = [json.loads(subprocess.run([sys.executable, __file__, "--one", "--tasks", str(args.tasks)],
+                                      capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+            for _ in range(args.repeats)]
+    report({key: [run[key] for run in runs] for key in KEYS}, args.tasks)
 
 
-def report(starts, stops, per_task, probes, tasks: int) -> None:
-    print(f"temporary server start (spawn -> healthy) {spread(starts)}")
-    print(f"temporary server stop (drain + stop)      {spread(stops)}")
-    print(f"fixed cost, start + stop                  {statistics.median(starts) + statistics.median(stops):8.2f} s "
-          "(target <= 1.5 s)")
-    print(f"per task, {tasks} trivial tasks in a flow        {spread(per_task, 'ms', 1000)}")
-    print(f"look for a running local server (none there)  {spread(probes, 'ms', 1000)}  (with `make server` "
-          "running, this is the whole fixed cost)")
+def report(runs: dict[str, list[float]], tasks: int) -> None:
+    median = {key: statistics.median(values) for key, values in runs.items()}
+    print(f"first command: kept server start (spawn -> healthy)   {spread(runs['kept_start'])}")
+    print(f"first command: its end (drain + release, no stop)      {spread(runs['kept_end'])}")
+    print(f"next commands: attach to the kept server               {spread(runs['attach'], 'ms', 1000)}")
+    print(f"MLPIPE_SERVER_IDLE_S=0: one-command server start       {spread(runs['one_start'])}")
+    print(f"MLPIPE_SERVER_IDLE_S=0: its stop (drain + stop)         {spread(runs['one_stop'])}")
+    print(f"fixed cost per command, start + end (target <= 1.5 s): first {median['kept_start'] + median['kept_end']:.2f} s, "
+          f"next {median['attach']:.3f} s, one-command server {median['one_start'] + median['one_stop']:.2f} s")
+    print(f"per task, {tasks} trivial tasks in a flow             {spread(runs['per_task'], 'ms', 1000)}")
+    print(f"look for a running `make server` (none there)          {spread(runs['probe'], 'ms', 1000)}")
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ machine's cores and the thread settings, to benchmarks/RESULTS.md. Not part of `
 
 - recipe:        `mlpipe train` vs the seed's plain script (benchmarks/pipeline_vs_recipe.py),
                  median/min/max of alternating runs, ratio target <= 1.0x;
-- orchestration: the temporary Prefect server's start + stop and the per-task cost
+- orchestration: the local Prefect server's start + stop (first, next, one-command) and the per-task cost
                  (benchmarks/orchestration.py), target <= 1.5 s;
 - cache:         an identical cached rerun against the cold run (benchmarks/cache.py),
                  target <= 30%;
