@@ -3,13 +3,16 @@ features, cached on the dataset fingerprint and the config sections each step us
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+import pandas as pd
 
 from tasks.caching import step_key
 from tasks.config import PipelineConfig
 from tasks.data import fingerprint_task, load_task, split_task
 from tasks.features import FeatureSpec
+from tasks.memory import release_free_memory
 from tasks.splitting import Split
 from tasks.storage import DatasetFingerprint
 from tasks.training import features_task
@@ -19,7 +22,9 @@ from tasks.validation import ValidatedData, validate_task
 @dataclass
 class PreparedData:
     """The validated, split data and the (unfitted) feature transformer a run fits on.
-    `data_key` stands for the train rows in the cache keys of the steps that fit on them."""
+    `data_key` stands for the train rows in the cache keys of the steps that fit on them.
+    `data.frame` is empty (its columns and dtypes kept): once split, every row lives on in
+    `split`, and the whole table would be one more copy held for the rest of the run."""
 
     fingerprint: DatasetFingerprint
     data: ValidatedData
@@ -36,7 +41,16 @@ def prepare_data(config: PipelineConfig, cached) -> PreparedData:
     raw = cached(load_task)(fingerprint, config.data.format, config.data.csv)
     data = cached(validate_task)(raw, fingerprint, config.data, config.min_class_rows())
     split = split_task(data, config.split)
+    data = replace(data, frame=empty_like(data.frame))
+    release_free_memory()  # what reading and validating freed, before the fits
     spec, preprocessor = cached(features_task)(data.report.numeric_features, data.report.categorical_features,
                                                config.features)
     data_key = step_key(fingerprint, config.data, config.split, config.features)
     return PreparedData(fingerprint, data, split, spec, preprocessor, data_key)
+
+
+def empty_like(frame: pd.DataFrame) -> pd.DataFrame:
+    """No rows, the same columns and dtypes, and no memory shared with `frame` (an `iloc[:0]`
+    view would keep the whole table alive)."""
+    return pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in frame.dtypes.items()},
+                        columns=frame.columns)

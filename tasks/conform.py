@@ -125,15 +125,43 @@ def numeric_values(series: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return values, not_number
 
 
-def text_values(series: pd.Series, boolean: bool = False) -> pd.Series:
-    """Categories as the model sees them: `str(value)` as object, None where missing. For a
-    `boolean` column, any spelling of true/false (bool, "true", 1) becomes "True"/"False"."""
-    missing = series.isna().to_numpy()
-    text = series.to_numpy(dtype=object).astype(str).astype(object)
+def _text_of(values: np.ndarray, boolean: bool) -> np.ndarray:
+    """`str(value)` of each value (object array), booleans spelled "True"/"False"."""
+    text = values.astype(str).astype(object)
     if boolean:
         lowered = np.char.lower(np.char.strip(text.astype(str)))
         text = np.where(np.isin(lowered, list(_TRUE)), "True",
                         np.where(np.isin(lowered, list(_FALSE)), "False", text)).astype(object)
+    return text
+
+
+def _holds_only_text(series: pd.Series) -> bool:
+    """A column of strings (pandas' string dtype, or object holding only `str`): equal values
+    are the same text, so each distinct value can be converted once."""
+    if isinstance(series.dtype, pd.StringDtype):
+        return True
+    return pd.api.types.is_object_dtype(series) and pd.api.types.infer_dtype(series, skipna=True) == "string"
+
+
+def text_values(series: pd.Series, boolean: bool = False) -> pd.Series:
+    """Categories as the model sees them: `str(value)` as object, None where missing. For a
+    `boolean` column, any spelling of true/false (bool, "true", 1) becomes "True"/"False".
+
+    A text column is converted once per distinct value and its rows share those strings: a
+    million rows of a few categories cost a pointer each, not a string object each (the
+    values are the same either way)."""
+    missing = series.isna().to_numpy()
+    if _holds_only_text(series):
+        codes, uniques = pd.factorize(series, use_na_sentinel=True)
+        distinct = _text_of(np.asarray(uniques, dtype=object), boolean)
+        text = np.empty(len(series), dtype=object)
+        present = codes >= 0
+        text[present] = distinct[codes[present]]
+        odd = ~present & ~missing  # a value factorize counts as missing but isna does not: as before
+        if odd.any():
+            text[odd] = _text_of(series.to_numpy(dtype=object)[odd], boolean)
+    else:
+        text = _text_of(series.to_numpy(dtype=object), boolean)
     text[missing] = None
     return pd.Series(text, index=series.index, dtype=object)
 
@@ -216,7 +244,8 @@ class Conform(TransformerMixin, BaseEstimator):
             out[column] = values
         for column in self.categorical:
             out[column] = text_values(frame[column], boolean=column in self.boolean_)
-        return pd.DataFrame(out, index=frame.index, columns=self.columns)
+        # copy=False: the columns were just made here; consolidating them would copy them all once more
+        return pd.DataFrame(out, index=frame.index, columns=self.columns, copy=False)
 
     def get_feature_names_out(self, input_features=None):
         return np.asarray(self.columns, dtype=object)

@@ -126,11 +126,34 @@ class Bucketizer(TransformerMixin, BaseEstimator):
         return tags
 
 
+def _column_text(column: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """One column of `_as_text`: `str(value)` as object. A column of strings (what `Conform`
+    gives) is converted once per distinct value, its rows sharing those strings: no
+    fixed-width copy of the whole column, no string object per row."""
+    if pd.api.types.infer_dtype(column, skipna=True) == "string":
+        codes, uniques = pd.factorize(column, use_na_sentinel=True)
+        distinct = np.asarray(uniques, dtype=object).astype(str).astype(object)
+        out = np.empty(len(column), dtype=object)
+        present = codes >= 0
+        out[present] = distinct[codes[present]]
+        odd = ~present & ~mask  # counted missing by factorize but not by the mask: as before
+        if odd.any():
+            out[odd] = column[odd].astype(str).astype(object)
+        return out
+    return column.astype(str).astype(object)  # object, not fixed-width: the marker must fit whole
+
+
 def _as_text(X):
     """Categoricals arrive as pandas `str`, object or mixed; the encoder wants one type."""
     out = np.asarray(X, dtype=object)
     mask = np.vectorize(lambda v: v is None or (isinstance(v, float) and np.isnan(v)), otypes=[bool])(out)
-    out = out.astype(str).astype(object)  # object, not fixed-width: the marker must fit whole
+    if out.ndim == 2:  # column by column: a fixed-width copy of one column at most
+        text = np.empty(out.shape, dtype=object)
+        for j in range(out.shape[1]):
+            text[:, j] = _column_text(out[:, j], mask[:, j])
+        out = text
+    else:
+        out = out.astype(str).astype(object)
     out[mask] = "__missing__"
     return out
 

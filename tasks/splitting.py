@@ -213,7 +213,7 @@ def split_dataset(frame: pd.DataFrame, target: str, holdout_fraction: float = 0.
     if method == "hash":
         keys = row_keys(frame) if keys is None else keys.loc[frame.index]
         side = hash_holdout_side(keys.to_numpy(), holdout_fraction, seed)
-        return frame.loc[~side].copy(), frame.loc[side].copy()
+        return frame.loc[~side], frame.loc[side]  # a mask selects copies: no second copy of each side
     from sklearn.model_selection import train_test_split
 
     labels = frame[target] if stratify else None

@@ -226,7 +226,7 @@ def validate_dataset(frame: pd.DataFrame, config: DataConfig, min_class_rows: in
     report.numeric_features = [c for c in features.columns if is_numeric(features[c])]
     report.categorical_features = [c for c in features.columns if c not in report.numeric_features]
     report.positive_rate = float(y.mean())
-    clean = features.copy()
+    clean = features  # a frame of its own (copy-on-write): a deep copy would be a third whole table
     clean[target] = y.to_numpy()
     return ValidatedData(frame=clean, target=target, report=report, row_keys=keys, key_name=key_name(key_columns))
 

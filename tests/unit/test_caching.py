@@ -15,7 +15,8 @@ from prefect.cache_policies import NO_CACHE, CompoundCachePolicy, Inputs
 
 import tasks
 from tasks import caching
-from tasks.caching import NamedInputs, cache_key, cached_steps, key_inputs, result_storage, step_key
+from tasks.caching import (CompactPickle, NamedInputs, cache_key, cached_steps, key_inputs, result_storage,
+                           step_key)
 from tasks.lineage import source_hash
 
 
@@ -155,6 +156,7 @@ def test_cached_steps_persists_to_the_storage_or_turns_caching_off(tmp_path):
 
     on = cached_steps(CacheConfig(storage=str(tmp_path / "cache")), refresh=True)(step)
     assert on.refresh_cache is True and str(on.result_storage) == str(tmp_path / "cache")
+    assert isinstance(on.result_serializer, CompactPickle)
     assert (tmp_path / "cache").is_dir() and key_inputs(on) == ("x",)
     off = cached_steps(CacheConfig(enabled=False, storage=str(tmp_path / "unused")))(step)
     assert off.cache_policy is NO_CACHE and off.persist_result is False
@@ -178,3 +180,66 @@ def test_local_result_storage_is_relative_to_the_project_home(tmp_path, monkeypa
     assert result_storage(".mlpipe/cache") == tmp_path.resolve() / ".mlpipe" / "cache"
     assert (tmp_path / ".mlpipe" / "cache").is_dir()
     assert result_storage("block:local-file-system/x") == "local-file-system/x"
+
+
+def _frame(rows: int = 5000) -> pd.DataFrame:
+    return pd.DataFrame({"plan": pd.Series(["basic", "plus", None, "pro"] * (rows // 4), dtype="str"),
+                         "charges": [float(i % 97) if i % 11 else float("nan") for i in range(rows)],
+                         "tenure": list(range(rows)),
+                         "note": pd.Series(["a", 1, None, 2.5] * (rows // 4), dtype=object)})
+
+
+def test_compact_pickle_round_trips_frames_models_and_plain_values():
+    from sklearn.linear_model import LogisticRegression
+
+    from tasks.validation import ValidatedData, ValidationReport
+
+    serializer = CompactPickle()
+    frame = _frame()
+    validated = ValidatedData(frame=frame, target="tenure", report=ValidationReport(rows=len(frame)),
+                              row_keys=pd.Series(range(len(frame)), dtype="uint64"), key_name="content")
+    back = serializer.loads(serializer.dumps(validated))
+    pd.testing.assert_frame_equal(back.frame, frame)
+    pd.testing.assert_series_equal(back.row_keys, validated.row_keys)
+    assert back.report == validated.report and back.key_name == "content"
+    back.frame.loc[0, "charges"] = -1.0  # rebuilt on writable buffers
+    model = LogisticRegression().fit([[0.0], [1.0], [2.0], [3.0]], [0, 0, 1, 1])
+    again = serializer.loads(serializer.dumps(model))
+    assert (again.coef_ == model.coef_).all() and again.predict([[2.5]]).tolist() == [1]
+    assert serializer.loads(serializer.dumps({"a": [1, 2], "b": None})) == {"a": [1, 2], "b": None}
+
+
+def test_compact_pickle_is_what_a_persisted_record_names_and_is_smaller_than_prefects_pickle():
+    from prefect.serializers import PickleSerializer, Serializer
+
+    assert isinstance(Serializer(type="mlpipe/compact-pickle"), CompactPickle)
+    frame = _frame(40_000)
+    blob = CompactPickle().dumps(frame)
+    blob.decode("ascii")  # the record holds it as JSON text
+    assert len(blob) * 3 < len(PickleSerializer().dumps(frame))
+    with pytest.raises(ValueError, match="CompactPickle"):
+        CompactPickle().loads(PickleSerializer().dumps(frame))
+
+
+def test_a_cached_frame_step_persists_compactly_and_is_read_back(tmp_path):
+    from prefect import flow
+
+    calls = []
+
+    @task(cache_policy=cache_key("seed"), persist_result=True, cache_result_in_memory=False)
+    def make(seed: int) -> pd.DataFrame:
+        calls.append(seed)
+        return _frame(400)
+
+    cached = cached_steps(CacheConfig(storage=str(tmp_path / "cache")))
+
+    @flow
+    def run() -> pd.DataFrame:
+        return cached(make)(1)
+
+    first, second = run(), run()
+    pd.testing.assert_frame_equal(first, _frame(400))
+    pd.testing.assert_frame_equal(second, first)
+    assert calls == [1]  # the second run read the persisted result
+    stored = [path.read_bytes() for path in (tmp_path / "cache").iterdir()]
+    assert stored and all(b'"mlpipe/compact-pickle"' in content for content in stored)

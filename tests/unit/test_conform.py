@@ -92,3 +92,43 @@ def test_helpers():
     values, not_number = numeric_values(pd.Series([True, False]))
     assert values.tolist() == [1.0, 0.0] and not not_number.any()
     assert text_values(pd.Series([1.5, None], dtype=object)).tolist() == ["1.5", None]
+
+
+def _text_values_per_row(series: pd.Series, boolean: bool = False) -> list:
+    """The conversion as it was made row by row: the reference the shared-string path must equal."""
+    text = series.to_numpy(dtype=object).astype(str).astype(object)
+    if boolean:
+        lowered = np.char.lower(np.char.strip(text.astype(str)))
+        text = np.where(np.isin(lowered, ["true", "1", "1.0", "yes"]), "True",
+                        np.where(np.isin(lowered, ["false", "0", "0.0", "no"]), "False", text)).astype(object)
+    text[series.isna().to_numpy()] = None
+    return text.tolist()
+
+
+@pytest.mark.parametrize("series, boolean", [
+    (pd.Series(["b", "a", None, "b", "", " c "], dtype="str"), False),
+    (pd.Series(["b", "a", None, "b", "", " c "], dtype=object), False),
+    (pd.Series(["true", " FALSE", None, "yes", "maybe", "0"], dtype="str"), True),
+    (pd.Series(["x\x00", "x", None], dtype=object), False),  # a trailing NUL is dropped, as before
+    (pd.Series([1, 1.0, True, "1", None, float("nan")], dtype=object), False),  # equal, not the same text
+    (pd.Series(pd.Categorical(["p", None, "q", "p"])), False),
+])
+def test_text_values_equal_the_row_by_row_conversion(series, boolean):
+    out = text_values(series, boolean=boolean)
+    assert out.dtype == object and out.index.equals(series.index)
+    assert out.tolist() == _text_values_per_row(series, boolean)
+
+
+def test_text_values_rows_of_one_category_share_one_string():
+    series = pd.Series(["Month-to-month", "One year", "Month-to-month", None] * 1000, dtype="str")
+    out = text_values(series)
+    assert out.iloc[0] == "Month-to-month" and out.iloc[0] is out.iloc[2] is out.iloc[3998]
+    assert len({id(value) for value in out.dropna()}) == 2  # a pointer per row, a string per category
+
+
+def test_conform_output_has_the_columns_in_order_and_its_own_memory():
+    raw = TRAIN.copy()
+    out = Conform(numeric=("tenure", "charges"), categorical=("plan",)).fit(raw).transform(raw)
+    assert list(out.columns) == ["tenure", "charges", "plan"] and list(out.dtypes) == ["float64", "float64", object]
+    out.loc[0, "charges"] = -1.0
+    assert raw.loc[0, "charges"] == 20.5

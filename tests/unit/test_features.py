@@ -300,3 +300,26 @@ def test_churn_config_features_match_the_seed_formulas():
     assert seed["activity_drop"][3] == -10.0
     assert out["activity_drop__drop_prev_month_minutes_to_current_month_minutes"][3] == np.median(
         seed["activity_drop"][[0, 1, 2, 4]])
+
+
+def _as_text_per_row(X):
+    """The encoder's input as it was made before (one fixed-width copy of the whole block)."""
+    out = np.asarray(X, dtype=object)
+    mask = np.vectorize(lambda v: v is None or (isinstance(v, float) and np.isnan(v)), otypes=[bool])(out)
+    out = out.astype(str).astype(object)
+    out[mask] = "__missing__"
+    return out
+
+
+def test_as_text_equals_the_whole_block_conversion_and_shares_strings():
+    from tasks.features import _as_text
+
+    X = pd.DataFrame({"plan": ["pro", None, "pro", "basic", "x\x00"],
+                      "mixed": [1, 1.0, None, float("nan"), "1"],
+                      "flag": pd.Series([True, False, None, True, False], dtype=object)})
+    out = _as_text(X)
+    assert out.dtype == object and out.shape == (5, 3)
+    assert out.tolist() == _as_text_per_row(X).tolist()
+    assert out[0, 0] is out[2, 0]  # a string per category, not per row
+    one_column = np.array(["a", None, "b"], dtype=object)
+    assert _as_text(one_column).tolist() == _as_text_per_row(one_column).tolist()

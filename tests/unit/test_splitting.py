@@ -157,3 +157,13 @@ def test_row_keys_hash_values_by_meaning_not_storage():
     assert len(set(words)) == 6 and missing[0] not in set(words)
     # fixed values: keys must not drift between versions, or every snapshot's split would move
     assert int(row_keys(pd.DataFrame({"a": [1], "b": ["x"]}))[0]) == 15989393571542512393
+
+
+def test_hash_split_sides_are_disjoint_cover_the_rows_and_are_frames_of_their_own():
+    frame = pd.DataFrame({"x": np.arange(2000, dtype=float), "y": np.arange(2000) % 2,
+                          "c": pd.Series([f"v{i % 7}" for i in range(2000)], dtype="str")})
+    train, holdout = split_dataset(frame, "y", 0.25, 3)
+    assert len(train) + len(holdout) == 2000 and not set(train.index) & set(holdout.index)
+    pd.testing.assert_frame_equal(pd.concat([train, holdout]).sort_index(), frame)
+    train.loc[train.index[0], "x"] = -1.0  # copy-on-write: the table split stays as it was
+    assert frame.loc[train.index[0], "x"] == float(train.index[0])

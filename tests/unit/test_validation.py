@@ -237,3 +237,18 @@ def test_input_frame_is_not_modified():
     before = frame.copy()
     validate_dataset(frame, _config())
     pd.testing.assert_frame_equal(frame, before)
+
+
+def test_validation_leaves_the_loaded_frame_as_it_was():
+    rng = np.random.default_rng(0)
+    raw = pd.DataFrame({"tenure": rng.integers(0, 60, 300), "plan": rng.choice(["a", "b"], 300),
+                        "charges": pd.Series([f"{v:.2f}" if v > 5 else "" for v in rng.uniform(0, 99, 300)],
+                                             dtype="str"),
+                        "churn": rng.choice(["Yes", "No"], 300)})
+    before = raw.copy()
+    validated = validate_dataset(raw, DataConfig(target="churn", positive_label="Yes", required_features=[],
+                                                 min_rows=10))
+    pd.testing.assert_frame_equal(raw, before)  # the coerced column and the text target included
+    assert validated.frame["charges"].dtype == "float64" and set(validated.frame["churn"]) == {0, 1}
+    validated.frame.loc[0, "tenure"] = -5
+    assert raw.loc[0, "tenure"] == before.loc[0, "tenure"]

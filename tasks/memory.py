@@ -1,0 +1,37 @@
+"""Handing freed memory back to the operating system between the heavy steps of a run.
+
+A Prefect-free kernel module. glibc's malloc keeps what a step freed (a validated table's
+temporaries, a fit's transformed matrix) for reuse, and pyarrow's pool keeps freed string
+buffers: the process's resident memory then stays at the step's high-water mark, and the next
+step's large arrays (which malloc maps anew) come on top of it. Releasing it between steps
+changes no result, only how much memory the run holds at its peak.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import functools
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's `malloc_trim`, or None where the C library has none (musl, macOS, Windows)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
+
+
+def release_free_memory() -> None:
+    """Give memory the process has freed back to the OS: glibc's free lists and pyarrow's pool.
+    Objects still referenced are untouched; a no-op where neither applies."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+    try:
+        import pyarrow
+    except ImportError:  # pragma: no cover - pyarrow is a dependency
+        return
+    pyarrow.default_memory_pool().release_unused()
