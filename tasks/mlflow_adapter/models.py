@@ -26,12 +26,43 @@ class RegisteredVersion:
     reused: bool  # True when an identical earlier run's version was found instead
 
 
+class _NoTorchShim:
+    """A meta-path finder that refuses scikit-learn's array-API shim for torch."""
+
+    name = "sklearn.externals.array_api_compat.torch"
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname == self.name:
+            raise ImportError(f"{self.name} is not needed to list scikit-learn's estimators")
+        return None
+
+
+def skops_io():
+    """`skops.io`, imported without torch. skops lists the estimator types it trusts with
+    scikit-learn's `all_estimators()`, whose package walk imports every sklearn package, the
+    array-API shim for torch among them, and that imports torch: about 1 s and 200 MB of every
+    registration where torch is installed, although the walk then skips `externals`. The shim
+    is refused while skops imports (the walk passes over a package that fails to import); the
+    trusted list is the same, and the shim imports normally afterwards."""
+    import sys
+
+    if "skops.io" not in sys.modules and "torch" not in sys.modules:
+        shim = _NoTorchShim()
+        sys.meta_path.insert(0, shim)
+        try:
+            import skops.io  # noqa: F401
+        finally:
+            sys.meta_path.remove(shim)
+    import skops.io
+
+    return skops.io
+
+
 def trusted_types(model) -> list[str]:
     """The types skops must trust to load `model`, checked against our allow-list so a
     surprising type (something that could run code on load) fails at save time, not in prod."""
-    import skops.io
-
-    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    io = skops_io()
+    untrusted = io.get_untrusted_types(data=io.dumps(model))
     refused = [t for t in untrusted if not t.startswith(TRUSTED_TYPE_PREFIXES)]
     if refused:
         raise ValueError(f"model holds types outside the skops allow-list: {refused}")
@@ -130,6 +161,7 @@ def load_version(name: str, version: str):
     import mlflow.sklearn
 
     mlflow.set_tracking_uri(tracking_uri())
+    skops_io()  # before MLflow's loader imports it
     return mlflow.sklearn.load_model(f"models:/{name}/{version}")
 
 

@@ -60,6 +60,23 @@ def test_trusted_types_of_fitted_pipeline():
     assert "tasks.features.ModelPipeline" in types and "tasks.conform.Conform" in types
 
 
+def test_skops_is_imported_without_torch_and_trusts_the_same_types():
+    import json
+    import subprocess
+    import sys
+
+    from tasks.paths import PACKAGE_ROOT
+
+    listing = ("import json, sys\n{}\nfrom skops.io import _trusted_types as t\n"
+               "print(json.dumps(['torch' in sys.modules, sorted(t.SKLEARN_ESTIMATOR_TYPE_NAMES)]))")
+    ours, plain = (json.loads(subprocess.run([sys.executable, "-c", listing.format(first)], cwd=PACKAGE_ROOT,
+                                             capture_output=True, text=True, check=True).stdout)
+                   for first in ("from tasks.mlflow_adapter.models import skops_io; skops_io()", "import skops.io"))
+    pytest.importorskip("torch")  # where torch is installed, a plain import pulls it in
+    assert ours[0] is False and plain[0] is True
+    assert ours[1] == plain[1] and len(ours[1]) > 100
+
+
 def test_trusted_types_refuses_foreign_types():
     from sklearn.preprocessing import FunctionTransformer
 
