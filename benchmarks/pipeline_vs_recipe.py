@@ -11,7 +11,10 @@ Tables (generated, seeded; nothing is downloaded):
 
 Each repeat runs the pipeline and the recipe one after the other (alternating which goes
 first), each as a fresh process with a fresh MLflow SQLite store, and reads the holdout
-roc_auc each prints. Prints, per table, the median/min/max wall time of both, the ratio of the
+roc_auc each prints. `--server kept` (default): the local Prefect server mlpipe keeps between
+commands is up before the first timed run, as for every command but a session's first;
+`--server one-command` (MLPIPE_SERVER_IDLE_S=0): each run starts and stops its own, as the
+first command does (its start overlaps the imports). Prints, per table, the median/min/max wall time of both, the ratio of the
 medians (target: <= 1.0) and both roc_aucs; `--results` appends the table to a markdown file.
 The recipe is `shared/bench/seed_recipe.py` beside the checkout (`--recipe` to point elsewhere).
 """
@@ -111,6 +114,12 @@ def _env(home: Path) -> dict[str, str]:
     return {**env, "MLPIPE_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
 
+def start_kept_server() -> None:
+    """Bring up the local server mlpipe keeps between commands (a no-op when it is up)."""
+    code = "from deployments.local_server import prefect_api\nwith prefect_api() as server:\n    server and server.wait()\n"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(ROOT), check=True)
+
+
 def run_pipeline(data: Path, config: Path) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as home:
         started = time.perf_counter()
@@ -152,7 +161,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--recipe", type=Path, default=ROOT.parent / "shared" / "bench" / "seed_recipe.py")
     parser.add_argument("--results", type=Path, default=None, help="append the table to this markdown file")
+    parser.add_argument("--server", choices=("kept", "one-command"), default="kept",
+                        help="the local Prefect server: kept between commands (up before the first run), "
+                             "or one per command (MLPIPE_SERVER_IDLE_S=0)")
     args = parser.parse_args()
+    if args.server == "one-command":
+        os.environ["MLPIPE_SERVER_IDLE_S"] = "0"
+    else:
+        os.environ.pop("MLPIPE_SERVER_IDLE_S", None)
+        start_kept_server()
+    print(f"local Prefect server: {args.server}", flush=True)
     if not args.recipe.exists():
         sys.exit(f"the seed recipe is not at {args.recipe}: pass --recipe")
     results: dict[str, tuple[Runs, Runs]] = {}
@@ -176,7 +194,7 @@ def main() -> None:
     if args.results:
         header = (f"\n## pipeline vs seed recipe, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n"
                   f"cores {os.cpu_count()}, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}, "
-                  f"{args.repeats} alternating repeats\n\n")
+                  f"{args.repeats} alternating repeats, local Prefect server: {args.server}\n\n")
         with args.results.open("a") as out:
             out.write(header + "\n".join(lines) + "\n")
 

@@ -1,15 +1,21 @@
 """`make bench`: run the ratio benchmarks one after another and write benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/run_all.py [--only recipe,orchestration,cache,batch] [--tables ...] [--repeats 3]
+    .venv/bin/python benchmarks/run_all.py [--only recipe,recipe-first,orchestration,plain,cache,batch]
+                                           [--tables ...] [--repeats 3]
 
 Each benchmark runs as its own process, one at a time (they measure wall time: run them on a
 quiet machine). Their tables are printed as they finish and written, with the date, the
 machine's cores and the thread settings, to benchmarks/RESULTS.md. Not part of `make test`.
 
 - recipe:        `mlpipe train` vs the seed's plain script (benchmarks/pipeline_vs_recipe.py),
-                 median/min/max of alternating runs, ratio target <= 1.0x;
+                 median/min/max of alternating runs, ratio target <= 1.0x, with the local
+                 Prefect server mlpipe keeps between commands already up;
+- recipe-first:  the same on sample-7k with a server started and stopped by each command
+                 (MLPIPE_SERVER_IDLE_S=0), as a session's first command pays;
 - orchestration: the local Prefect server's start + stop (first, next, one-command) and the per-task cost
                  (benchmarks/orchestration.py), target <= 1.5 s;
+- plain:         `mlpipe train` against the same steps with no Prefect (benchmarks/plain_train.py)
+                 on 200k rows, target <= 1.15x;
 - cache:         an identical cached rerun against the cold run (benchmarks/cache.py),
                  target <= 30%;
 - batch:         batch scoring of 1M rows against a bare read_csv + predict
@@ -35,15 +41,18 @@ def benchmarks(tables: str, repeats: int) -> dict[str, list[str]]:
     here = Path(__file__).resolve().parent
     return {
         "recipe": [str(here / "pipeline_vs_recipe.py"), "--tables", tables, "--repeats", str(repeats)],
+        "recipe-first": [str(here / "pipeline_vs_recipe.py"), "--tables", "sample-7k", "--repeats", str(repeats),
+                         "--server", "one-command"],
         "orchestration": [str(here / "orchestration.py"), "--repeats", str(repeats)],
         "cache": [str(here / "cache.py"), "--repeats", str(repeats)],
         "batch": [str(here / "batch_score.py"), "--repeats", str(repeats)],
+        "plain": [str(here / "plain_train.py"), "--compare", "--rows", "200000", "--repeats", str(repeats)],
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="recipe,orchestration,cache,batch")
+    parser.add_argument("--only", default="recipe,recipe-first,orchestration,plain,cache,batch")
     parser.add_argument("--tables", default="sample-7k,telco-7k,sample-200k",
                         help="for recipe; add sample-1m for the 1M-row row (about 10 minutes more)")
     parser.add_argument("--repeats", type=int, default=3)
