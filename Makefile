@@ -20,11 +20,13 @@ $(STAMP): pyproject.toml
 run: install
 	@$(BIN)/mlpipe train --config conf/churn.yaml
 
+# One test worker per core (at most 4); a worker that runs out of tests takes some from another.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 4 ] && n=4; echo $$n)
 test: install
-	@$(BIN)/python -m pytest -q
+	@$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: install
-	@$(BIN)/python -m pytest -q -m "not slow"
+	@$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
 # Ratio benchmarks (not part of `make test`): prints their tables, writes benchmarks/RESULTS.md.
 bench: install

@@ -13,10 +13,49 @@ os.environ.pop("PREFECT_API_URL", None)  # tests never talk to a developer's own
 # `mlpipe` commands the tests run share one local Prefect server, which exits 2 minutes after the
 # last of them rather than the default 10: nothing the suite starts outlives it for long.
 os.environ.setdefault("MLPIPE_SERVER_IDLE_S", "120")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # The workers share the cores: each fits with one OpenMP/BLAS thread (and so do the commands
+    # it starts). HistGradientBoosting's OpenMP threads spin while they wait for a busy core:
+    # two 5 s tests took two minutes each beside another worker.
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+# Minutes-long end-to-end tests, longest first (seconds on 2 cores); other system tests count 20 s.
+LONG_TESTS = {"test_deployments.py": 180, "test_readme.py": 115, "test_retraining_year.py": 75,
+              "test_promotion.py": 55}
+
+
+def pytest_collection_modifyitems(config, items):
+    """With several xdist workers (worksteal), each starts on one contiguous share of this
+    order and later steals from the others' ends. Left in file order, the system tests (tests/
+    system, minutes each) all fall into the last share and run one after another at the end;
+    dealt out instead, longest first, to the front of each share (the least loaded share next),
+    they start at once and the short tests fill in around them."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2:
+        return
+    system = [item for item in items if item.path.parent.name == "system"]
+    rest = [item for item in items if item.path.parent.name != "system"]
+    system.sort(key=lambda item: -LONG_TESTS.get(item.path.name, 20))
+    shares: list[list] = [[] for _ in range(workers)]
+    load = [0] * workers
+    for item in system:
+        k = load.index(min(load))
+        shares[k].append(item)
+        load[k] += LONG_TESTS.get(item.path.name, 20)
+    ordered, remaining = [], len(items)
+    for k in range(workers):  # xdist's split: `remaining // workers left` tests to each in turn
+        size = remaining // (workers - k)
+        take = max(size - len(shares[k]), 0)
+        ordered += shares[k] + rest[:take]
+        rest = rest[take:]
+        remaining -= len(shares[k]) + take
+    items[:] = ordered + rest
 
 
 def _generator(name: str = "generate_churn"):
@@ -195,26 +234,42 @@ def task_states():
 
 @pytest.fixture
 def ray_cluster():
-    """A real single-node Ray cluster (`ray start --head` on 127.0.0.1, 2 CPUs, no dashboard);
-    yields its address for RAY_ADDRESS and stops it at teardown, also when the test failed."""
+    """A real single-node Ray cluster (`ray start --head --block` on 127.0.0.1, 2 CPUs, no
+    dashboard); yields its address for RAY_ADDRESS once it has started, and stops it at
+    teardown, also when the test failed. The cluster's processes share one process group,
+    which teardown ends: `ray stop` would stop every Ray on the machine, another test
+    worker's too."""
     import shutil
+    import signal
     import socket
     import subprocess
     import sys
     import tempfile
+    import time
 
     ray = str(Path(sys.executable).with_name("ray"))
     scratch = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {**os.environ, "RAY_TMPDIR": scratch}
+    log_path = Path(scratch) / "ray-start.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
+             "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", scratch],
+            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RAY_TMPDIR": scratch},
+            start_new_session=True)
     try:
-        started = subprocess.run([ray, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                                  "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats",
-                                  "--temp-dir", scratch], capture_output=True, text=True, env=env, timeout=180)
-        assert started.returncode == 0, started.stdout[-2000:] + started.stderr[-2000:]
+        deadline = time.monotonic() + 180
+        while "Ray runtime started" not in log_path.read_text(errors="replace"):
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.2)
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=5)  # then no more grace: the cluster's files go with `scratch`
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
         shutil.rmtree(scratch, ignore_errors=True)

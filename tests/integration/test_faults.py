@@ -93,6 +93,7 @@ def test_s3_permanently_down_fails_naming_the_endpoint(workspace, fast_config, m
     proxy = FlakyProxy(moto, outage_s=None)
     endpoint = f"http://127.0.0.1:{proxy.port}"
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's own retries on top of the task's: not under test
     try:
         state = train(config=fast_config(data="s3://flaky/churn.csv"), return_state=True)
     finally:

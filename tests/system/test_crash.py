@@ -18,9 +18,11 @@ from mlflow import MlflowClient
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "churn-classifier"
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
-# A slower fit (a big forest) so the kill can land inside it.
+# A slower fit (a big forest) so the kill can land inside it. The fit's Running state reaches
+# the API as an event, late on a busy machine: the forest killed during its fit takes about 5 s.
 SLOW_FIT = ["model.family=random_forest", "model.params.random_forest.n_estimators=600",
             "evaluation.cv_folds=2", "evaluation.permutation_repeats=1"]
+SLOWER_FIT = [*SLOW_FIT, "model.params.random_forest.n_estimators=2000"]
 
 
 def fit_running(client, _: MlflowClient) -> bool:
@@ -54,8 +56,9 @@ def test_rerun_after_sigkill_completes_and_registry_is_consistent(kill_when, wor
     env = {**os.environ, "PREFECT_API_URL": prefect.settings.PREFECT_API_URL.value()}
     args = [str(Path(sys.executable).with_name("mlpipe")), "train", "--config", str(ROOT / "conf" / "churn.yaml"),
             "--data", str(small_churn_csv)]
+    slow_fit = SLOWER_FIT if kill_when is fit_running else SLOW_FIT
     for item in ["evaluation.cv_folds=3", "evaluation.permutation_repeats=2",
-                 "model.params.hist_gradient_boosting.max_iter=80", *SLOW_FIT]:
+                 "model.params.hist_gradient_boosting.max_iter=80", *slow_fit]:
         args += ["--set", item]
     process = subprocess.Popen(args, env=env, cwd=workspace, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
@@ -69,7 +72,7 @@ def test_rerun_after_sigkill_completes_and_registry_is_consistent(kill_when, wor
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 
-    state = train(config=fast_config(*SLOW_FIT), return_state=True)
+    state = train(config=fast_config(*slow_fit), return_state=True)
 
     assert state.is_completed(), state.result(raise_on_failure=False)
     summary = state.result()
