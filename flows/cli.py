@@ -109,8 +109,9 @@ def _without_heartbeats():
 
 def _run_flow(flow_name: str, config: Path, overrides: list[str], data: str | None, refresh: bool, debug: bool,
               show: Callable[[object, float, bool], None]) -> None:
-    """Load the config, run one flow on the configured (or a temporary) Prefect server, print
-    its result with `show`, or one error line and exit 1."""
+    """Load the config, run one flow on the configured Prefect server (or the local one
+    mlpipe keeps, deployments/local_server.py), print its result with `show`, or one error line
+    and exit 1."""
     from deployments.local_server import prefect_api, server_idle_seconds
 
     started = time.perf_counter()
