@@ -104,6 +104,9 @@ def server_idle_seconds() -> float:
     return max(seconds, 0.0)
 
 
+SERVER_ENV = ("PATH", "HOME", "USER", "LANG", "LC_ALL", "TMPDIR", "TZ", "VIRTUAL_ENV", "PYTHONPATH")
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -150,8 +153,11 @@ class KeptPrefectServer:
             state = self._recorded()
             if state is None:
                 port = free_port(host)
-                env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
-                       "PREFECT__SERVER_FINAL": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+                # It outlives this command: it gets Prefect's settings and the basics, not the
+                # command's credentials (AWS keys, tracking tokens).
+                env = {k: v for k, v in os.environ.items() if k.startswith("PREFECT_") or k in SERVER_ENV}
+                env.update(PREFECT_UI_ENABLED="0", PREFECT__SERVER_EPHEMERAL="1", PREFECT__SERVER_FINAL="1",
+                           PREFECT_SERVER_ANALYTICS_ENABLED="false")
                 with open(self.log_path, "wb") as log:
                     self.process = subprocess.Popen(
                         [sys.executable, "-P", "-m", "deployments.kept_server", "--host", host, "--port", str(port),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import os
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -131,6 +132,7 @@ def test_commands_share_the_kept_server_until_it_has_been_idle(own_prefect_home,
     from deployments.local_server import IDLE_VARIABLE, KeptPrefectServer
 
     monkeypatch.setenv(IDLE_VARIABLE, "2")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-for-the-server")
     # Two commands starting at the same moment start one server between them.
     code = ("from deployments.local_server import prefect_api\n"
             "with prefect_api() as server:\n    server.wait()\n    print(server.api_url, server.pid)\n")
@@ -140,6 +142,9 @@ def test_commands_share_the_kept_server_until_it_has_been_idle(own_prefect_home,
     assert len(outputs) == 1, outputs
     url, pid = outputs.pop().split()
     assert answering_prefect_api(url)  # it outlived both commands
+    environ = Path(f"/proc/{pid}/environ")
+    if environ.exists():  # Linux: the long-lived server did not keep the commands' credentials
+        assert b"not-for-the-server" not in environ.read_bytes()
 
     with prefect_api() as server:  # the next command reuses it and holds it past the idle time
         assert isinstance(server, KeptPrefectServer) and server.reused and server.api_url == url
