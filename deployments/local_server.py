@@ -176,7 +176,8 @@ class KeptPrefectServer:
             state = json.loads(self.state_path.read_text())
         except (OSError, ValueError):
             return None
-        if not _pid_alive(state.get("pid", 0)):
+        pid = state.get("pid")
+        if not isinstance(pid, int) or pid <= 0 or not _pid_alive(pid):  # kill(0 or -1) would probe a group
             return None
         if answering_prefect_api(state.get("api_url", "")):
             return state

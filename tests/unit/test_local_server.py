@@ -173,3 +173,25 @@ def test_idle_zero_gives_a_server_for_one_command(own_prefect_home, monkeypatch)
         url = server.api_url
         assert answering_prefect_api(url)
     assert server.process.poll() is not None and not answering_prefect_api(url)
+
+
+@pytest.mark.parametrize("record, reused", [
+    ("not json", False),
+    ({"pid": 0, "api_url": "http://127.0.0.1:9/api", "started": 0}, False),  # kill(0) would probe our group
+    ({"api_url": "http://127.0.0.1:9/api"}, False),
+    ({"pid": "self", "api_url": "http://127.0.0.1:9/api", "started": 0}, False),  # alive, silent for long: stale
+    ({"pid": "self", "api_url": "http://127.0.0.1:9/api", "started": "now"}, True),  # alive, still starting
+])
+def test_only_a_live_server_that_answers_or_is_starting_is_reused(tmp_path, record, reused):
+    import json
+    import time
+
+    from deployments.local_server import KeptPrefectServer
+
+    server = KeptPrefectServer.__new__(KeptPrefectServer)  # just its record check
+    server.state_path = tmp_path / "state.json"
+    if isinstance(record, dict):
+        record = json.dumps({**record, **({"pid": os.getpid()} if record.get("pid") == "self" else {}),
+                             **({"started": time.time()} if record.get("started") == "now" else {})})
+    server.state_path.write_text(record)
+    assert (server._recorded() is not None) is reused
