@@ -126,36 +126,51 @@ class Bucketizer(TransformerMixin, BaseEstimator):
         return tags
 
 
-def _column_text(column: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """One column of `_as_text`: `str(value)` as object. A column of strings (what `Conform`
-    gives) is converted once per distinct value, its rows sharing those strings: no
-    fixed-width copy of the whole column, no string object per row."""
-    if pd.api.types.infer_dtype(column, skipna=True) == "string":
-        codes, uniques = pd.factorize(column, use_na_sentinel=True)
-        distinct = np.asarray(uniques, dtype=object).astype(str).astype(object)
-        out = np.empty(len(column), dtype=object)
-        present = codes >= 0
-        out[present] = distinct[codes[present]]
-        odd = ~present & ~mask  # counted missing by factorize but not by the mask: as before
-        if odd.any():
-            out[odd] = column[odd].astype(str).astype(object)
+MISSING = "__missing__"  # what `_as_text` writes for a missing category (None or NaN)
+
+
+def _is_missing(values: np.ndarray) -> np.ndarray:
+    return np.vectorize(lambda v: v is None or (isinstance(v, float) and np.isnan(v)), otypes=[bool])(values)
+
+
+def _column_text(column: np.ndarray | pd.Series) -> np.ndarray:
+    """One column of `_as_text`: `str(value)` as object, MISSING for None and NaN. A column of
+    strings (what `Conform` gives) is read through `pd.factorize`: its values become Python
+    objects once per distinct value, its rows sharing them; `np.asarray` of a frame of pandas
+    `str` columns would make a string object per cell (450 MB for six columns of 800k rows).
+    The cells factorize counts missing are read one by one. Other columns (numbers, mixed
+    objects, where factorize would take 1, 1.0 and True for one value) convert cell by cell."""
+    if pd.api.types.infer_dtype(column, skipna=True) != "string":
+        values = np.asarray(column, dtype=object)
+        out = values.astype(str).astype(object)  # object, not fixed-width: the marker must fit whole
+        out[_is_missing(values)] = MISSING
         return out
-    return column.astype(str).astype(object)  # object, not fixed-width: the marker must fit whole
+    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+    distinct = np.asarray(uniques, dtype=object).astype(str).astype(object)
+    out = np.empty(len(column), dtype=object)
+    present = codes >= 0
+    out[present] = distinct[codes[present]]
+    absent = np.flatnonzero(~present)
+    if absent.size:
+        values = np.asarray(column.iloc[absent] if isinstance(column, pd.Series) else column[absent], dtype=object)
+        out[absent] = np.where(_is_missing(values), MISSING, values.astype(str).astype(object))
+    return out
 
 
 def _as_text(X):
-    """Categoricals arrive as pandas `str`, object or mixed; the encoder wants one type."""
-    out = np.asarray(X, dtype=object)
-    mask = np.vectorize(lambda v: v is None or (isinstance(v, float) and np.isnan(v)), otypes=[bool])(out)
-    if out.ndim == 2:  # column by column: a fixed-width copy of one column at most
-        text = np.empty(out.shape, dtype=object)
-        for j in range(out.shape[1]):
-            text[:, j] = _column_text(out[:, j], mask[:, j])
-        out = text
+    """Categoricals arrive as pandas `str`, object or mixed; the encoder wants one type.
+    Column by column: a copy of one column at most besides the result."""
+    if isinstance(X, pd.DataFrame):
+        columns = [X.iloc[:, j] for j in range(X.shape[1])]
     else:
-        out = out.astype(str).astype(object)
-    out[mask] = "__missing__"
-    return out
+        X = np.asarray(X, dtype=object)
+        if X.ndim == 1:
+            return _column_text(X)
+        columns = [X[:, j] for j in range(X.shape[1])]
+    text = np.empty((len(X), len(columns)), dtype=object)
+    for j, column in enumerate(columns):
+        text[:, j] = _column_text(column)
+    return text
 
 
 @dataclass(frozen=True)

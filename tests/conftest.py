@@ -6,6 +6,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -230,6 +231,26 @@ def task_states():
         return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}
 
     return states
+
+
+@pytest.fixture
+def flow_logs():
+    """`flow_logs(flow_run_id, until)`: the log messages of one flow run, read again until
+    `until(messages)` holds or 30 s pass (logs reach the API from a background worker)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
+
+    def read(flow_run_id, until=lambda messages: True, timeout: float = 30.0) -> list[str]:
+        deadline = time.monotonic() + timeout
+        with get_client(sync_client=True) as client:
+            while True:
+                messages = [log.message for log in client.read_logs(
+                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))]
+                if until(messages) or time.monotonic() > deadline:
+                    return messages
+                time.sleep(0.5)
+
+    return read
 
 
 @pytest.fixture

@@ -96,11 +96,15 @@ def test_failing_gate_becomes_challenger_even_without_champion(workspace, fast_c
         client.get_model_version_by_alias(MODEL, "champion")
 
 
-def test_auto_selection_is_cached_and_a_blend_serves_raw_rows(task_states, workspace, fast_config, small_churn_csv):
+def test_auto_selection_is_cached_and_a_blend_serves_raw_rows(task_states, flow_logs, workspace, fast_config,
+                                                              small_churn_csv):
     auto = ("model.family=auto", "model.candidates=[logistic_regression, random_forest]",
             "model.params.random_forest={n_estimators: 30}")
     first = train(config=fast_config(*auto), return_state=True)
     assert task_states(first.state_details.flow_run_id)["select-model"] == "Completed"
+    reused = "cross-validation: model selection's fold scores of this model, not refitted"
+    logs = flow_logs(first.state_details.flow_run_id, until=lambda logs: reused in logs)
+    assert reused in logs and not any("ran on Ray" in message for message in logs), logs  # no Ray here
     second = train(config=fast_config(*auto), return_state=True)
     states = task_states(second.state_details.flow_run_id)
     assert states["select-model"] == "Cached" and states["fit"] == "Cached", states
