@@ -211,9 +211,11 @@ class Conform(TransformerMixin, BaseEstimator):
         self.feature_names_in_ = np.asarray(self.columns, dtype=object)
         return self
 
-    def problems(self, X) -> tuple[np.ndarray, list[ValueProblem]]:
+    def problems(self, X, parsed: dict[str, pd.Series] | None = None) -> tuple[np.ndarray, list[ValueProblem]]:
         """Rows that cannot be scored: a mask (True = refused) and each refused value, in row
-        then column order. Missing columns raise `MissingColumnsError`."""
+        then column order. Missing columns raise `MissingColumnsError`. The numeric columns read
+        as text are parsed to find them; with `parsed`, those numbers are put there by column
+        (a refused row's value missing), so a caller can hand them on instead of the text."""
         frame = _as_frame(X)
         require_columns(frame.columns, self.columns)
         refused = np.zeros(len(frame), dtype=bool)
@@ -222,7 +224,9 @@ class Conform(TransformerMixin, BaseEstimator):
             series = frame[column]
             if is_numeric(series) or pd.api.types.is_bool_dtype(series):
                 continue
-            _, not_number = numeric_values(series)
+            values, not_number = numeric_values(series)
+            if parsed is not None:
+                parsed[column] = values
             for position in np.flatnonzero(not_number):
                 found.append((int(position), order, ValueProblem(int(position), column,
                                                                  _shown(series.iloc[position]), "not a number")))

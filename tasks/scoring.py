@@ -124,9 +124,11 @@ def conform_chunk(chunk: pd.DataFrame, conform: Conform, first_row: int = 0, tra
     column are rejected (`first_row` is the chunk's position in the input, so they carry their row
     number in the whole file); the others come out as the model reads them, or, with
     `transform=False` (a model whose own first step conforms them), as they stand."""
-    refused, problems = conform.problems(chunk)
+    parsed: dict[str, pd.Series] = {}
+    refused, problems = conform.problems(chunk, parsed)
     accepted = ~refused
-    rows = chunk[accepted] if refused.any() else chunk
+    rows = chunk.assign(**parsed) if parsed else chunk  # numbers read as text, parsed once: not again
+    rows = rows[accepted] if refused.any() else rows
     return ConformedChunk(features=conform.transform(rows) if transform else rows, accepted=accepted,
                           rejected=[RejectedRow(first_row + p.position, p.column, p.value, p.problem)
                                     for p in problems])
@@ -154,9 +156,9 @@ def predictions_table(ids, probability: np.ndarray, threshold: float, model_name
         pa.array(ids, type=schema.field(0).type, from_pandas=True),
         pa.array(probability, type=pa.float64()),
         pa.array((probability >= threshold).astype("int64"), type=pa.int64()),
-        pa.array([model_name] * rows, type=pa.string()),
-        pa.array([model_version] * rows, type=pa.string()),
-        pa.array([scored_at] * rows, type=pa.timestamp("us", tz="UTC")),
+        pa.repeat(pa.scalar(model_name, pa.string()), rows),
+        pa.repeat(pa.scalar(model_version, pa.string()), rows),
+        pa.repeat(pa.scalar(scored_at, pa.timestamp("us", tz="UTC")), rows),
     ], schema=schema)
 
 

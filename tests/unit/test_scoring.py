@@ -91,6 +91,19 @@ def test_unparseable_numbers_reject_their_rows_with_global_row_numbers_and_infin
     assert conformed.features["charges"].isna().all()  # +-inf is missing, as in training; a blank too
 
 
+def test_a_model_with_its_own_conform_step_gets_numbers_parsed_once_and_the_same_scores():
+    chunk = pd.DataFrame({"tenure": [" 1", "abc", "3", ""], "charges": [10.0, 20.0, 30.5, 1.0],
+                          "plan": ["basic", "pro", None, "pro"]})
+    step = Conform(numeric=("tenure", "charges"), categorical=("plan",)).fit(chunk)
+    handed_on = conform_chunk(chunk, step, transform=False)
+
+    assert handed_on.accepted.tolist() == [True, False, True, True]
+    assert handed_on.features["tenure"].dtype == "float64"  # the model's own step does not parse them again
+    assert handed_on.features["plan"].equals(chunk["plan"][handed_on.accepted])  # the rest as it came
+    from_text = step.transform(chunk[handed_on.accepted])
+    pd.testing.assert_frame_equal(step.transform(handed_on.features), from_text)
+
+
 def test_numeric_text_in_a_text_column_stays_text():
     chunk = pd.DataFrame({"tenure": [1, 2], "charges": [1.5, 2.5], "plan": [7, 8]})
     features = conform_chunk(chunk, _conform(chunk)).features
