@@ -140,6 +140,8 @@ def _column_text(column: np.ndarray | pd.Series) -> np.ndarray:
     `str` columns would make a string object per cell (450 MB for six columns of 800k rows).
     The cells factorize counts missing are read one by one. Other columns (numbers, mixed
     objects, where factorize would take 1, 1.0 and True for one value) convert cell by cell."""
+    if isinstance(column, pd.Series) and not (isinstance(column.dtype, pd.StringDtype) or column.dtype == object):
+        column = column.to_numpy(dtype=object)  # categories, numbers, booleans: their values as objects
     if pd.api.types.infer_dtype(column, skipna=True) != "string":
         values = np.asarray(column, dtype=object)
         out = values.astype(str).astype(object)  # object, not fixed-width: the marker must fit whole

@@ -123,7 +123,8 @@ def conform_chunk(chunk: pd.DataFrame, conform: Conform, first_row: int = 0, tra
     """One chunk through the conform step: rows holding a value that is not a number in a numeric
     column are rejected (`first_row` is the chunk's position in the input, so they carry their row
     number in the whole file); the others come out as the model reads them, or, with
-    `transform=False` (a model whose own first step conforms them), as they stand."""
+    `transform=False` (a model whose own first step conforms them), as they stand but for the
+    numbers read as text: parsed here once, they reach that step as numbers."""
     parsed: dict[str, pd.Series] = {}
     refused, problems = conform.problems(chunk, parsed)
     accepted = ~refused

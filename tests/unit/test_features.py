@@ -327,9 +327,10 @@ def test_as_text_equals_the_whole_block_conversion_and_shares_strings():
     frame = pd.DataFrame({"text": pd.Series(["a", None, "b", "a", "x\x00"], dtype="str"),
                           "with_na": pd.Series(["a", pd.NA, "b", None, float("nan")], dtype=object),
                           "number": [1.0, 2.0, np.nan, 1.0, -0.0],
-                          "mixed": pd.Series([True, 1, 1.0, "1", None], dtype=object)})
+                          "mixed": pd.Series([True, 1, 1.0, "1", None], dtype=object),
+                          "category": pd.Series(["b", "a", None, "b", "a"], dtype="category")})
     out = _as_text(frame)
     assert out.tolist() == _as_text_per_row(frame).tolist()
     assert out[:, 1].tolist() == ["a", "<NA>", "b", "__missing__", "__missing__"]
-    assert out[0, 0] is out[3, 0]
+    assert out[0, 0] is out[3, 0] and out[0, 4] is out[3, 4]
     assert _as_text(frame.to_numpy()).tolist() == out.tolist()
