@@ -33,11 +33,16 @@ def main() -> None:
     """Tabular ML training pipelines on Prefect + MLflow."""
 
 
+# Prefect's log and event workers log under their class names, not under `prefect`: draining
+# at the command's end, they say "Still processing items" after the summary or the error line.
+QUIET_AT_END = ("prefect", "prefect.events.clients", "prefect.server", "prefect._internal.concurrency",
+                "prefect.server.events", "uvicorn.error", "prefect.server.services", "EventsWorker", "APILogWorker")
+
+
 def _quiet_shutdown_noise() -> None:
     """The temporary Prefect server logs tracebacks while the process exits (events it can no
     longer flush); they say nothing about the run, so a user's terminal should end on the summary."""
-    for name in ("prefect", "prefect.events.clients", "prefect.server", "prefect._internal.concurrency",
-                 "prefect.server.events", "uvicorn.error", "prefect.server.services"):
+    for name in QUIET_AT_END:
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 

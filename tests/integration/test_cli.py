@@ -35,6 +35,30 @@ def test_bad_value_names_allowed_values(tmp_path):
     assert "model.family" in result.stderr and "hist_gradient_boosting" in result.stderr
 
 
+def test_the_end_of_a_command_silences_the_loggers_of_prefect_s_draining_workers():
+    """What the workers that drain at the end of a command log under (a slow machine showed
+    `EventsWorker - Still processing items` after the error line) is silenced with the rest."""
+    import logging
+
+    from prefect._internal.concurrency.services import QueueService
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    from flows.cli import QUIET_AT_END, _quiet_shutdown_noise
+
+    assert {"EventsWorker", "APILogWorker"} <= set(QUIET_AT_END)
+    assert issubclass(EventsWorker, QueueService) and issubclass(APILogWorker, QueueService)
+    loggers = [logging.getLogger(name) for name in QUIET_AT_END]
+    levels = [logger.level for logger in loggers]
+    try:
+        _quiet_shutdown_noise()
+        assert not logging.getLogger(EventsWorker.__name__).isEnabledFor(logging.WARNING)
+        assert not logging.getLogger(APILogWorker.__name__).isEnabledFor(logging.WARNING)
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
 @pytest.mark.slow
 def test_bad_dataset_exits_nonzero_with_one_line_and_no_traceback(tmp_path, small_churn_csv):
     frame = pd.read_csv(small_churn_csv)
