@@ -57,7 +57,7 @@ def fold_score(model, fold: int, X: pd.DataFrame, y: np.ndarray, n_splits: int, 
 def ranked_roc_auc(y: np.ndarray, scores: np.ndarray) -> float:
     """`roc_auc_score(y, scores)` for 0/1 labels, from the ranks of `scores` (Mann-Whitney U,
     ties averaged): the same area as scikit-learn's trapezoids to rounding, without the input
-    checks that cost 8x the area itself on permutation importance's 10,000-row copies."""
+    checks that cost 4x the area itself on permutation importance's 10,000-row copies."""
     positive = np.asarray(y) == 1
     positives = int(positive.sum())
     negatives = len(positive) - positives
