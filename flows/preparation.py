@@ -6,13 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-import pandas as pd
-
 from tasks.caching import step_key
 from tasks.config import PipelineConfig
 from tasks.data import fingerprint_task, load_task, split_task
 from tasks.features import FeatureSpec
-from tasks.memory import release_free_memory
+from tasks.memory import empty_like, release_free_memory
 from tasks.splitting import Split
 from tasks.storage import DatasetFingerprint
 from tasks.training import features_task
@@ -48,9 +46,3 @@ def prepare_data(config: PipelineConfig, cached) -> PreparedData:
     data_key = step_key(fingerprint, config.data, config.split, config.features)
     return PreparedData(fingerprint, data, split, spec, preprocessor, data_key)
 
-
-def empty_like(frame: pd.DataFrame) -> pd.DataFrame:
-    """No rows, the same columns and dtypes, and no memory shared with `frame` (an `iloc[:0]`
-    view would keep the whole table alive)."""
-    return pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in frame.dtypes.items()},
-                        columns=frame.columns)

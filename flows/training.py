@@ -6,13 +6,13 @@ from dataclasses import replace
 
 from prefect import flow
 
-from flows.preparation import empty_like, prepare_data
+from flows.preparation import prepare_data
 from tasks.caching import cached_steps, step_key
 from tasks.config import PipelineConfig
 from tasks.data import resolve_data_task
 from tasks.evaluation import evaluate_task
 from tasks.families import AUTO
-from tasks.memory import release_free_memory
+from tasks.memory import empty_like, release_free_memory
 from tasks.promotion import promote_task
 from tasks.registration import register_task
 from tasks.reports import TrainingSummary, model_card_task, report_task

@@ -1,4 +1,5 @@
-"""Handing freed memory back to the operating system between the heavy steps of a run.
+"""Letting go of memory between the heavy steps of a run: a table whose rows are done with
+(`empty_like`), and what the process freed, handed back to the operating system.
 
 A Prefect-free kernel module. glibc's malloc keeps what a step freed (a validated table's
 temporaries, a fit's transformed matrix) for reuse, and pyarrow's pool keeps freed string
@@ -12,6 +13,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+
+import pandas as pd
 
 
 @functools.cache
@@ -35,3 +38,10 @@ def release_free_memory() -> None:
     except ImportError:  # pragma: no cover - pyarrow is a dependency
         return
     pyarrow.default_memory_pool().release_unused()
+
+
+def empty_like(frame: pd.DataFrame) -> pd.DataFrame:
+    """No rows, the same columns and dtypes, and no memory shared with `frame` (an `iloc[:0]`
+    view would keep the whole table alive)."""
+    return pd.DataFrame({name: pd.Series([], dtype=dtype) for name, dtype in frame.dtypes.items()},
+                        columns=frame.columns)

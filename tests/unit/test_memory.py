@@ -1,8 +1,10 @@
-"""tasks.memory: freed memory goes back to the OS between steps; live objects are untouched."""
+"""tasks.memory: freed memory goes back to the OS between steps; live objects are untouched;
+a table done with keeps its columns and dtypes, not its rows."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from tasks import memory
 
@@ -18,3 +20,13 @@ def test_release_free_memory_keeps_live_objects():
 def test_release_free_memory_is_a_no_op_without_malloc_trim(monkeypatch):
     monkeypatch.setattr(memory, "_malloc_trim", lambda: None)
     memory.release_free_memory()  # no glibc (musl, macOS): nothing to trim, no error
+
+
+def test_empty_like_keeps_columns_and_dtypes_and_no_rows():
+    frame = pd.DataFrame({"plan": pd.Series(["a", None, "b"], dtype="str"), "tenure": [1, 2, 3],
+                          "charges": [1.5, None, 2.0], "flag": [True, False, True],
+                          "note": pd.Series(["x", 1, None], dtype=object), "churn": [0, 1, 0]})
+    empty = memory.empty_like(frame)
+    assert empty.empty and list(empty.columns) == list(frame.columns)
+    assert empty.dtypes.to_dict() == frame.dtypes.to_dict()
+    pd.testing.assert_frame_equal(empty, frame.iloc[:0], check_index_type=False)
