@@ -125,7 +125,7 @@ def numeric_values(series: pd.Series) -> tuple[pd.Series, np.ndarray]:
     return values, not_number
 
 
-def _text_of(values: np.ndarray, boolean: bool) -> np.ndarray:
+def text_of(values: np.ndarray, boolean: bool = False) -> np.ndarray:
     """`str(value)` of each value (object array), booleans spelled "True"/"False"."""
     text = values.astype(str).astype(object)
     if boolean:
@@ -135,12 +135,24 @@ def _text_of(values: np.ndarray, boolean: bool) -> np.ndarray:
     return text
 
 
-def _holds_only_text(series: pd.Series) -> bool:
-    """A column of strings (pandas' string dtype, or object holding only `str`): equal values
+def holds_only_text(values: pd.Series | np.ndarray) -> bool:
+    """A column of strings (pandas' string dtype, or objects that are all `str`): equal values
     are the same text, so each distinct value can be converted once."""
-    if isinstance(series.dtype, pd.StringDtype):
+    if isinstance(getattr(values, "dtype", None), pd.StringDtype):
         return True
-    return pd.api.types.is_object_dtype(series) and pd.api.types.infer_dtype(series, skipna=True) == "string"
+    return pd.api.types.is_object_dtype(values) and pd.api.types.infer_dtype(values, skipna=True) == "string"
+
+
+def per_distinct_value(values: pd.Series | np.ndarray, convert) -> tuple[np.ndarray, np.ndarray]:
+    """`convert` (object array -> object array as long) applied once to each distinct value of a
+    column of strings: an object array whose rows share the results (a pointer per row, not a
+    string object), and the mask of the cells `pd.factorize` counts missing, left empty for the
+    caller's own rule."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    out = np.empty(len(values), dtype=object)
+    present = codes >= 0
+    out[present] = convert(np.asarray(uniques, dtype=object))[codes[present]]
+    return out, ~present
 
 
 def text_values(series: pd.Series, boolean: bool = False) -> pd.Series:
@@ -151,17 +163,13 @@ def text_values(series: pd.Series, boolean: bool = False) -> pd.Series:
     million rows of a few categories cost a pointer each, not a string object each (the
     values are the same either way)."""
     missing = series.isna().to_numpy()
-    if _holds_only_text(series):
-        codes, uniques = pd.factorize(series, use_na_sentinel=True)
-        distinct = _text_of(np.asarray(uniques, dtype=object), boolean)
-        text = np.empty(len(series), dtype=object)
-        present = codes >= 0
-        text[present] = distinct[codes[present]]
-        odd = ~present & ~missing  # a value factorize counts as missing but isna does not: as before
+    if holds_only_text(series):
+        text, absent = per_distinct_value(series, lambda values: text_of(values, boolean))
+        odd = absent & ~missing  # a value factorize counts as missing but isna does not: as before
         if odd.any():
-            text[odd] = _text_of(series.to_numpy(dtype=object)[odd], boolean)
+            text[odd] = text_of(series.to_numpy(dtype=object)[odd], boolean)
     else:
-        text = _text_of(series.to_numpy(dtype=object), boolean)
+        text = text_of(series.to_numpy(dtype=object), boolean)
     text[missing] = None
     return pd.Series(text, index=series.index, dtype=object)
 

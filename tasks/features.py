@@ -20,7 +20,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from typing import TYPE_CHECKING
 
-from tasks.conform import Conform
+from tasks.conform import Conform, holds_only_text, per_distinct_value, text_of
 from tasks.errors import DataValidationError
 
 if TYPE_CHECKING:  # this module ships inside registered models: keep it to sklearn, numpy, pandas
@@ -135,27 +135,24 @@ def _is_missing(values: np.ndarray) -> np.ndarray:
 
 def _column_text(column: np.ndarray | pd.Series) -> np.ndarray:
     """One column of `_as_text`: `str(value)` as object, MISSING for None and NaN. A column of
-    strings (what `Conform` gives) is read through `pd.factorize`: its values become Python
-    objects once per distinct value, its rows sharing them; `np.asarray` of a frame of pandas
-    `str` columns would make a string object per cell (450 MB for six columns of 800k rows).
-    The cells factorize counts missing are read one by one. Other columns (numbers, mixed
-    objects, where factorize would take 1, 1.0 and True for one value) convert cell by cell."""
+    strings (what `Conform` gives) is converted once per distinct value (`per_distinct_value`),
+    its rows sharing the results; `np.asarray` of a frame of pandas `str` columns would make a
+    string object per cell (450 MB for six columns of 800k rows). The cells factorize counts
+    missing are read one by one. Other columns (numbers, mixed objects, where factorize would
+    take 1, 1.0 and True for one value) convert cell by cell."""
     if isinstance(column, pd.Series) and not (isinstance(column.dtype, pd.StringDtype) or column.dtype == object):
         column = column.to_numpy(dtype=object)  # categories, numbers, booleans: their values as objects
-    if pd.api.types.infer_dtype(column, skipna=True) != "string":
+    if not holds_only_text(column):
         values = np.asarray(column, dtype=object)
-        out = values.astype(str).astype(object)  # object, not fixed-width: the marker must fit whole
+        out = text_of(values)  # object, not fixed-width: the marker must fit whole
         out[_is_missing(values)] = MISSING
         return out
-    codes, uniques = pd.factorize(column, use_na_sentinel=True)
-    distinct = np.asarray(uniques, dtype=object).astype(str).astype(object)
-    out = np.empty(len(column), dtype=object)
-    present = codes >= 0
-    out[present] = distinct[codes[present]]
-    absent = np.flatnonzero(~present)
-    if absent.size:
-        values = np.asarray(column.iloc[absent] if isinstance(column, pd.Series) else column[absent], dtype=object)
-        out[absent] = np.where(_is_missing(values), MISSING, values.astype(str).astype(object))
+    out, absent = per_distinct_value(column, text_of)
+    positions = np.flatnonzero(absent)
+    if positions.size:
+        values = np.asarray(column.iloc[positions] if isinstance(column, pd.Series) else column[positions],
+                            dtype=object)
+        out[positions] = np.where(_is_missing(values), MISSING, text_of(values))
     return out
 
 
