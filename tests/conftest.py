@@ -263,10 +263,7 @@ def ray_cluster():
     import shutil
     import signal
     import socket
-    import subprocess
-    import sys
     import tempfile
-    import time
 
     ray = str(Path(sys.executable).with_name("ray"))
     scratch = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 bytes

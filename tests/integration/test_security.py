@@ -9,7 +9,6 @@ import pytest
 import skops.io
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
 from flows.training import train
 from tasks.mlflow_adapter.models import load_version
@@ -30,7 +29,7 @@ def s3_with_secrets(monkeypatch, small_churn_csv, s3_endpoint, s3_bucket):
 
 
 def test_secrets_appear_in_no_param_tag_artifact_log_or_flow_parameter(workspace, fast_config, s3_with_secrets,
-                                                                        tmp_path):
+                                                                        tmp_path, flow_logs):
     study_dir = tmp_path / "study"
     study_dir.mkdir()
     state = train(config=fast_config(
@@ -53,8 +52,7 @@ def test_secrets_appear_in_no_param_tag_artifact_log_or_flow_parameter(workspace
     flow_run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as prefect:
         recorded.append(json.dumps(prefect.read_flow_run(flow_run_id).parameters))
-        logs = prefect.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))
-        recorded += [log.message for log in logs]
+        recorded += flow_logs(flow_run_id)
         recorded += [json.dumps(a.data, default=str) for a in prefect.read_artifacts()
                      if a.flow_run_id == flow_run_id]
     assert len(recorded) > 20 and any("s3://secure/churn.csv" in text for text in recorded)
