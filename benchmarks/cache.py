@@ -15,7 +15,6 @@ medians and cached/cold.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -25,14 +24,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
+from pipeline_vs_recipe import command_env, start_kept_server  # noqa: E402  (benchmarks/ is on sys.path)
+
 
 def timed_run(config: Path, home: Path, data: Path) -> float:
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
-    env.update(MLPIPE_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
     started = time.perf_counter()
     subprocess.run([str(Path(sys.executable).with_name("mlpipe")), "train", "--config", str(config),
                     "--data", str(data)],
-                   env=env, cwd=home, check=True, capture_output=True)
+                   env=command_env(home), cwd=home, check=True, capture_output=True)
     return time.perf_counter() - started
 
 
@@ -42,8 +41,6 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--config", type=Path, default=ROOT / "conf" / "churn.yaml")
     args = parser.parse_args()
-    from pipeline_vs_recipe import start_kept_server
-
     start_kept_server()
     cold, cached = [], []
     with tempfile.TemporaryDirectory() as scratch:

@@ -109,7 +109,9 @@ class Runs:
     auc: list[float] = field(default_factory=list)
 
 
-def _env(home: Path) -> dict[str, str]:
+def command_env(home: Path) -> dict[str, str]:
+    """The environment a timed command runs in: this one, without a developer's Prefect server
+    or tracking URI, with `home` as the project home (its MLflow store and cache)."""
     env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI", "MLPIPE_HOME")}
     return {**env, "MLPIPE_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
 
@@ -117,29 +119,30 @@ def _env(home: Path) -> dict[str, str]:
 def start_kept_server() -> None:
     """Bring up the local server mlpipe keeps between commands (a no-op when it is up)."""
     code = "from deployments.local_server import prefect_api\nwith prefect_api() as server:\n    server and server.wait()\n"
-    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=_env(ROOT), check=True)
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=command_env(ROOT), check=True)
+
+
+def timed_command(command: list[str], home: Path, auc_pattern: str, what: str) -> tuple[float, float]:
+    """Wall seconds of `command` run in project home `home`, and the holdout roc_auc it printed
+    (`auc_pattern`'s first group)."""
+    started = time.perf_counter()
+    done = subprocess.run(command, env=command_env(home), cwd=home, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed: {done.stderr[-2000:]}")
+    return seconds, float(re.search(auc_pattern, done.stdout).group(1))
 
 
 def run_pipeline(data: Path, config: Path) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as home:
-        started = time.perf_counter()
-        done = subprocess.run([str(BIN / "mlpipe"), "train", "--config", str(config), "--data", str(data)],
-                              env=_env(Path(home)), cwd=home, capture_output=True, text=True)
-        seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"mlpipe train failed on {data.name}: {done.stderr[-2000:]}")
-    return seconds, float(re.search(r"roc_auc\s*\S\s*([0-9.]+)", done.stdout).group(1))
+        return timed_command([str(BIN / "mlpipe"), "train", "--config", str(config), "--data", str(data)],
+                             Path(home), r"roc_auc\s*\S\s*([0-9.]+)", f"mlpipe train on {data.name}")
 
 
 def run_recipe(recipe: Path, data: Path, args: list[str]) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as home:
-        started = time.perf_counter()
-        done = subprocess.run([sys.executable, str(recipe), str(data), *args], env=_env(Path(home)), cwd=home,
-                              capture_output=True, text=True)
-        seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"the seed recipe failed on {data.name}: {done.stderr[-2000:]}")
-    return seconds, float(re.search(r"holdout roc_auc ([0-9.]+)", done.stdout).group(1))
+        return timed_command([sys.executable, str(recipe), str(data), *args], Path(home),
+                             r"holdout roc_auc ([0-9.]+)", f"the seed recipe on {data.name}")
 
 
 def summary_rows(results: dict[str, tuple[Runs, Runs]]) -> list[str]:

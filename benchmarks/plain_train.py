@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -64,22 +62,11 @@ def plain_train(data: str, config_path: Path) -> None:
     print(f"time {time.perf_counter() - started:.1f} s")
 
 
-def timed(command: list[str], home: Path) -> tuple[float, float]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PREFECT_API_URL", "MLFLOW_TRACKING_URI")}
-    env.update(MLPIPE_HOME=str(home), PREFECT_SERVER_ANALYTICS_ENABLED="false")
-    started = time.perf_counter()
-    done = subprocess.run(command, env=env, cwd=home, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{command[:2]} failed: {done.stderr[-2000:]}")
-    return seconds, float(re.search(r"roc_auc\s*\S?\s*([0-9]\.[0-9]+)", done.stdout).group(1))
-
-
 def compare(rows: int, repeats: int, config: Path) -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))
     sys.path.insert(0, str(ROOT / "data"))
     from generate_churn import generate_churn
-    from pipeline_vs_recipe import start_kept_server
+    from pipeline_vs_recipe import start_kept_server, timed_command
 
     start_kept_server()
     commands = {"mlpipe train": [str(Path(sys.executable).with_name("mlpipe")), "train", "--config", str(config)],
@@ -93,7 +80,8 @@ def compare(rows: int, repeats: int, config: Path) -> None:
             for name in order:
                 with tempfile.TemporaryDirectory() as home:
                     command = [*commands[name], "--data" if name == "mlpipe train" else "", str(data)]
-                    took, auc = timed([part for part in command if part], Path(home))
+                    took, auc = timed_command([part for part in command if part], Path(home),
+                                              r"roc_auc\s*\S?\s*([0-9]\.[0-9]+)", name)
                 seconds[name].append(took)
                 print(f"{rows:>8,} rows  {name:13s} run {repeat + 1}: {took:6.1f} s  roc_auc {auc:.4f}", flush=True)
     train_s, plain_s = (statistics.median(seconds[name]) for name in commands)
