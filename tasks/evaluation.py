@@ -129,7 +129,6 @@ def evaluate_task(model, train: pd.DataFrame, holdout: pd.DataFrame, target: str
         get_run_logger().info("cross-validation: model selection's fold scores of this model, not refitted")
     get_run_logger().info("cross-validated on %d of %d train rows; permutation importance on %d of %d holdout rows",
                           evaluation.sample_rows["cv"], len(train), evaluation.sample_rows["importance"], len(holdout))
-    ray_tags = {k: v for k, v in evaluation.tags.items() if k != "mlpipe.cv_source"}
-    if ray_tags:
-        get_run_logger().info("evaluation ran on Ray: %s", ray_tags)
+    if compute is not None and compute.backend == "ray":
+        get_run_logger().info("evaluation ran on Ray: %s", evaluation.tags)
     return evaluation
