@@ -13,10 +13,11 @@ from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
-from scipy.stats import rankdata
 from sklearn.base import clone
-from sklearn.metrics import check_scoring, roc_auc_score
+from sklearn.metrics import check_scoring
 from sklearn.model_selection import StratifiedKFold
+
+from tasks.metrics import ranked_roc_auc
 
 SCORING = "roc_auc"
 
@@ -52,19 +53,6 @@ def fold_score(model, fold: int, X: pd.DataFrame, y: np.ndarray, n_splits: int, 
     fit_rows, score_rows = list(folds.split(X, y))[fold]
     fitted = in_process(model).fit(X.iloc[fit_rows], y[fit_rows])
     return float(check_scoring(fitted, scoring=SCORING)(fitted, X.iloc[score_rows], y[score_rows]))
-
-
-def ranked_roc_auc(y: np.ndarray, scores: np.ndarray) -> float:
-    """`roc_auc_score(y, scores)` for 0/1 labels, from the ranks of `scores` (Mann-Whitney U,
-    ties averaged): the same area as scikit-learn's trapezoids to rounding, without the input
-    checks that cost 4x the area itself on permutation importance's 10,000-row copies."""
-    positive = np.asarray(y) == 1
-    positives = int(positive.sum())
-    negatives = len(positive) - positives
-    if positives == 0 or negatives == 0:
-        return float(roc_auc_score(y, scores))  # one class: scikit-learn's answer and warning
-    ranks = rankdata(scores)
-    return float((ranks[positive].sum() - positives * (positives + 1) / 2) / (positives * negatives))
 
 
 def permutation_seed(seed: int) -> int:

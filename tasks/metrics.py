@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
@@ -56,3 +57,17 @@ def is_better_or_equal(metric: str, candidate: float, reference: float, toleranc
     if metric in LOWER_IS_BETTER:
         return candidate <= reference + tolerance
     return candidate >= reference - tolerance
+
+
+def ranked_roc_auc(y: np.ndarray, scores: np.ndarray) -> float:
+    """`roc_auc_score(y, scores)` for 0/1 labels, from the ranks of `scores` (Mann-Whitney U,
+    ties averaged): the same area as scikit-learn's trapezoids to rounding, without the input
+    checks that cost 4x the area itself on permutation importance's 10,000-row copies and
+    validation's leak check."""
+    positive = np.asarray(y) == 1
+    positives = int(positive.sum())
+    negatives = len(positive) - positives
+    if positives == 0 or negatives == 0:
+        return float(roc_auc_score(y, scores))  # one class: scikit-learn's answer and warning
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - positives * (positives + 1) / 2) / (positives * negatives))

@@ -17,6 +17,7 @@ from tasks.caching import cache_key
 from tasks.conform import coerce_numeric_text, is_numeric, mostly_text
 from tasks.config import DataConfig
 from tasks.errors import DataValidationError, name_list
+from tasks.metrics import ranked_roc_auc
 from tasks.splitting import key_name, row_keys
 from tasks.storage import DatasetFingerprint, looks_decimal_comma
 
@@ -121,11 +122,9 @@ def leak_score(values: pd.Series, y: pd.Series) -> float:
         return 0.0
     v, t = values[present], y[present]
     if is_numeric(v):
-        from sklearn.metrics import roc_auc_score
-
         if t.nunique() < 2:
             return 0.0
-        auc = roc_auc_score(t, v.astype(float))
+        auc = ranked_roc_auc(t.to_numpy(), v.to_numpy(dtype=float))
         return float(max(auc, 1 - auc))
     if v.nunique() > 50:
         return 0.0

@@ -12,8 +12,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from tasks.evaluation_units import (column_importance, column_importances, fold_score, fold_scores, in_process,
-                                    ranked_roc_auc)
+from tasks.evaluation_units import column_importance, column_importances, fold_score, fold_scores, in_process
 
 
 def _data(n: int = 300):
@@ -37,18 +36,6 @@ def test_column_importance_equals_sklearn_permutation_importance(seed):
     np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-12)  # areas from ranks, not trapezoids
     assert ours[0] > 0.1 and abs(ours[2]) < 0.05  # the signal column matters, noise does not
     assert column_importances(model, X, y, 4, seed) == ours
-
-
-def test_ranked_roc_auc_equals_roc_auc_score_with_ties_and_with_one_class():
-    from sklearn.metrics import roc_auc_score
-
-    rng = np.random.default_rng(3)
-    for rows, decimals in ((50, 1), (10_000, 2), (10_000, 8)):  # coarse scores: many ties
-        y = rng.integers(0, 2, rows)
-        scores = np.round(rng.random(rows) * 0.5 + 0.3 * y, decimals)
-        assert ranked_roc_auc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
-    with pytest.warns(Warning, match="Only one class"):  # one class: scikit-learn's own answer
-        assert np.isnan(ranked_roc_auc(np.ones(5, dtype=int), np.arange(5.0)))
 
 
 def test_fold_scores_equal_cross_val_score():

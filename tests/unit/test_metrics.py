@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.metrics import METRICS, classification_metrics, is_better_or_equal, score_metric
+from tasks.metrics import METRICS, classification_metrics, is_better_or_equal, ranked_roc_auc, score_metric
 
 Y = np.array([0, 0, 1, 1, 1, 0])
 P = np.array([0.1, 0.6, 0.7, 0.4, 0.9, 0.2])
@@ -34,3 +34,15 @@ def test_better_or_equal_respects_the_metric_direction_and_tolerance():
     assert is_better_or_equal("roc_auc", 0.80, 0.804, tolerance=0.005)
     assert not is_better_or_equal("roc_auc", 0.79, 0.80, tolerance=0.005)
     assert is_better_or_equal("log_loss", 0.30, 0.31) and not is_better_or_equal("log_loss", 0.32, 0.31)
+
+
+def test_ranked_roc_auc_equals_roc_auc_score_with_ties_and_with_one_class():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(3)
+    for rows, decimals in ((50, 1), (10_000, 2), (10_000, 8)):  # coarse scores: many ties
+        y = rng.integers(0, 2, rows)
+        scores = np.round(rng.random(rows) * 0.5 + 0.3 * y, decimals)
+        assert ranked_roc_auc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+    with pytest.warns(Warning, match="Only one class"):  # one class: scikit-learn's own answer
+        assert np.isnan(ranked_roc_auc(np.ones(5, dtype=int), np.arange(5.0)))
