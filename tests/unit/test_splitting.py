@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from tasks.errors import DataValidationError
-from tasks.splitting import SplitParams, hash_holdout_side, newer_than, row_keys, split_dataset
+from tasks.splitting import _NUMBER_CHARACTERS, SplitParams, _text_numbers, hash_holdout_side, newer_than, row_keys, split_dataset
 from tasks.storage import read_dataset
 
 
@@ -157,6 +157,41 @@ def test_row_keys_hash_values_by_meaning_not_storage():
     assert len(set(words)) == 6 and missing[0] not in set(words)
     # fixed values: keys must not drift between versions, or every snapshot's split would move
     assert int(row_keys(pd.DataFrame({"a": [1], "b": ["x"]}))[0]) == 15989393571542512393
+
+
+def _generated_texts(rng, count: int) -> list[str]:
+    """Short texts of number-like and other characters (non-ASCII digits, NUL, minus sign...)."""
+    alphabet = list("0123456789+-.eE \t") + list("infatyINFATYdDxXbBoO_,") + ["\x00", "\u0661", "\uff11", "\u2212", "\xa0", "\n"]
+    weights = np.array([6.0] * 10 + [3.0] * 7 + [1.0] * (len(alphabet) - 17))
+    return ["".join(rng.choice(alphabet, size=rng.integers(0, 12), p=weights / weights.sum())) for _ in range(count)]
+
+
+_ODD_NUMBERS = ["inf", "-inf", "+Infinity", "nan", "NaN", "", "9007199254740993", "18446744073709551615",
+                "-9223372036854775809", "123456789012345678901234567890", "1e400", "-1e-400", "0.1", "1.0"]
+
+
+def test_every_text_that_parses_as_a_number_passes_the_character_filter():
+    """`_text_numbers` parses only texts made of `_NUMBER_CHARACTERS`: none outside them parses."""
+    import re
+
+    texts = pd.Series(_generated_texts(np.random.default_rng(1), 20_000) + _ODD_NUMBERS, dtype="string")
+    parsed = pd.to_numeric(texts, errors="coerce").notna().to_numpy()
+    candidate = np.array([re.fullmatch(_NUMBER_CHARACTERS.strip("^$"), t) is not None for t in texts])
+    assert parsed.sum() > 2000 and not (parsed & ~candidate).any()
+
+
+def test_text_numbers_equal_to_numeric_bit_for_bit_in_any_mixture():
+    """Parsing only the texts that can be numbers gives `to_numeric`'s floats exactly, whatever
+    else the column holds: big integers round the same, with or without words beside them."""
+    rng = np.random.default_rng(2)
+    for _ in range(600):
+        pool = (_generated_texts(rng, int(rng.integers(1, 10))) + list(rng.choice(_ODD_NUMBERS, size=rng.integers(0, 3)))
+                + (["CUST-1", "abc"] if rng.random() < 0.5 else []))
+        texts = pd.Series([pool[i] for i in rng.permutation(len(pool))], dtype="string")
+        if rng.random() < 0.2:
+            texts[int(rng.integers(0, len(texts)))] = pd.NA
+        expected = pd.to_numeric(texts, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        assert np.array_equal(_text_numbers(texts).view("uint64"), expected.view("uint64")), list(texts)
 
 
 def test_hash_split_sides_are_disjoint_cover_the_rows_and_are_frames_of_their_own():
