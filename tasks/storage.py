@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import fsspec
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -269,14 +270,24 @@ def _parsed_csv(uri: str, text, header: list[str], wanted: list[str], as_text: l
 _DECIMAL_COMMA = r"\s*[+-]?(\d+,?\d*|,\d+)([eE][+-]?\d+)?\s*"
 
 
-def looks_decimal_comma(series: pd.Series) -> bool:
-    """A text column whose every non-blank value is a number written with a decimal comma."""
+def looks_decimal_comma(series: pd.Series, sample: int = 1000) -> bool:
+    """A text column whose every non-blank value is a number written with a decimal comma.
+    Checked first on a seeded sample of `sample` rows: one value there that is not such a
+    number settles it for the column (a real text column, without matching every row)."""
     if not (pd.api.types.is_string_dtype(series) or pd.api.types.is_object_dtype(series)):
         return False
-    present = series.dropna().astype(str)  # True/False in an object column: not numbers
-    present = present[present.str.strip() != ""]
+    if len(series) > sample:
+        some = _present_text(series.iloc[np.random.default_rng(0).integers(0, len(series), sample)])
+        if not some.str.fullmatch(_DECIMAL_COMMA).all():
+            return False
+    present = _present_text(series)
     return (bool(present.str.contains(",", regex=False).any())
             and bool(present.str.fullmatch(_DECIMAL_COMMA).all()))
+
+
+def _present_text(series: pd.Series) -> pd.Series:
+    present = series.dropna().astype(str)  # True/False in an object column: not numbers
+    return present[present.str.strip() != ""]
 
 
 def _decimal_comma_text(chunk: pd.DataFrame, keep: Sequence[str]) -> pd.DataFrame:

@@ -16,7 +16,7 @@ import pytest
 from tasks.config import CsvConfig, DataConfig
 from tasks.csv_dialect import detect_dialect
 from tasks.errors import DatasetError, DataValidationError
-from tasks.storage import dataset_format, fingerprint_dataset, open_chunks, read_dataset
+from tasks.storage import dataset_format, fingerprint_dataset, looks_decimal_comma, open_chunks, read_dataset
 from tasks.validation import validate_dataset
 
 def _write(path, text: str):
@@ -219,6 +219,16 @@ def test_decimal_comma_left_as_text_is_named_in_a_warning(tmp_path):
     report = validate_dataset(frame, DataConfig(target="y", positive_label=None, min_rows=2)).report
     assert any("'price' holds numbers with a decimal comma (e.g. '0,5')" in w and "data.csv.decimal" in w
                for w in report.warnings), report.warnings
+
+
+def test_decimal_comma_check_of_a_long_column_reads_past_its_sample():
+    """Long columns are checked on a sample first; a sample of decimal-comma numbers still
+    needs every row to be one (and one comma among them)."""
+    numbers = pd.Series([f"{i},5" for i in range(5000)] + [" ", None], dtype="str")
+    assert looks_decimal_comma(numbers)
+    assert not looks_decimal_comma(numbers.where(numbers.index != 4321, "n/a"))  # one word, rarely sampled
+    assert not looks_decimal_comma(pd.Series([str(i) for i in range(5000)], dtype="str"))  # no comma at all
+    assert not looks_decimal_comma(pd.Series(["Month-to-month", "One year"] * 2500, dtype="str"))
 
 
 @pytest.mark.parametrize("options", [{"delimiter": ";;"}, {"encoding": "klingon"}, {"delimiter": ",", "decimal": ","},
