@@ -115,21 +115,37 @@ LEAK_SAMPLE_ROWS = 200_000  # a leak shows as plainly in a seeded sample, at a f
 
 def leak_score(values: pd.Series, y: pd.Series) -> float:
     """How well one column alone separates the classes: roc_auc (either direction) for
-    numbers, accuracy of its per-category majority class for categories. 1.0 = perfectly.
-    `validate_dataset` measures it on a seeded sample of LEAK_SAMPLE_ROWS rows of big data."""
+    numbers, accuracy of its per-category majority class for categories (at most 50, compared
+    as text). 1.0 = perfectly. `validate_dataset` measures it on a seeded sample of
+    LEAK_SAMPLE_ROWS rows of big data."""
     present = values.notna()
-    if present.mean() < 0.9 or values[present].nunique() < 2:
+    if present.mean() < 0.9:
         return 0.0
-    v, t = values[present], y[present]
+    v, t = values[present], y[present].to_numpy(dtype="int64")
     if is_numeric(v):
-        if t.nunique() < 2:
+        if v.nunique() < 2 or len(np.unique(t)) < 2:
             return 0.0
-        auc = ranked_roc_auc(t.to_numpy(), v.to_numpy(dtype=float))
+        auc = ranked_roc_auc(t, v.to_numpy(dtype=float))
         return float(max(auc, 1 - auc))
-    if v.nunique() > 50:
+    codes, categories = pd.factorize(v.astype("string"))
+    if not 2 <= len(categories) <= 50:
         return 0.0
-    majority = pd.crosstab(v.astype("string"), t).max(axis=1).sum()
-    return float(majority / len(v))
+    counts = np.bincount(codes * 2 + t, minlength=2 * len(categories)).reshape(-1, 2)  # category x class
+    return float(counts.max(axis=1).sum() / len(v))
+
+
+def _unique_per_row(values: pd.Series, ratio: float, head: int = 10_000) -> bool:
+    """`values.nunique() >= ratio * len(values)`. When the first `head` rows already repeat
+    more than that allows (a category column), the answer is known without hashing every row."""
+    first = values.iloc[:head]
+    if len(first) - first.nunique() > (1 - ratio) * len(values):
+        return False
+    return values.nunique() >= ratio * len(values)
+
+
+def _single_valued(values: pd.Series, head: int = 10_000) -> bool:
+    """`values.nunique() <= 1`, settled by the first `head` rows when they hold two values."""
+    return values.iloc[:head].nunique() <= 1 and values.nunique() <= 1
 
 
 def validate_dataset(frame: pd.DataFrame, config: DataConfig, min_class_rows: int = 2) -> ValidatedData:
@@ -198,23 +214,23 @@ def validate_dataset(frame: pd.DataFrame, config: DataConfig, min_class_rows: in
         if column in ids or pd.api.types.is_float_dtype(features[column]):  # measurements, not keys
             continue
         values = features[column].dropna()
-        if len(features) > 1 and len(values) == len(features) and values.nunique() >= config.id_unique_ratio * len(features):
+        if len(features) > 1 and len(values) == len(features) and _unique_per_row(values, config.id_unique_ratio):
             ids.append(column)
             report.warnings.append(f"column {column!r} is unique per row and looks like an ID: "
                                    "dropped from the features (list it in data.id_columns to silence this)")
     features = features.drop(columns=ids)
     report.id_columns = ids
-    constant = [c for c in features.columns if features[c].nunique(dropna=True) <= 1]
+    constant = [c for c in features.columns if _single_valued(features[c])]
     for column in constant:
         report.warnings.append(f"column {column!r} has a single value: dropped from the features")
     features = features.drop(columns=constant)
     if len(features) >= 50:
-        sample = features.index
+        sample = np.arange(len(features))
         if len(features) > LEAK_SAMPLE_ROWS:
-            sample = features.index[np.sort(np.random.default_rng(0).choice(len(features), LEAK_SAMPLE_ROWS,
-                                                                            replace=False))]
+            sample = np.sort(np.random.default_rng(0).choice(len(features), LEAK_SAMPLE_ROWS, replace=False))
+        sampled_y = y.iloc[sample]
         for column in features.columns:
-            score = leak_score(features.loc[sample, column], y.loc[sample])
+            score = leak_score(features[column].iloc[sample], sampled_y)
             if score >= config.leak_threshold:
                 _fail(f"column {column!r} predicts target {target!r} almost perfectly on its own (score "
                       f"{score:.4f} >= data.leak_threshold {config.leak_threshold}): it likely leaks the label "

@@ -176,6 +176,26 @@ def test_unique_integer_column_is_an_id_but_unique_float_is_a_feature():
     assert "spend" in validated.report.numeric_features
 
 
+def test_id_and_single_value_checks_of_long_columns_read_past_their_first_rows():
+    """Long columns are judged on their first 10,000 rows when those settle it; a column whose
+    repeats or second value come later is still judged on every row."""
+    n = 30_000
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame({
+        "churn": rng.choice(["Yes", "No"], n),
+        "tenure": rng.random(n),
+        "ref": pd.Series([f"R{i % 9_000}" if i < 12_000 else f"R{i}" for i in range(n)], dtype="str"),  # 10% repeats, early
+        "code": pd.Series([f"K{i}" for i in range(n - 1)] + ["K0"], dtype="str"),  # one repeat, in the last row
+        "region": pd.Series(["north"] * (n - 1) + ["south"], dtype="str"),  # a second value in the last row
+        "plan": pd.Series(["basic"] * n, dtype="str"),
+    })
+    report = validate_dataset(frame, _config(id_unique_ratio=0.7)).report
+    assert report.id_columns == ["ref", "code"]  # 90% and 99.997% unique, both >= 0.7
+    assert "region" in report.categorical_features and "plan" not in report.features
+    strict = validate_dataset(frame, _config()).report  # id_unique_ratio 1.0: every value distinct
+    assert strict.id_columns == [] and {"ref", "code"} <= set(strict.categorical_features)
+
+
 def test_yes_no_target_maps_to_1_0():
     validated = validate_dataset(_frame(), _config(positive_label="Yes"))
     assert validated.frame["churn"].tolist() == [1, 0, 0, 1, 0, 0]
