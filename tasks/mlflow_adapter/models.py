@@ -5,6 +5,8 @@ registered, load a version, and read the input schema a version declares.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,6 +96,29 @@ def _pip_requirements() -> list[str]:
     return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "scikit-learn", "skops", "numpy", "pandas")]
 
 
+@contextlib.contextmanager
+def _requirements_read_from_this_environment() -> Iterator[None]:
+    """While logging a model whose requirements `_pip_requirements` read from the installed
+    versions. MLflow checks them against the installed versions twice (saving, then loading the
+    model back to validate the input example), which cannot find a mismatch and first maps every
+    installed distribution's files to its modules: 0.7-1.5 s of each registering process here
+    (torch alone lists thousands of files). Skipped for that call only; a later load with
+    `mlflow.pyfunc` (another environment, say) still checks."""
+    import mlflow.pyfunc
+    from mlflow.utils import environment
+
+    name = "warn_dependency_requirement_mismatches"
+    callers = [module for module in (environment, mlflow.pyfunc) if hasattr(module, name)]  # none: another MLflow
+    checks = [getattr(module, name) for module in callers]
+    for module in callers:
+        setattr(module, name, lambda requirements: None)
+    try:
+        yield
+    finally:
+        for module, check in zip(callers, checks):
+            setattr(module, name, check)
+
+
 def log_and_register(
     *,
     model,
@@ -124,16 +149,17 @@ def log_and_register(
         if step_metrics:
             log_step_metrics(run.info.run_id, step_metrics)
         log_run_artifacts(extra_json, plots=plots, config_yaml=config_yaml, tables=tables)
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=model_signature(list(example.columns)),
-            input_example=input_example(example.head(3)),
-            serialization_format="skops",
-            skops_trusted_types=trusted_types(model),
-            pip_requirements=_pip_requirements(),
-            code_paths=[str(PACKAGE_ROOT / "tasks")],
-        )
+        with _requirements_read_from_this_environment():
+            info = mlflow.sklearn.log_model(
+                model,
+                name="model",
+                signature=model_signature(list(example.columns)),
+                input_example=input_example(example.head(3)),
+                serialization_format="skops",
+                skops_trusted_types=trusted_types(model),
+                pip_requirements=_pip_requirements(),
+                code_paths=[str(PACKAGE_ROOT / "tasks")],
+            )
         version = mlflow.register_model(info.model_uri, model_name, tags=tags, await_registration_for=300)
     return RegisteredVersion(model_name, str(version.version), run.info.run_id, reused=False)
 

@@ -3,6 +3,9 @@ registering, finding and loading a model in a real SQLite MLflow store."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -107,6 +110,28 @@ def test_the_run_and_version_carry_lineage_params_metrics_and_artifacts(register
     artifacts = {a.path for a in client.list_artifacts(version.run_id)}
     assert {"plots", "config.yaml", "extra.json", "leaderboard.json"} <= artifacts
     assert [a.path for a in client.list_artifacts(version.run_id, "plots")] == ["plots/curve.png"]
+
+
+def test_logging_skips_mlflows_scan_of_installed_packages_and_pins_this_environment(register_tiny_model,
+                                                                                   monkeypatch):
+    """The requirements are read from the installed versions, so MLflow's mismatch check (a scan
+    of every installed distribution's files, ~1 s) is skipped while logging, and only then."""
+    from importlib.metadata import version as installed
+
+    import importlib_metadata
+    import mlflow.pyfunc
+    from mlflow.utils import environment, requirements_utils
+
+    scans = []
+    monkeypatch.setattr(requirements_utils, "_MODULES_TO_PACKAGES", None)  # as in a fresh process
+    monkeypatch.setattr(importlib_metadata, "packages_distributions", lambda: scans.append(1) or {})
+    checks = environment.warn_dependency_requirement_mismatches, mlflow.pyfunc.warn_dependency_requirement_mismatches
+    registered = register_tiny_model("m")
+    assert scans == []
+    assert (environment.warn_dependency_requirement_mismatches, mlflow.pyfunc.warn_dependency_requirement_mismatches) == checks
+    requirements = mlflow.artifacts.download_artifacts(f"models:/m/{registered.version}/requirements.txt")
+    pins = Path(requirements).read_text().split()
+    assert f"scikit-learn=={installed('scikit-learn')}" in pins and f"mlflow=={installed('mlflow')}" in pins
 
 
 def test_find_version_by_lineage_finds_the_first_identical_version(register_tiny_model):
