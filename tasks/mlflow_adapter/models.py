@@ -101,7 +101,7 @@ def _requirements_read_from_this_environment() -> Iterator[None]:
     """While logging a model whose requirements `_pip_requirements` read from the installed
     versions. MLflow checks them against the installed versions twice (saving, then loading the
     model back to validate the input example), which cannot find a mismatch and first maps every
-    installed distribution's files to its modules: 0.7-1.5 s of each registering process here
+    installed distribution's files to its modules: 0.4-0.5 s of each registering process here
     (torch alone lists thousands of files). Skipped for that call only; a later load with
     `mlflow.pyfunc` (another environment, say) still checks."""
     import mlflow.pyfunc
