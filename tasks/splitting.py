@@ -51,17 +51,23 @@ def _text_numbers(text: pd.Series) -> np.ndarray:
     could be numbers parsed (1M IDs: 1.1 s -> 0.1 s). to_numeric picks its result type (int or
     float, masked or not) from the kinds of value it saw, and a big integer's float can depend on
     that type; so one text that cannot be a number stays in, as any number of them would."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    maybe = pc.match_substring_regex(pa.array(text.array, from_pandas=True), _NUMBER_CHARACTERS).fill_null(True)
-    parse = np.asarray(maybe, dtype=bool)
+    parse = _may_be_numbers(text)
     if parse.all():
         return pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     parse[np.argmin(parse)] = True  # the first text that is not a number: the rest add no kind of value
     numbers = np.full(len(text), np.nan)
     numbers[parse] = pd.to_numeric(text[parse], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
     return numbers
+
+
+def _may_be_numbers(text: pd.Series) -> np.ndarray:
+    """True where a text holds only `_NUMBER_CHARACTERS` (or is missing): the texts
+    `_text_numbers` parses. Arrow's regex, one pass over the column."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    maybe = pc.match_substring_regex(pa.array(text.array, from_pandas=True), _NUMBER_CHARACTERS).fill_null(True)
+    return np.asarray(maybe, dtype=bool)
 
 
 def _value_hashes(values: pd.Series) -> np.ndarray:
