@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/validate.py [--rows 1000000] [--repeats 3]
 
 `--rows` generated rows (data/generate_churn.py: a distinct text ID per row, numbers stored as
-text, eight text categories) are written as a CSV. Then, alternating, `--repeats` times each:
+text, six text categories) are written as a CSV. Then `--repeats` times, one after the other:
 - read: `tasks.storage.read_dataset`, what the `load` task runs;
 - validate: `tasks.validation.validate_dataset` on the frame read, what the `validate` task
   runs (row keys, coercions, ID and leak checks), and, timed apart, its result persisted as the
@@ -26,10 +26,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "data"))
 
 from generate_churn import generate_churn  # noqa: E402
-
-
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):6.2f} s ({min(values):.2f}-{max(values):.2f})"
+from orchestration import spread  # noqa: E402  (benchmarks/ is on sys.path)
 
 
 def main() -> None:
@@ -63,7 +60,9 @@ def main() -> None:
     print(f"read      {spread(read)}")
     print(f"validate  {spread(validate)}  (validate/read = {statistics.median(validate) / statistics.median(read):.2f})")
     print(f"persist   {spread(persist)}  (the validate task's cached result)")
-    print(f"target: validate <= 3 s at 1M rows: {'met' if statistics.median(validate) <= 3 else 'NOT met'}")
+    verdict = ("met" if statistics.median(validate) <= 3 else "NOT met") if args.rows >= 1_000_000 else \
+        f"not judged on {args.rows:,} rows"
+    print(f"target: validate <= 3 s at 1M rows: {verdict}")
 
 
 if __name__ == "__main__":
