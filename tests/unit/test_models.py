@@ -115,7 +115,7 @@ def test_the_run_and_version_carry_lineage_params_metrics_and_artifacts(register
 def test_logging_skips_mlflows_scan_of_installed_packages_and_pins_this_environment(register_tiny_model,
                                                                                    monkeypatch):
     """The requirements are read from the installed versions, so MLflow's mismatch check (a scan
-    of every installed distribution's files, ~1 s) is skipped while logging, and only then."""
+    of every installed distribution's files, about 0.5 s) is skipped while logging, and only then."""
     from importlib.metadata import version as installed
 
     import importlib_metadata
