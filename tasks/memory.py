@@ -6,6 +6,10 @@ temporaries, a fit's transformed matrix) for reuse, and pyarrow's pool keeps fre
 buffers: the process's resident memory then stays at the step's high-water mark, and the next
 step's large arrays (which malloc maps anew) come on top of it. Releasing it between steps
 changes no result, only how much memory the run holds at its peak.
+
+What is freed first has to be garbage the collector knows: a table that a reference cycle
+still holds (Prefect's task states, futures and tracebacks make such cycles) stays in memory
+until the cyclic collector next runs, which may be in the middle of the next step.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import gc
 
 import pandas as pd
 
@@ -28,8 +33,9 @@ def _malloc_trim():
 
 
 def release_free_memory() -> None:
-    """Give memory the process has freed back to the OS: glibc's free lists and pyarrow's pool.
-    Objects still referenced are untouched; a no-op where neither applies."""
+    """Collect unreachable reference cycles, then give memory the process has freed back to the
+    OS: glibc's free lists and pyarrow's pool. Objects still referenced are untouched."""
+    gc.collect()
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
