@@ -33,11 +33,20 @@ _COPY = np.uint64(0xC2B2AE3D27D4EB4F)
 _COMBINE = np.uint64(0x100000001B3)
 
 
+_TEXTS_PER_SLICE = 65_536
+
+
 def _text_hashes(values: pd.Series) -> np.ndarray:
-    """BLAKE2b (8 bytes) of each text, as uint64."""
+    """BLAKE2b (8 bytes) of each text, as uint64. A slice of texts at a time: a million distinct
+    IDs as Python strings and digests at once would hold about 140 MB."""
     blake = functools.partial(hashlib.blake2b, digest_size=8)
-    texts = values.astype(str).to_numpy(dtype=object).tolist()  # plain str: iterating Arrow strings is slow
-    return np.frombuffer(b"".join([blake(t.encode()).digest() for t in texts]), dtype=">u8").astype("uint64")
+    out = np.empty(len(values), dtype="uint64")
+    for first in range(0, len(values), _TEXTS_PER_SLICE):
+        # plain str: iterating Arrow strings is slow
+        texts = values.iloc[first:first + _TEXTS_PER_SLICE].astype(str).to_numpy(dtype=object).tolist()
+        out[first:first + len(texts)] = np.frombuffer(b"".join([blake(t.encode()).digest() for t in texts]),
+                                                      dtype=">u8")
+    return out
 
 
 # Every character a text that `pd.to_numeric` reads as a number can hold: digits, sign, point,

@@ -202,3 +202,18 @@ def test_hash_split_sides_are_disjoint_cover_the_rows_and_are_frames_of_their_ow
     pd.testing.assert_frame_equal(pd.concat([train, holdout]).sort_index(), frame)
     train.loc[train.index[0], "x"] = -1.0  # copy-on-write: the table split stays as it was
     assert frame.loc[train.index[0], "x"] == float(train.index[0])
+
+
+def test_text_hashes_in_slices_are_the_digests_of_each_text(monkeypatch):
+    """Hashed a few texts at a time (bounded memory for a million distinct IDs): still BLAKE2b
+    (8 bytes, big-endian) of each text, in order, across slice edges."""
+    import hashlib
+
+    from tasks import splitting
+
+    texts = pd.Series([f"id-{i:05d}" for i in range(23)] + ["é", "x" * 300], dtype="str")
+    expected = np.array([int.from_bytes(hashlib.blake2b(t.encode(), digest_size=8).digest(), "big") for t in texts],
+                        dtype="uint64")
+    monkeypatch.setattr(splitting, "_TEXTS_PER_SLICE", 4)
+    np.testing.assert_array_equal(splitting._text_hashes(texts), expected)
+    np.testing.assert_array_equal(splitting._text_hashes(texts.iloc[:0]), np.zeros(0, dtype="uint64"))
