@@ -253,6 +253,62 @@ def test_feature_spec_rejects_change_on_text_column():
 
 # -- the seed's four churn features (ChurnFeatureEngineer), as conf/churn.yaml configures them ----
 
+# -- FeatureMatrix ------------------------------------------------------------------------------
+
+def _stock(preprocessor):
+    """The same blocks in scikit-learn's own ColumnTransformer, its encoders dense float64: what
+    build_preprocessor made before FeatureMatrix."""
+    from sklearn.base import clone
+    from sklearn.compose import ColumnTransformer
+
+    stock = ColumnTransformer([(n, clone(t), c) for n, t, c in preprocessor.transformers],
+                              remainder="drop", sparse_threshold=0.0, verbose_feature_names_out=True)
+    stock.set_params(**{k: v for k, v in [(f"{n}__{step}__{param}", value) for n, t, _ in stock.transformers
+                                          for step, e in getattr(t, "steps", []) if type(e).__name__ == "OneHotEncoder"
+                                          for param, value in (("sparse_output", False), ("dtype", np.float64))]})
+    return stock
+
+
+def _mixed(rows: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    tenure = rng.integers(0, 60, rows).astype(float)
+    tenure[rng.random(rows) < 0.1] = np.nan
+    charges = rng.gamma(2.0, 40.0, rows)
+    charges[rng.random(rows) < 0.1] = np.nan
+    contract = rng.choice(["month", "year", "two", "rare"], rows, p=[0.5, 0.3, 0.19, 0.01]).astype(object)
+    contract[rng.random(rows) < 0.1] = None
+    return pd.DataFrame({"tenure": tenure, "charges": charges, "contract": pd.Series(contract, dtype="str")})
+
+
+@pytest.mark.parametrize("rows_per_slice", [7, 65_536])
+def test_feature_matrix_is_the_stock_stacking_in_float32(monkeypatch, rows_per_slice):
+    from tasks.features import FeatureMatrix
+
+    monkeypatch.setattr(FeatureMatrix, "_ROWS_PER_SLICE", rows_per_slice)  # 7: a one-hot block in many slices
+    train, new = _mixed(500, 1), _mixed(200, 2)
+    new.loc[3, "contract"] = "never-seen"
+    for config in (_config(), _config(max_categories=2, missing_indicators=True)):
+        ours = build_preprocessor(SPEC, config)
+        assert isinstance(ours, FeatureMatrix)
+        stock = _stock(ours)
+        fitted = ours.fit_transform(train[SPEC.columns])
+        expected = stock.fit_transform(train[SPEC.columns])
+        assert fitted.dtype == np.float32 and fitted.flags.c_contiguous
+        np.testing.assert_array_equal(fitted, expected.astype(np.float32))
+        np.testing.assert_array_equal(ours.transform(new), stock.transform(new).astype(np.float32))
+        assert list(ours.get_feature_names_out()) == list(stock.get_feature_names_out())
+
+
+def test_feature_matrix_leaves_a_sparse_result_to_the_stock_stacking():
+    from scipy import sparse
+
+    preprocessor = build_preprocessor(SPEC, _config()).set_params(sparse_threshold=1.0)
+    out = preprocessor.fit_transform(_train()[SPEC.columns])
+    assert sparse.issparse(out)
+    dense = build_preprocessor(SPEC, _config()).fit_transform(_train()[SPEC.columns])
+    np.testing.assert_array_equal(out.toarray().astype(np.float32), dense)
+
+
 def _seed_features(df: pd.DataFrame) -> pd.DataFrame:
     """The seed document's ChurnFeatureEngineer.engineer_features, on the sample's column names
     (monthly_minutes -> current_month_minutes, total_revenue -> total_charges)."""
@@ -294,12 +350,13 @@ def test_churn_config_features_match_the_seed_formulas():
     buckets = out[[c for c in out.columns if c.startswith("tenure_bucket__")]].to_numpy().argmax(axis=1)
     assert buckets[:4].tolist() == seed["tenure_bucket"].cat.codes[:4].tolist()  # no tenure on an edge
     # Where the seed divides by zero our features are missing and imputed (median of the fitted
-    # rows), not the seed's inf (x / 0) or its made-up (previous - current) / 1.
-    assert out["usage_intensity__current_month_minutes_per_tenure"][4] == np.median(
-        seed["usage_intensity"][:4])
+    # rows), not the seed's inf (x / 0) or its made-up (previous - current) / 1. The feature
+    # matrix is float32: equal to the float64 median rounded to float32.
+    assert out["usage_intensity__current_month_minutes_per_tenure"][4] == np.float32(np.median(
+        seed["usage_intensity"][:4]))
     assert seed["activity_drop"][3] == -10.0
-    assert out["activity_drop__drop_prev_month_minutes_to_current_month_minutes"][3] == np.median(
-        seed["activity_drop"][[0, 1, 2, 4]])
+    assert out["activity_drop__drop_prev_month_minutes_to_current_month_minutes"][3] == np.float32(np.median(
+        seed["activity_drop"][[0, 1, 2, 4]]))
 
 
 def _as_text_per_row(X):
