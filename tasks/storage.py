@@ -242,6 +242,12 @@ def _csv_chunks(uri: str, handle, chunk_rows: int | None, read_columns: Sequence
                        dialect=dialect)
 
 
+# Columns that must stay text (the model's categoricals, IDs: "007" keeps its zeros) are parsed
+# into Arrow strings, then made pandas' `str`: the same values as `dtype="str"` in read_csv, which
+# builds a Python string per cell first (1M rows x 8 columns: about 0.5 s more per read).
+_ARROW_TEXT = pd.ArrowDtype(pa.string())
+
+
 def _parsed_csv(uri: str, text, header: list[str], wanted: list[str], as_text: list[str],
                 chunk_rows: int | None, dialect: CsvDialect) -> Iterator[pd.DataFrame]:
     """The data rows, parsed by position (so a row wider than the header is an error, never
@@ -249,13 +255,13 @@ def _parsed_csv(uri: str, text, header: list[str], wanted: list[str], as_text: l
     position = {name: i for i, name in enumerate(header)}
     try:
         reader = pd.read_csv(text, header=None, sep=dialect.delimiter, decimal=dialect.decimal,
-                             dtype={position[c]: "str" for c in as_text}, chunksize=chunk_rows,
+                             dtype={position[c]: _ARROW_TEXT for c in as_text}, chunksize=chunk_rows,
                              index_col=False, skip_blank_lines=True)
         for chunk in [reader] if chunk_rows is None else reader:
             if chunk.shape[1] != len(header):
                 raise _width_error(uri, header, chunk.shape[1], dialect)
             chunk.columns = header
-            chunk = chunk[wanted]
+            chunk = chunk[wanted].astype({c: "str" for c in as_text})
             yield _decimal_comma_text(chunk, as_text) if dialect.decimal == "," else chunk
     except pd.errors.EmptyDataError:  # a header and no rows
         yield pd.DataFrame({name: pd.Series(dtype="str" if name in as_text else "object") for name in wanted})

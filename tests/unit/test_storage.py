@@ -307,6 +307,24 @@ def test_csv_chunks_keep_text_columns_as_text(tmp_path):
     assert chunks[0]["tenure"].dtype == "int64"
 
 
+@pytest.mark.parametrize("delimiter,decimal", [(",", "."), (";", ","), ("\t", ".")])
+@pytest.mark.parametrize("chunk_rows", [None, 3])
+def test_csv_text_columns_hold_what_read_csv_reads_as_str(tmp_path, delimiter, decimal, chunk_rows):
+    """Text columns are parsed as Arrow strings and made `str`: cell for cell what
+    `pd.read_csv(dtype="str")` gives (zeros kept, blanks, NA spellings, quotes, non-ASCII)."""
+    values = ["007", "", " ", "NA", "nan", "N/A", "null", "None", "True", "1e5", "-0", "é ü", '"a, b"', "  x  ", '"1,5"']
+    rows = [delimiter.join([value, str(i), f"{i}{decimal}5"]) for i, value in enumerate(values)]
+    path = _write(tmp_path / "d.csv", "code" + delimiter + "n" + delimiter + "x\n" + "\n".join(rows) + "\n")
+    options = CsvConfig(delimiter={"\t": "tab"}.get(delimiter, delimiter), decimal=decimal)
+    with open_chunks(path, chunk_rows, text_columns=["code"], options=options) as source:
+        read = pd.concat(list(source.chunks), ignore_index=True)
+    expected = pd.read_csv(path, sep=delimiter, decimal=decimal, dtype={"code": "str"})
+    assert read["code"].dtype == expected["code"].dtype == "str"
+    pd.testing.assert_series_equal(read["code"], expected["code"])
+    assert read["code"][0] == "007" and pd.isna(read["code"][1]) and read["code"][2] == " "
+    pd.testing.assert_series_equal(read["x"], expected["x"])
+
+
 def test_csv_chunks_read_only_the_wanted_columns(tmp_path):
     path = _write(tmp_path / "d.csv", "a,b,c\n1,2,3\n4,5,6\n")
     with open_chunks(path, 10, read_columns=["c", "a", "zz"]) as source:
