@@ -60,24 +60,29 @@ def permutation_seed(seed: int) -> int:
     return int(np.random.RandomState(seed).randint(np.iinfo(np.int32).max + 1))
 
 
-def column_importance(column: int, model, X: pd.DataFrame, y: np.ndarray, n_repeats: int, seed: int) -> float:
+def column_importance(column: int, model, X: pd.DataFrame, y: np.ndarray, n_repeats: int, seed: int,
+                      baseline: np.ndarray | None = None) -> float:
     """Mean drop in roc_auc over `n_repeats` shuffles of column `column` of the holdout: equal,
     to rounding, to `permutation_importance(model, X, y, scoring="roc_auc", n_repeats=n_repeats,
-    random_state=seed).importances_mean[column]` (same shuffles, same order). The holdout and
-    its shuffled copies are stacked and scored in one `predict_proba`: a pipeline's per-call
-    cost (conform, column transforms) is paid once per column, not once per repeat."""
+    random_state=seed).importances_mean[column]` (same shuffles, same order). The shuffled copies
+    are stacked and scored in one `predict_proba`: a pipeline's per-call cost (conform, column
+    transforms) is paid once per column, not once per repeat. `baseline`: the model's
+    positive-class probabilities on `X` as it is, which every column shares (computed here when
+    not given)."""
     rng = np.random.RandomState(permutation_seed(seed))
+    if baseline is None:
+        baseline = model.predict_proba(X)[:, 1]
     values = X.iloc[:, column].to_numpy()
     order = np.arange(len(X))
-    shuffled = [values]  # the first copy stays as it is: the baseline, scored in the same call
+    shuffled = []
     for _ in range(n_repeats):
         rng.shuffle(order)  # as scikit-learn does: each repeat shuffles the previous one's column
-        shuffled.append(shuffled[-1][order])
-    stacked = pd.concat([X] * (n_repeats + 1), ignore_index=True)
+        shuffled.append((shuffled[-1] if shuffled else values)[order])
+    stacked = pd.concat([X] * n_repeats, ignore_index=True)
     stacked[X.columns[column]] = pd.Series(np.concatenate(shuffled), dtype=X.dtypes.iloc[column])
     positive = model.predict_proba(stacked)[:, 1]  # the roc_auc scorer's positive class, classes_[1]
-    baseline, *scores = [ranked_roc_auc(y, part) for part in np.split(positive, n_repeats + 1)]
-    return float(np.mean(baseline - np.asarray(scores)))
+    scores = [ranked_roc_auc(y, part) for part in np.split(positive, n_repeats)]
+    return float(np.mean(ranked_roc_auc(y, baseline) - np.asarray(scores)))
 
 
 def fold_scores(model, X: pd.DataFrame, y: np.ndarray, n_splits: int, seed: int, backend: str = "local",
@@ -96,11 +101,14 @@ def fold_scores(model, X: pd.DataFrame, y: np.ndarray, n_splits: int, seed: int,
 def column_importances(model, X: pd.DataFrame, y: np.ndarray, n_repeats: int, seed: int, backend: str = "local",
                        max_retries: int = 2) -> list[float]:
     """Every column's `column_importance`, in column order; `backend="ray"`: one Ray task per
-    column, the fitted model and the holdout in the object store once."""
+    column, the fitted model and the holdout in the object store once. The unshuffled holdout
+    is scored once for all columns."""
+    baseline = model.predict_proba(X)[:, 1]
     if backend == "ray":
         from tasks.ray_cluster import run_tasks
 
         return run_tasks(column_importance, [(column,) for column in range(X.shape[1])],
-                         shared={"model": model, "X": X, "y": y, "n_repeats": n_repeats, "seed": seed},
+                         shared={"model": model, "X": X, "y": y, "n_repeats": n_repeats, "seed": seed,
+                                 "baseline": baseline},
                          max_retries=max_retries, what="permutation importance")
-    return [column_importance(column, model, X, y, n_repeats, seed) for column in range(X.shape[1])]
+    return [column_importance(column, model, X, y, n_repeats, seed, baseline) for column in range(X.shape[1])]
