@@ -260,13 +260,14 @@ def _stock(preprocessor):
     build_preprocessor made before FeatureMatrix."""
     from sklearn.base import clone
     from sklearn.compose import ColumnTransformer
+    from sklearn.preprocessing import OneHotEncoder
 
-    stock = ColumnTransformer([(n, clone(t), c) for n, t, c in preprocessor.transformers],
-                              remainder="drop", sparse_threshold=0.0, verbose_feature_names_out=True)
-    stock.set_params(**{k: v for k, v in [(f"{n}__{step}__{param}", value) for n, t, _ in stock.transformers
-                                          for step, e in getattr(t, "steps", []) if type(e).__name__ == "OneHotEncoder"
-                                          for param, value in (("sparse_output", False), ("dtype", np.float64))]})
-    return stock
+    blocks = [(name, clone(block), columns) for name, block, columns in preprocessor.transformers]
+    for _, block, _ in blocks:
+        for _, step in getattr(block, "steps", []):
+            if isinstance(step, OneHotEncoder):
+                step.set_params(sparse_output=False, dtype=np.float64)
+    return ColumnTransformer(blocks, remainder="drop", sparse_threshold=0.0, verbose_feature_names_out=True)
 
 
 def _mixed(rows: int, seed: int) -> pd.DataFrame:
