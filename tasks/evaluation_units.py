@@ -2,8 +2,9 @@
 
 `fold_score` scores one stratified CV fold, `column_importance` permutes one column. The local
 and the Ray backend call the very same functions with the same seeds, so their results are equal
-by construction; only where they run differs. The module imports numpy, SciPy and scikit-learn
-only, so a Ray worker that unpickles these functions loads no Prefect, MLflow or matplotlib.
+by construction; only where they run differs. The module imports numpy, pandas, SciPy,
+scikit-learn and the modules registered models ship with (through `tasks.permutation`), so a
+Ray worker that unpickles these functions loads no Prefect, MLflow or matplotlib.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sklearn.metrics import check_scoring
 from sklearn.model_selection import StratifiedKFold
 
 from tasks.metrics import ranked_roc_auc
+from tasks.permutation import HoldoutFeatures
 
 SCORING = "roc_auc"
 
@@ -60,27 +62,44 @@ def permutation_seed(seed: int) -> int:
     return int(np.random.RandomState(seed).randint(np.iinfo(np.int32).max + 1))
 
 
+def shuffle_orders(n_rows: int, n_repeats: int, seed: int) -> list[np.ndarray]:
+    """The row order of each of `n_repeats` shuffles of one column, as scikit-learn's
+    `permutation_importance(random_state=seed)` draws them: each repeat shuffles the previous
+    repeat's column again, so repeat r takes its values from rows `orders[r]` of the original."""
+    rng = np.random.RandomState(permutation_seed(seed))
+    order = np.arange(n_rows)
+    taken = np.arange(n_rows)
+    orders = []
+    for _ in range(n_repeats):
+        rng.shuffle(order)
+        taken = taken[order]
+        orders.append(taken)
+    return orders
+
+
 def column_importance(column: int, model, X: pd.DataFrame, y: np.ndarray, n_repeats: int, seed: int,
-                      baseline: np.ndarray | None = None) -> float:
+                      baseline: np.ndarray | None = None, features: HoldoutFeatures | None = None) -> float:
     """Mean drop in roc_auc over `n_repeats` shuffles of column `column` of the holdout: equal,
     to rounding, to `permutation_importance(model, X, y, scoring="roc_auc", n_repeats=n_repeats,
     random_state=seed).importances_mean[column]` (same shuffles, same order). The shuffled copies
-    are stacked and scored in one `predict_proba`: a pipeline's per-call cost (conform, column
-    transforms) is paid once per column, not once per repeat. `baseline`: the model's
-    positive-class probabilities on `X` as it is, which every column shares (computed here when
-    not given)."""
-    rng = np.random.RandomState(permutation_seed(seed))
-    if baseline is None:
-        baseline = model.predict_proba(X)[:, 1]
-    values = X.iloc[:, column].to_numpy()
-    order = np.arange(len(X))
-    shuffled = []
-    for _ in range(n_repeats):
-        rng.shuffle(order)  # as scikit-learn does: each repeat shuffles the previous one's column
-        shuffled.append((shuffled[-1] if shuffled else values)[order])
-    stacked = pd.concat([X] * n_repeats, ignore_index=True)
-    stacked[X.columns[column]] = pd.Series(np.concatenate(shuffled), dtype=X.dtypes.iloc[column])
-    positive = model.predict_proba(stacked)[:, 1]  # the roc_auc scorer's positive class, classes_[1]
+    are stacked and scored in one `predict_proba`. `features`: the holdout's feature matrix,
+    computed once (`HoldoutFeatures.of(model, X)`), from which the copies are scored without
+    running the model's feature steps again (the same probabilities); without it, the copies go
+    through the whole model. `baseline`: the model's positive-class probabilities on `X` as it
+    is, which every column shares (computed here when not given)."""
+    orders = shuffle_orders(len(X), n_repeats, seed)
+    if features is not None:
+        positive = features.proba(X.columns[column], orders)
+        if baseline is None:
+            baseline = features.baseline()
+    else:
+        if baseline is None:
+            baseline = model.predict_proba(X)[:, 1]
+        values = X.iloc[:, column].to_numpy()
+        stacked = pd.concat([X] * n_repeats, ignore_index=True)
+        stacked[X.columns[column]] = pd.Series(np.concatenate([values[order] for order in orders]),
+                                               dtype=X.dtypes.iloc[column])
+        positive = model.predict_proba(stacked)[:, 1]  # the roc_auc scorer's positive class, classes_[1]
     scores = [ranked_roc_auc(y, part) for part in np.split(positive, n_repeats)]
     return float(np.mean(ranked_roc_auc(y, baseline) - np.asarray(scores)))
 
@@ -101,14 +120,16 @@ def fold_scores(model, X: pd.DataFrame, y: np.ndarray, n_splits: int, seed: int,
 def column_importances(model, X: pd.DataFrame, y: np.ndarray, n_repeats: int, seed: int, backend: str = "local",
                        max_retries: int = 2) -> list[float]:
     """Every column's `column_importance`, in column order; `backend="ray"`: one Ray task per
-    column, the fitted model and the holdout in the object store once. The unshuffled holdout
-    is scored once for all columns."""
-    baseline = model.predict_proba(X)[:, 1]
+    column, the fitted model and the holdout in the object store once. The holdout's features
+    and its unshuffled probabilities are computed once for all columns."""
+    features = HoldoutFeatures.of(model, X)
+    baseline = features.baseline() if features is not None else model.predict_proba(X)[:, 1]
     if backend == "ray":
         from tasks.ray_cluster import run_tasks
 
         return run_tasks(column_importance, [(column,) for column in range(X.shape[1])],
                          shared={"model": model, "X": X, "y": y, "n_repeats": n_repeats, "seed": seed,
-                                 "baseline": baseline},
+                                 "baseline": baseline, "features": features},
                          max_retries=max_retries, what="permutation importance")
-    return [column_importance(column, model, X, y, n_repeats, seed, baseline) for column in range(X.shape[1])]
+    return [column_importance(column, model, X, y, n_repeats, seed, baseline, features)
+            for column in range(X.shape[1])]

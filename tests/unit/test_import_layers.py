@@ -15,8 +15,10 @@ KERNEL = ["tasks.errors", "tasks.config_sections", "tasks.config_model", "tasks.
 
 BLOCKED = ("prefect", "sklearn")
 
-# Prefect-free, with scikit-learn: the conform step (it ships inside models) and drift statistics.
-KERNEL_WITH_SKLEARN = ["tasks.conform", "tasks.drift", "tasks.features"]
+# Prefect-free, with scikit-learn: the conform step (it ships inside models), drift statistics and
+# evaluation's units of work (Ray workers unpickle them).
+KERNEL_WITH_SKLEARN = ["tasks.conform", "tasks.drift", "tasks.features", "tasks.permutation",
+                       "tasks.evaluation_units"]
 
 
 def test_kernel_modules_and_a_default_config_need_neither_prefect_nor_sklearn(python_without):
