@@ -11,6 +11,8 @@ import os
 # on the temporary server).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+import contextlib
+import gc
 import logging
 import sys
 import time
@@ -112,6 +114,22 @@ def _without_heartbeats():
     return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
+@contextlib.contextmanager
+def _imports_without_gc():
+    """Python's cyclic garbage collector off while the command imports its libraries, then every
+    object made so far moved out of its reach (`gc.freeze`) and the collector back on. While
+    modules import, the heap grows by hundreds of thousands of objects that live as long as the
+    process, and each collection it triggers walks them again (imports with and without it:
+    4.4-5.6 s against 3.7-5.4 s); after the freeze, the collections during the run (and
+    `release_free_memory`'s) walk only what the run made."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 def _run_flow(flow_name: str, config: Path, overrides: list[str], data: str | None, refresh: bool, debug: bool,
               show: Callable[[object, float, bool], None]) -> None:
     """Load the config, run one flow on the configured Prefect server (or the local one
@@ -125,17 +143,21 @@ def _run_flow(flow_name: str, config: Path, overrides: list[str], data: str | No
     except ValueError as error:
         _fail(str(error), debug, error)
     with prefect_api() as temporary_server:  # boots while the libraries below import
-        from tasks.config import ConfigError, load_config
+        with _imports_without_gc():
+            from tasks.config import ConfigError, load_config
 
-        try:
-            pipeline_config = load_config(config, overrides, data)
-        except ConfigError as error:
-            _fail(str(error), debug, error)
+            try:
+                pipeline_config = load_config(config, overrides, data)
+            except ConfigError as error:
+                _fail(str(error), debug, error)
 
-        if flow_name == "tune":
-            from flows.tuning import tune as flow_fn
-        else:
-            from flows.training import train as flow_fn
+            if flow_name == "tune":
+                from flows.tuning import tune as flow_fn
+            else:
+                from flows.training import train as flow_fn
+            from tasks.mlflow_adapter.tracking import import_client
+
+            import_client()  # every run of both flows logs to MLflow
 
         _console_tracebacks(debug)
         if temporary_server is None:
