@@ -155,9 +155,6 @@ def _run_flow(flow_name: str, config: Path, overrides: list[str], data: str | No
                 from flows.tuning import tune as flow_fn
             else:
                 from flows.training import train as flow_fn
-            from tasks.mlflow_adapter.tracking import import_client
-
-            import_client()  # every run of both flows logs to MLflow
 
         _console_tracebacks(debug)
         if temporary_server is None:

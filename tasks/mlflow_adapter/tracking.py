@@ -43,17 +43,6 @@ def client():
     return MlflowClient(tracking_uri=tracking_uri())
 
 
-def import_client() -> None:
-    """Import what `client()` will: MLflow, and for a database URI (the local default) its
-    SQLAlchemy stores (about 1.3 s of imports, which MLflow would do at the first client). For
-    a command's start-up, where imports run together (flows/cli.py)."""
-    import mlflow  # noqa: F401
-
-    if tracking_uri().split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "mysql", "mssql"):
-        import mlflow.store.model_registry.sqlalchemy_store  # noqa: F401
-        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
-
-
 def ensure_experiment(name: str) -> str:
     """The id of experiment `name`, created (artifacts beside a SQLite store) when missing."""
     import mlflow
