@@ -48,8 +48,13 @@ def main() -> None:
 
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config("prefect.server.api.server:create_app", factory=True, host=args.host,
-                                           port=args.port, log_level="error", lifespan="on"))
+    from deployments.local_server import imports_without_gc
+
+    with imports_without_gc():  # Prefect's server modules and its app: most of the start
+        from prefect.server.api.server import create_app
+
+        app = create_app()
+    server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port, log_level="error", lifespan="on"))
 
     def stop() -> None:
         server.should_exit = True

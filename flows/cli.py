@@ -11,8 +11,6 @@ import os
 # on the temporary server).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-import contextlib
-import gc
 import logging
 import sys
 import time
@@ -114,28 +112,12 @@ def _without_heartbeats():
     return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
-@contextlib.contextmanager
-def _imports_without_gc():
-    """Python's cyclic garbage collector off while the command imports its libraries, then every
-    object made so far moved out of its reach (`gc.freeze`) and the collector back on. While
-    modules import, the heap grows by hundreds of thousands of objects that live as long as the
-    process, and each collection it triggers walks them again (imports with and without it:
-    4.4-5.6 s against 3.7-5.4 s); after the freeze, the collections during the run (and
-    `release_free_memory`'s) walk only what the run made."""
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.freeze()
-        gc.enable()
-
-
 def _run_flow(flow_name: str, config: Path, overrides: list[str], data: str | None, refresh: bool, debug: bool,
               show: Callable[[object, float, bool], None]) -> None:
     """Load the config, run one flow on the configured Prefect server (or the local one
     mlpipe keeps, deployments/local_server.py), print its result with `show`, or one error line
     and exit 1."""
-    from deployments.local_server import prefect_api, server_idle_seconds
+    from deployments.local_server import imports_without_gc, prefect_api, server_idle_seconds
 
     started = time.perf_counter()
     try:
@@ -143,7 +125,7 @@ def _run_flow(flow_name: str, config: Path, overrides: list[str], data: str | No
     except ValueError as error:
         _fail(str(error), debug, error)
     with prefect_api() as temporary_server:  # boots while the libraries below import
-        with _imports_without_gc():
+        with imports_without_gc():
             from tasks.config import ConfigError, load_config
 
             try:

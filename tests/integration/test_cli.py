@@ -59,32 +59,6 @@ def test_the_end_of_a_command_silences_the_loggers_of_prefect_s_draining_workers
             logger.setLevel(level)
 
 
-def test_a_command_imports_with_the_garbage_collector_off_and_runs_with_it_on():
-    import gc
-    import weakref
-
-    from flows.cli import _imports_without_gc
-
-    frozen = gc.get_freeze_count()
-    try:
-        with pytest.raises(RuntimeError), _imports_without_gc():
-            assert not gc.isenabled()
-            raise RuntimeError("a config error ends the start-up early")
-        assert gc.isenabled() and gc.get_freeze_count() > frozen  # what was imported is out of its reach
-
-        class Node:
-            pass
-
-        node = Node()
-        node.cycle = node
-        ref = weakref.ref(node)
-        del node
-        gc.collect()
-        assert ref() is None  # a cycle made after the start-up is still collected
-    finally:
-        gc.unfreeze()
-
-
 @pytest.mark.slow
 def test_bad_dataset_exits_nonzero_with_one_line_and_no_traceback(tmp_path, small_churn_csv):
     frame = pd.read_csv(small_churn_csv)

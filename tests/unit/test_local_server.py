@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import http.server
 import os
 import threading
+import weakref
 from pathlib import Path
 
 import pytest
 
-from deployments.local_server import (LOCAL_API_VARIABLE, answering_prefect_api, free_port, prefect_api)
+from deployments.local_server import (LOCAL_API_VARIABLE, answering_prefect_api, free_port, imports_without_gc,
+                                      prefect_api)
 
 
 class _Health(http.server.BaseHTTPRequestHandler):
@@ -195,3 +198,24 @@ def test_only_a_live_server_that_answers_or_is_starting_is_reused(tmp_path, reco
                              **({"started": time.time()} if record.get("started") == "now" else {})})
     server.state_path.write_text(record)
     assert (server._recorded() is not None) is reused
+
+
+def test_commands_and_the_kept_server_import_with_the_garbage_collector_off_then_run_with_it_on():
+    frozen = gc.get_freeze_count()
+    try:
+        with pytest.raises(RuntimeError), imports_without_gc():
+            assert not gc.isenabled()
+            raise RuntimeError("a config error ends the start-up early")
+        assert gc.isenabled() and gc.get_freeze_count() > frozen  # what was imported is out of its reach
+
+        class Node:
+            pass
+
+        node = Node()
+        node.cycle = node
+        ref = weakref.ref(node)
+        del node
+        gc.collect()
+        assert ref() is None  # a cycle made after the start-up is still collected
+    finally:
+        gc.unfreeze()
