@@ -1,6 +1,7 @@
 """The local Prefect server `mlpipe` commands share when no PREFECT_API_URL is set.
 
     python -P -m deployments.kept_server --port P --lease FILE --idle SECONDS
+    python -P -m deployments.kept_server --port P      (no lease: until stopped, for one command)
 
 Started detached by the first command (deployments/local_server.py). It serves Prefect's API in
 ephemeral mode (no UI, no background services), like the server Prefect would start for one
@@ -42,8 +43,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--lease", required=True, help="file the commands using this server lock (shared)")
-    parser.add_argument("--idle", type=float, required=True, help="seconds without a command before exiting")
+    parser.add_argument("--lease", help="file the commands using this server lock (shared); without it, the "
+                                        "server runs until it is stopped (a one-command server)")
+    parser.add_argument("--idle", type=float, default=600.0, help="seconds without a command before exiting")
     args = parser.parse_args()
 
     import uvicorn
@@ -59,8 +61,9 @@ def main() -> None:
     def stop() -> None:
         server.should_exit = True
 
-    threading.Thread(target=watch_lease, args=(args.lease, args.idle, stop), daemon=True,
-                     name="lease-watch").start()
+    if args.lease:
+        threading.Thread(target=watch_lease, args=(args.lease, args.idle, stop), daemon=True,
+                         name="lease-watch").start()
     server.run()
 
 

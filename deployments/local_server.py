@@ -71,17 +71,12 @@ class TemporaryPrefectServer:
     """Start on construction (returns at once), `wait()` until healthy, `stop()` at the end."""
 
     def __init__(self, host: str = "127.0.0.1"):
-        import importlib.util
-
         self.port = free_port(host)
         self.api_url = f"http://{host}:{self.port}/api"
-        prefect_dir = Path(importlib.util.find_spec("prefect").origin).parent.parent
         env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1",
                "PREFECT__SERVER_FINAL": "1", "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect_dir), "--factory",
-             "prefect.server.api.server:create_app", "--host", host, "--port", str(self.port),
-             "--log-level", "error", "--lifespan", "on"],
+        self.process = subprocess.Popen(  # the kept server's start, without its lease: until stop()
+            [sys.executable, "-P", "-m", "deployments.kept_server", "--host", host, "--port", str(self.port)],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )
 
