@@ -19,7 +19,7 @@ from sklearn.metrics import check_scoring
 from sklearn.model_selection import StratifiedKFold
 
 from tasks.metrics import ranked_roc_auc
-from tasks.permutation import HoldoutFeatures
+from tasks.permutation import HoldoutFeatures, shuffled_copies
 
 SCORING = "roc_auc"
 
@@ -95,11 +95,7 @@ def column_importance(column: int, model, X: pd.DataFrame, y: np.ndarray, n_repe
     else:
         if baseline is None:
             baseline = model.predict_proba(X)[:, 1]
-        values = X.iloc[:, column].to_numpy()
-        stacked = pd.concat([X] * n_repeats, ignore_index=True)
-        stacked[X.columns[column]] = pd.Series(np.concatenate([values[order] for order in orders]),
-                                               dtype=X.dtypes.iloc[column])
-        positive = model.predict_proba(stacked)[:, 1]  # the roc_auc scorer's positive class, classes_[1]
+        positive = model.predict_proba(shuffled_copies(X, X.columns[column], orders))[:, 1]  # the roc_auc scorer's positive class, classes_[1]
     scores = [ranked_roc_auc(y, part) for part in np.split(positive, n_repeats)]
     return float(np.mean(ranked_roc_auc(y, baseline) - np.asarray(scores)))
 

@@ -195,12 +195,18 @@ class FeatureMatrix(ColumnTransformer):
         start = 0
         for X in Xs:
             stop = start + X.shape[1]
-            if sparse.issparse(X):
-                _scatter(sparse.csr_matrix(X), out[:, start:stop], self._ROWS_PER_SLICE)
-            else:
-                out[:, start:stop] = X
+            write_block(X, out[:, start:stop])
             start = stop
         return out
+
+
+def write_block(block, into: np.ndarray) -> None:
+    """Write one block's output (dense, or sparse: scattered a slice of rows at a time) into the
+    view `into` of the feature matrix (same shape)."""
+    if sparse.issparse(block):
+        _scatter(sparse.csr_matrix(block), into, FeatureMatrix._ROWS_PER_SLICE)
+    else:
+        into[...] = block
 
 
 def _scatter(block: sparse.csr_matrix, into: np.ndarray, rows_per_slice: int) -> None:

@@ -20,26 +20,26 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from tasks.conform import Conform
-from tasks.features import Bucketizer, FeatureMatrix, _as_text, _scatter
+from tasks.features import Bucketizer, FeatureMatrix, _as_text, write_block
 
 
 def _outputs_by_input(transformer, n_inputs: int) -> list[np.ndarray] | None:
     """For a fitted transformer that maps each input column to output columns of its own (its
     output rows for input k depend on input column k only), the output positions of each input
     column; None for any other transformer (or one whose shape is not what it should be)."""
+    one_each = [np.array([k]) for k in range(n_inputs)]
     if transformer is None or transformer == "passthrough" or isinstance(transformer, (StandardScaler, Bucketizer)):
-        return [np.array([k]) for k in range(n_inputs)]
+        return one_each
     if isinstance(transformer, FunctionTransformer):
-        return [np.array([k]) for k in range(n_inputs)] if transformer.func in (None, _as_text) else None
+        return one_each if transformer.func in (None, _as_text) else None
     if isinstance(transformer, Pipeline):
-        outputs = [np.array([k]) for k in range(n_inputs)]
+        outputs = one_each
         width = n_inputs
         for _, step in transformer.steps:
             step_outputs = _outputs_by_input(step, width)
@@ -68,6 +68,15 @@ def _outputs_by_input(transformer, n_inputs: int) -> list[np.ndarray] | None:
         starts = np.cumsum([0, *widths])
         return [np.arange(starts[k], starts[k + 1]) for k in range(n_inputs)]
     return None
+
+
+def shuffled_copies(frame: pd.DataFrame, column: str, orders: list[np.ndarray]) -> pd.DataFrame:
+    """len(orders) copies of `frame` stacked, copy r with `column` taken from rows `orders[r]`
+    (its dtype kept)."""
+    stacked = pd.concat([frame] * len(orders), ignore_index=True)
+    values = frame[column].to_numpy()
+    stacked[column] = pd.Series(np.concatenate([values[order] for order in orders]), dtype=frame[column].dtype)
+    return stacked
 
 
 class HoldoutFeatures:
@@ -130,13 +139,6 @@ class HoldoutFeatures:
                 for r, order in enumerate(orders):
                     stacked[r * n:(r + 1) * n, moved] = self.matrix[np.ix_(order, moved)]
                 continue
-            block_input = pd.concat([self.conformed[columns]] * len(orders), ignore_index=True)
-            values = self.conformed[column].to_numpy()
-            block_input[column] = pd.Series(np.concatenate([values[order] for order in orders]),
-                                            dtype=self.conformed[column].dtype)
-            block = transformer.transform(block_input)
-            if sparse.issparse(block):
-                _scatter(sparse.csr_matrix(block), stacked[:, where], FeatureMatrix._ROWS_PER_SLICE)
-            else:
-                stacked[:, where] = block
+            write_block(transformer.transform(shuffled_copies(self.conformed[columns], column, orders)),
+                        stacked[:, where])
         return self.estimator.predict_proba(stacked)[:, 1]
