@@ -293,5 +293,8 @@ def stratified_sample(frame: pd.DataFrame, target: str, max_rows: int | None, se
         return frame
     from sklearn.model_selection import train_test_split
 
-    sample, _ = train_test_split(frame, train_size=max_rows, random_state=seed, stratify=frame[target])
-    return sample
+    # Positions, not the frame: splitting the frame itself would also copy the rows left out
+    # (a second copy of nearly the whole table). The same draw picks the same rows, in order.
+    positions, _ = train_test_split(np.arange(len(frame)), train_size=max_rows, random_state=seed,
+                                    stratify=frame[target])
+    return frame.iloc[positions]
