@@ -109,6 +109,9 @@ def numeric_values(series: pd.Series) -> tuple[pd.Series, np.ndarray]:
     if pd.api.types.is_bool_dtype(series):
         values = series.astype("float64")
         not_number = np.zeros(len(series), dtype=bool)
+    elif series.dtype == np.float64:  # already what the model reads: shared, not copied (copy-on-write)
+        values = series
+        not_number = np.zeros(len(series), dtype=bool)
     elif is_numeric(series):
         values = pd.Series(series.to_numpy(dtype="float64", na_value=np.nan), index=series.index)
         not_number = np.zeros(len(series), dtype=bool)

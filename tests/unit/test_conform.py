@@ -132,3 +132,20 @@ def test_conform_output_has_the_columns_in_order_and_its_own_memory():
     assert list(out.columns) == ["tenure", "charges", "plan"] and list(out.dtypes) == ["float64", "float64", object]
     out.loc[0, "charges"] = -1.0
     assert raw.loc[0, "charges"] == 20.5
+
+
+def test_float_columns_are_shared_with_the_input_until_either_is_written():
+    """A float64 column is what the model reads already: the conformed frame shares it (pandas
+    copies on write), rather than holding a second copy of every number column of the train
+    rows through the fit. Other columns, and a float column with +-inf, are converted."""
+    raw = pd.DataFrame({"charges": [20.5, np.nan, 3.0], "tenure": [1, 2, 3], "rate": [1.0, np.inf, 2.0],
+                        "plan": pd.Series(["a", None, "b"], dtype="str")})
+    conform = Conform(numeric=("charges", "tenure", "rate"), categorical=("plan",)).fit(raw)
+    out = conform.transform(raw)
+    assert np.shares_memory(out["charges"].to_numpy(), raw["charges"].to_numpy())
+    assert out["tenure"].dtype == "float64" and not np.shares_memory(out["rate"].to_numpy(), raw["rate"].to_numpy())
+    assert np.isnan(out.loc[1, "rate"]) and raw.loc[1, "rate"] == np.inf
+    out.loc[0, "charges"] = -1.0
+    assert raw.loc[0, "charges"] == 20.5 and np.isnan(raw.loc[1, "charges"])
+    raw.loc[2, "charges"] = 99.0
+    assert conform.transform(raw).loc[2, "charges"] == 99.0 and out.loc[2, "charges"] == 3.0
