@@ -229,12 +229,23 @@ class FeatureSpec:
         return [*self.numeric, *self.categorical]
 
 
+def median_of_present(values: np.ndarray) -> float:
+    """The median of one column's present values (NaN when it has none): SimpleImputer's
+    "median" statistic, computed a column at a time (the imputer passes each column's present
+    values). The stock strategy sorts a masked copy of the whole input at once, with an index
+    array beside it: 190 MiB for 7 columns of 800k rows, against one column's copy here. The
+    statistics are the same to the bit, a column with no value included (missing, then
+    dropped). Not for `keep_empty_features`, where the stock strategy fills such a column with 0."""
+    return float(np.median(values)) if values.size else np.nan
+
+
 def build_preprocessor(spec: FeatureSpec, config: FeaturesConfig) -> FeatureMatrix:
     """The unfitted feature transformer for `spec` (a `FeatureMatrix`: float32 out): numeric
     impute (+ missing indicators, + scale), categorical impute + one-hot (unknown categories
     ignored, rare ones grouped), plus the configured derived features. The defaults suit linear
     models as well as trees."""
-    numeric_steps = [SimpleImputer(strategy=config.numeric_impute, add_indicator=config.missing_indicators)]
+    impute = median_of_present if config.numeric_impute == "median" else config.numeric_impute
+    numeric_steps = [SimpleImputer(strategy=impute, add_indicator=config.missing_indicators)]
     if config.scale_numeric:
         numeric_steps.append(StandardScaler())
     grouped = config.max_categories is not None or config.min_category_frequency is not None
