@@ -12,17 +12,20 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from scipy import sparse
-from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils._indexing import _safe_indexing
+from sklearn.utils._set_output import _get_output_config
+from sklearn.utils.validation import _num_samples, check_is_fitted, validate_data
 
 from typing import TYPE_CHECKING
 
 from tasks.conform import Conform, holds_only_text, per_distinct_value, text_of
 from tasks.errors import DataValidationError
+from tasks.memory import return_freed_memory
 
 if TYPE_CHECKING:  # this module ships inside registered models: keep it to sklearn, numpy, pandas
     from tasks.config import FeaturesConfig
@@ -174,21 +177,87 @@ def _as_text(X):
 
 
 class FeatureMatrix(ColumnTransformer):
-    """scikit-learn's ColumnTransformer, its blocks written into one float32 matrix.
+    """scikit-learn's ColumnTransformer, its blocks written into one float32 matrix a slice of
+    rows at a time.
 
-    The stock one stacks its blocks' outputs (float64, the one-hot blocks made dense first)
-    into a new float64 matrix, so at the end of a fit the blocks, their stacked copy and the
-    conformed input are all held at once: at 800k rows, 0.6 GB on top of the table. Here the
-    matrix is allocated once as float32 and each block is copied in; a one-hot block (the
-    encoders emit sparse float32) is scattered into its zeroed columns a slice of rows at a
-    time, with no dense temporary. float32 keeps every value this makes (scaled numbers,
-    ratios, 0/1 indicators and buckets) to 7 significant digits; scikit-learn's trees fit on
-    float32 anyway, and logistic regression fits float32 as it comes, without a copy.
-    Fitting, names and a sparse result (with `sparse_threshold` set) are the stock class's."""
+    The stock one computes every block's output over all rows (float64, the one-hot blocks
+    made dense first), then stacks them into a new float64 matrix: at the end of a fit the
+    blocks, their stacked copy and the conformed input are all held at once (at 800k rows,
+    0.6 GB on top of the table). Here a large input is fitted block by block, each block's
+    output let go as soon as its width is known, and then transformed `_ROWS_PER_PASS` rows at
+    a time into one float32 matrix allocated once: what is held besides the input and the
+    result is one slice's blocks. Every block works row by row once fitted (imputers, scalers,
+    encoders, ratios, buckets), so the slices give the very values a whole pass gives.
+    Within a slice a one-hot block (the encoders emit sparse float32) is scattered into its
+    zeroed columns, with no dense temporary. float32 keeps every value this makes (scaled
+    numbers, ratios, 0/1 indicators and buckets) to 7 significant digits; scikit-learn's trees
+    fit on float32 anyway, and logistic regression fits float32 as it comes, without a copy.
+    Names, small inputs, a sparse result (with `sparse_threshold` set), transformer weights,
+    routed parameters and pandas output are the stock class's."""
 
     _ROWS_PER_SLICE = 65_536  # bounds the row and column index arrays of a sparse block's slice
+    _ROWS_PER_PASS = 65_536  # rows transformed at once when the input is larger
+    _fitting_only = False  # set for the duration of a block-by-block fit
+
+    def _streams(self, X, params) -> bool:
+        """Whether this input is fitted block by block and transformed in slices: a large one,
+        a dense float result, none of the stock options that need the whole output at once."""
+        return (not params and self.sparse_threshold == 0 and self.transformer_weights is None
+                and isinstance(self.remainder, str) and self.remainder == "drop"
+                and _get_output_config("transform", self)["dense"] == "default"
+                and all(not isinstance(block, str) for _, block, _ in self.transformers)
+                and _num_samples(X) > self._ROWS_PER_PASS)
+
+    def fit(self, X, y=None, **params):
+        if not self._streams(X, params):
+            return super().fit(X, y, **params)
+        self._fit_blocks(X, y)
+        return self
+
+    def fit_transform(self, X, y=None, **params):
+        if not self._streams(X, params):
+            return super().fit_transform(X, y, **params)
+        self._fit_blocks(X, y)
+        return_freed_memory()  # the blocks' fitting temporaries, before the matrix is allocated
+        return self.transform(X)
+
+    def _fit_blocks(self, X, y) -> None:
+        """The stock fit, each block's output replaced by its shape."""
+        self._fitting_only = True
+        try:
+            super().fit_transform(X, y)
+        finally:
+            del self._fitting_only
+
+    def _call_func_on_transformers(self, X, y, func, column_as_labels, routed_params):
+        if not self._fitting_only:
+            return super()._call_func_on_transformers(X, y, func, column_as_labels, routed_params)
+        fitted = []
+        for name, block, columns, _ in self._iter(fitted=False, column_as_labels=column_as_labels,
+                                                 skip_drop=True, skip_empty_columns=True):
+            part = _safe_indexing(X, columns, axis=1)
+            block = clone(block).fit(part, y)
+            width = block.transform(_safe_indexing(part, [0], axis=0)).shape[1]
+            # a read-only view of one zero: the block's shape, for the stock bookkeeping, no memory
+            fitted.append((np.broadcast_to(np.float32(0), (_num_samples(part), width)), block))
+        return fitted
+
+    def transform(self, X, **params):
+        check_is_fitted(self)
+        if not self._streams(X, params) or self.sparse_output_:
+            return super().transform(X, **params)
+        rows = _num_samples(X)
+        out = None
+        for first in range(0, rows, self._ROWS_PER_PASS):
+            part = super().transform(_safe_indexing(X, slice(first, first + self._ROWS_PER_PASS), axis=0))
+            if out is None:
+                out = np.empty((rows, part.shape[1]), dtype=np.float32)
+            out[first:first + part.shape[0]] = part
+        return out
 
     def _hstack(self, Xs, *, n_samples):
+        if self._fitting_only:
+            return None  # the blocks were only fitted: `transform` writes the matrix
         if self.sparse_output_ or not all(isinstance(X, np.ndarray) or sparse.issparse(X) for X in Xs):
             return super()._hstack(Xs, n_samples=n_samples)
         out = np.empty((n_samples, sum(X.shape[1] for X in Xs)), dtype=np.float32)

@@ -36,6 +36,13 @@ def release_free_memory() -> None:
     """Collect unreachable reference cycles, then give memory the process has freed back to the
     OS: glibc's free lists and pyarrow's pool. Objects still referenced are untouched."""
     gc.collect()
+    return_freed_memory()
+
+
+def return_freed_memory() -> None:
+    """Give what the process has already freed back to the OS (glibc's free lists, pyarrow's
+    pool), without a collection: for use inside a step, between two passes over large arrays
+    (numpy frees an array when its last reference goes)."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)

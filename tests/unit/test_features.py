@@ -281,11 +281,12 @@ def _mixed(rows: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame({"tenure": tenure, "charges": charges, "contract": pd.Series(contract, dtype="str")})
 
 
-@pytest.mark.parametrize("rows_per_slice", [7, 65_536])
-def test_feature_matrix_is_the_stock_stacking_in_float32(monkeypatch, rows_per_slice):
+@pytest.mark.parametrize("rows_per_slice, rows_per_pass", [(7, 65_536), (65_536, 64), (7, 64)])
+def test_feature_matrix_is_the_stock_stacking_in_float32(monkeypatch, rows_per_slice, rows_per_pass):
     from tasks.features import FeatureMatrix
 
     monkeypatch.setattr(FeatureMatrix, "_ROWS_PER_SLICE", rows_per_slice)  # 7: a one-hot block in many slices
+    monkeypatch.setattr(FeatureMatrix, "_ROWS_PER_PASS", rows_per_pass)  # 64: fitted by block, 8 slices of rows
     train, new = _mixed(500, 1), _mixed(200, 2)
     new.loc[3, "contract"] = "never-seen"
     for config in (_config(), _config(max_categories=2, missing_indicators=True)):
@@ -332,6 +333,39 @@ def test_the_median_imputer_computes_scikit_learns_median_a_column_at_a_time():
     assert numeric.strategy is median_of_present
     mean = build_preprocessor(SPEC, _config(numeric_impute="mean")).transformers[0][1].steps[0][1]
     assert mean.strategy == "mean"
+
+
+def test_a_large_input_is_fitted_block_by_block_and_transformed_in_slices(monkeypatch):
+    """What a fit holds besides its input: the result and one slice, not every block's output
+    over all rows and then their stacked copy (numpy's arrays are traced by tracemalloc)."""
+    import tracemalloc
+
+    from tasks.conform import Conform
+    from tasks.features import FeatureMatrix
+
+    frame = Conform(numeric=SPEC.numeric, categorical=SPEC.categorical).fit_transform(_mixed(200_000, 1))
+    config = _config(missing_indicators=True)
+
+    def fitted(rows_per_pass: int):
+        monkeypatch.setattr(FeatureMatrix, "_ROWS_PER_PASS", rows_per_pass)
+        preprocessor = build_preprocessor(SPEC, config)
+        tracemalloc.start()
+        try:
+            out = preprocessor.fit_transform(frame)
+            return preprocessor, out, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    whole, whole_out, whole_peak = fitted(1_000_000)  # above the input's rows: one pass, every block at once
+    sliced, sliced_out, sliced_peak = fitted(16_384)
+    np.testing.assert_array_equal(sliced_out, whole_out)
+    assert sliced_out.dtype == np.float32 and sliced_out.flags.c_contiguous
+    assert sliced_peak < 1.5 * sliced_out.nbytes < whole_peak
+    new = _mixed(50_000, 2)
+    np.testing.assert_array_equal(sliced.transform(new), whole.transform(new))
+    assert list(sliced.get_feature_names_out()) == list(whole.get_feature_names_out())
+    fitted_only = build_preprocessor(SPEC, config).fit(frame)  # `fit` alone: the blocks, no matrix
+    np.testing.assert_array_equal(fitted_only.transform(new), whole.transform(new))
 
 
 def test_feature_matrix_leaves_a_sparse_result_to_the_stock_stacking():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from tasks import memory
 
@@ -30,3 +31,12 @@ def test_empty_like_keeps_columns_and_dtypes_and_no_rows():
     assert empty.empty and list(empty.columns) == list(frame.columns)
     assert empty.dtypes.to_dict() == frame.dtypes.to_dict()
     pd.testing.assert_frame_equal(empty, frame.iloc[:0], check_index_type=False)
+
+
+def test_return_freed_memory_keeps_live_objects_and_runs_no_collection(monkeypatch):
+    kept = np.arange(1_000_000, dtype="float64")
+    freed = [np.ones(100_000) for _ in range(20)]
+    del freed
+    monkeypatch.setattr(memory.gc, "collect", lambda *a: pytest.fail("a collection inside a step"))
+    memory.return_freed_memory()
+    assert kept.sum() == 499999500000.0
