@@ -38,7 +38,8 @@ def prepare_data(config: PipelineConfig, cached) -> PreparedData:
     fingerprint = fingerprint_task(config.data)
     raw = cached(load_task)(fingerprint, config.data.format, config.data.csv)
     data = cached(validate_task)(raw, fingerprint, config.data, config.min_class_rows())
-    raw = None  # the validated table is a new one: the file as read goes before the release below
+    raw = None  # the validated table is a new one: the file as read goes before the split copies its rows
+    release_free_memory()
     split = split_task(data, config.split)
     data = replace(data, frame=empty_like(data.frame))
     release_free_memory()  # what reading and validating freed, before the fits

@@ -45,6 +45,7 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
     train_rows, holdout_rows = split.train, split.holdout
 
     selection_tags, tables, cv_scores = {}, {}, None
+    release_free_memory()  # the opening's task runs, now done with, still held the validated table's parts
     if config.model.family == AUTO:  # CV of the candidates on the train split; a study tunes one family
         selection = cached(select_model_task)(train_rows, data.target, spec, preprocessor, config.model,
                                               config.promotion.metric, config.evaluation.cv_folds,
@@ -64,6 +65,7 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
     release_free_memory()  # selection's and tuning's temporaries, before the fit on every train row
     model = cached(fit_task)(train_rows, data.target, spec, preprocessor, config.model, data_key,
                              threads=config.compute.threads)
+    release_free_memory()  # the fit's feature matrix and conformed rows, before evaluation's own
     evaluation = cached(evaluate_task)(model, train_rows, holdout_rows, data.target, spec, config.evaluation,
                                        config.split.seed, step_key(data_key, config.model), config.compute,
                                        cv_scores)

@@ -11,6 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from tasks.caching import cache_key
 from tasks.config import CsvConfig, DataConfig
 from tasks.data_sources import DataSource, resolve_data_source
+from tasks.memory import return_freed_memory
 from tasks.splitting import Split, split_validated
 from tasks.retry_policies import IO_RETRIES
 from tasks.storage import DatasetFingerprint, fingerprint_dataset, read_dataset_with_dialect
@@ -45,6 +46,7 @@ def resolve_data_task(data: DataConfig) -> DataSource:
 def load_task(fingerprint: DatasetFingerprint, fmt: str, options: CsvConfig | None = None) -> pd.DataFrame:
     """Read the dataset whose fingerprint was just taken; cached on (fingerprint, format, CSV options)."""
     frame, dialect = read_dataset_with_dialect(fingerprint.uri, fmt, options)
+    return_freed_memory()  # the parser's buffers, before the table is persisted
     get_run_logger().info("read %d rows x %d columns%s", len(frame), frame.shape[1],
                           f"; CSV {dialect.describe()}" if dialect else " (Parquet)")
     return frame

@@ -17,6 +17,7 @@ from tasks.caching import cache_key
 from tasks.conform import coerce_numeric_text, is_numeric, mostly_text
 from tasks.config import DataConfig
 from tasks.errors import DataValidationError, name_list
+from tasks.memory import return_freed_memory
 from tasks.metrics import ranked_roc_auc
 from tasks.splitting import key_name, row_keys
 from tasks.storage import DatasetFingerprint, looks_decimal_comma
@@ -252,6 +253,7 @@ def validate_task(frame: pd.DataFrame, fingerprint: DatasetFingerprint, config: 
                   min_class_rows: int = 2) -> ValidatedData:
     """Validate the loaded dataset; cached on (fingerprint, data config), never retried."""
     validated = validate_dataset(frame, config, min_class_rows)
+    return_freed_memory()  # validation's temporaries, before its result is persisted beside the table
     logger = get_run_logger()
     for message in validated.report.warnings:
         logger.warning(message)
