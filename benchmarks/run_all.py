@@ -1,6 +1,6 @@
 """`make bench`: run the ratio benchmarks one after another and write benchmarks/RESULTS.md.
 
-    .venv/bin/python benchmarks/run_all.py [--only recipe,recipe-first,orchestration,plain,cache,batch,validate]
+    .venv/bin/python benchmarks/run_all.py [--only recipe,recipe-first,orchestration,plain,cache,batch,validate,memory]
                                            [--tables ...] [--repeats 3]
 
 Each benchmark runs as its own process, one at a time (they measure wall time: run them on a
@@ -21,7 +21,9 @@ machine's cores and the thread settings, to benchmarks/RESULTS.md. Not part of `
 - batch:         batch scoring of 1M rows against a bare read_csv + predict
                  (benchmarks/batch_score.py), target <= 1.3x;
 - validate:      validation of 1M rows beside reading them (benchmarks/validate.py),
-                 target <= 3 s.
+                 target <= 3 s;
+- memory:        peak resident memory of `mlpipe train` on 1M rows against the frame read
+                 (benchmarks/peak_memory.py), target <= 4x.
 """
 
 from __future__ import annotations
@@ -50,12 +52,13 @@ def benchmarks(tables: str, repeats: int) -> dict[str, list[str]]:
         "batch": [str(here / "batch_score.py"), "--repeats", str(repeats)],
         "plain": [str(here / "plain_train.py"), "--compare", "--rows", "200000", "--repeats", str(repeats)],
         "validate": [str(here / "validate.py"), "--repeats", str(repeats)],
+        "memory": [str(here / "peak_memory.py"), "--repeats", str(repeats)],
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", default="recipe,recipe-first,orchestration,plain,cache,batch,validate")
+    parser.add_argument("--only", default="recipe,recipe-first,orchestration,plain,cache,batch,validate,memory")
     parser.add_argument("--tables", default="sample-7k,telco-7k,sample-200k",
                         help="for recipe; add sample-1m for the 1M-row row (about 10 minutes more)")
     parser.add_argument("--repeats", type=int, default=3)
