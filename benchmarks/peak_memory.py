@@ -8,7 +8,7 @@ that file as the `load` task reads it (`tasks.storage.read_dataset`), measured w
 conf/churn.yaml --data FILE` runs as a fresh process with a fresh project home (MLflow store and
 step cache), the local Prefect server mlpipe keeps between commands already up (it is its own
 process, not counted), and the peak resident set size of that process is read from the kernel
-when it exits (`os.wait4`: ru_maxrss, the high-water mark, not a sample).
+when it exits (ru_maxrss of a small launcher's one child: the high-water mark, not a sample).
 Prints every run's peak, the median, median / frame, wall time and holdout roc_auc, and the
 target: peak RSS <= 4x the in-memory frame at 1M rows.
 """
@@ -16,7 +16,6 @@ target: peak RSS <= 4x the in-memory frame at 1M rows.
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
 import subprocess
@@ -35,19 +34,26 @@ from generate_churn import generate_churn  # noqa: E402
 from pipeline_vs_recipe import command_env, start_kept_server  # noqa: E402
 
 
+# A process forked from this one (which holds the generated table) would start with this
+# process's resident pages counted as its own: the command is started from a small launcher,
+# which reports the high-water mark of its one child.
+_LAUNCHER = ("import resource, subprocess, sys\n"
+             "code = subprocess.call(sys.argv[2:])\n"
+             "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+             "sys.exit(code)\n")
+
+
 def peak_of(command: list[str], home: Path) -> tuple[int, float, float]:
     """(peak RSS in KiB, wall seconds, holdout roc_auc) of `command` run in project home `home`."""
-    with tempfile.TemporaryFile("w+") as out:
-        started = time.perf_counter()
-        process = subprocess.Popen(command, env=command_env(home), cwd=home, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
-        seconds = time.perf_counter() - started
-        process.returncode = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        text = out.read()
-    if process.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({process.returncode}): {text[-2000:]}")
-    return usage.ru_maxrss, seconds, float(re.search(r"roc_auc\s*\S\s*([0-9.]+)", text).group(1))
+    peak_file = home / "peak-rss-kib"
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", _LAUNCHER, str(peak_file), *command], env=command_env(home),
+                          cwd=home, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr[-2000:]}")
+    auc = float(re.search(r"roc_auc\s*\S\s*([0-9.]+)", done.stdout).group(1))
+    return int(peak_file.read_text()), seconds, auc
 
 
 def main() -> None:
