@@ -42,9 +42,11 @@ def prepare_data(config: PipelineConfig, cached) -> PreparedData:
     release_free_memory()
     split = split_task(data, config.split)
     data = replace(data, frame=empty_like(data.frame))
-    release_free_memory()  # what reading and validating freed, before the fits
     spec, preprocessor = cached(features_task)(data.report.numeric_features, data.report.categorical_features,
                                                config.features)
+    # What reading and validating freed, before the fits; after the last task of the opening,
+    # whose finished runs hold parts of the validated table in reference cycles until then.
+    release_free_memory()
     data_key = step_key(fingerprint, config.data, config.split, config.features)
     return PreparedData(fingerprint, data, split, spec, preprocessor, data_key)
 

@@ -45,7 +45,6 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
     train_rows, holdout_rows = split.train, split.holdout
 
     selection_tags, tables, cv_scores = {}, {}, None
-    release_free_memory()  # the opening's task runs, now done with, still held the validated table's parts
     if config.model.family == AUTO:  # CV of the candidates on the train split; a study tunes one family
         selection = cached(select_model_task)(train_rows, data.target, spec, preprocessor, config.model,
                                               config.promotion.metric, config.evaluation.cv_folds,
