@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
+from pandas.arrays import ArrowExtensionArray
 from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CachePolicy, CompoundCachePolicy
 from prefect.serializers import Serializer
 from pydantic import Field
@@ -100,10 +101,8 @@ class _ArrowChunksPickler(cloudpickle.Pickler):
     of the table, each time a frame is persisted); the chunks' buffers go out of band as
     they are, and loading gives the same values and dtype."""
 
-    def reducer_override(self, obj):
-        from pandas.arrays import ArrowExtensionArray, ArrowStringArray
-
-        if isinstance(obj, (ArrowExtensionArray, ArrowStringArray)) and "_pa_array" in obj.__dict__:
+    def reducer_override(self, obj):  # called for every object pickled: keep it to one check
+        if isinstance(obj, ArrowExtensionArray) and "_pa_array" in obj.__dict__:  # ArrowStringArray too
             return _arrow_array, (type(obj), {**obj.__dict__, "_cache": {}})
         return super().reducer_override(obj)
 
