@@ -16,12 +16,9 @@ target: peak RSS <= 4x the in-memory frame at 1M rows.
 from __future__ import annotations
 
 import argparse
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -31,7 +28,7 @@ sys.path.insert(0, str(ROOT / "data"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from generate_churn import generate_churn  # noqa: E402
-from pipeline_vs_recipe import command_env, start_kept_server  # noqa: E402
+from pipeline_vs_recipe import start_kept_server, timed_command  # noqa: E402
 
 
 # A process forked from this one (which holds the generated table) would start with this
@@ -46,13 +43,8 @@ _LAUNCHER = ("import resource, subprocess, sys\n"
 def peak_of(command: list[str], home: Path) -> tuple[int, float, float]:
     """(peak RSS in KiB, wall seconds, holdout roc_auc) of `command` run in project home `home`."""
     peak_file = home / "peak-rss-kib"
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", _LAUNCHER, str(peak_file), *command], env=command_env(home),
-                          cwd=home, capture_output=True, text=True)
-    seconds = time.perf_counter() - started
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed ({done.returncode}): {done.stderr[-2000:]}")
-    auc = float(re.search(r"roc_auc\s*\S\s*([0-9.]+)", done.stdout).group(1))
+    seconds, auc = timed_command([sys.executable, "-c", _LAUNCHER, str(peak_file), *command], home,
+                                 r"roc_auc\s*\S\s*([0-9.]+)", " ".join(command))
     return int(peak_file.read_text()), seconds, auc
 
 
