@@ -3,6 +3,7 @@ features, cached on the dataset fingerprint and the config sections each step us
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -10,7 +11,7 @@ from tasks.caching import step_key
 from tasks.config import PipelineConfig
 from tasks.data import fingerprint_task, load_task, split_task
 from tasks.features import FeatureSpec
-from tasks.memory import empty_like, release_free_memory
+from tasks.memory import empty_like, releaser
 from tasks.splitting import Split
 from tasks.storage import DatasetFingerprint
 from tasks.training import features_task
@@ -22,7 +23,9 @@ class PreparedData:
     """The validated, split data and the (unfitted) feature transformer a run fits on.
     `data_key` stands for the train rows in the cache keys of the steps that fit on them.
     `data.frame` is empty (its columns and dtypes kept): once split, every row lives on in
-    `split`, and the whole table would be one more copy held for the rest of the run."""
+    `split`, and the whole table would be one more copy held for the rest of the run.
+    `release` hands freed memory back between heavy steps, for a table large enough for it to
+    matter (`tasks.memory.releaser`)."""
 
     fingerprint: DatasetFingerprint
     data: ValidatedData
@@ -30,6 +33,7 @@ class PreparedData:
     spec: FeatureSpec
     preprocessor: Any
     data_key: str
+    release: Callable[[], None]
 
 
 def prepare_data(config: PipelineConfig, cached) -> PreparedData:
@@ -39,14 +43,15 @@ def prepare_data(config: PipelineConfig, cached) -> PreparedData:
     raw = cached(load_task)(fingerprint, config.data.format, config.data.csv)
     data = cached(validate_task)(raw, fingerprint, config.data, config.min_class_rows())
     raw = None  # the validated table is a new one: the file as read goes before the split copies its rows
-    release_free_memory()
+    release = releaser(data.frame)
+    release()
     split = split_task(data, config.split)
     data = replace(data, frame=empty_like(data.frame))
     spec, preprocessor = cached(features_task)(data.report.numeric_features, data.report.categorical_features,
                                                config.features)
     # What reading and validating freed, before the fits; after the last task of the opening,
     # whose finished runs hold parts of the validated table in reference cycles until then.
-    release_free_memory()
+    release()
     data_key = step_key(fingerprint, config.data, config.split, config.features)
-    return PreparedData(fingerprint, data, split, spec, preprocessor, data_key)
+    return PreparedData(fingerprint, data, split, spec, preprocessor, data_key, release)
 

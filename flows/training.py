@@ -12,7 +12,7 @@ from tasks.config import PipelineConfig
 from tasks.data import resolve_data_task
 from tasks.evaluation import evaluate_task
 from tasks.families import AUTO
-from tasks.memory import empty_like, release_free_memory
+from tasks.memory import empty_like
 from tasks.promotion import promote_task
 from tasks.registration import register_task
 from tasks.reports import TrainingSummary, model_card_task, report_task
@@ -41,7 +41,7 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
     config = config.with_data(source.data)
     prepared = prepare_data(config, cached)  # fingerprint -> load -> validate -> split -> features
     data, split, fingerprint, data_key = prepared.data, prepared.split, prepared.fingerprint, prepared.data_key
-    spec, preprocessor = prepared.spec, prepared.preprocessor
+    spec, preprocessor, release = prepared.spec, prepared.preprocessor, prepared.release
     train_rows, holdout_rows = split.train, split.holdout
 
     selection_tags, tables, cv_scores = {}, {}, None
@@ -61,17 +61,17 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
         tuning = cached(tune_task)(train_rows, data.target, spec, preprocessor, config.model, config.tuning,
                                    config.tracking.experiment, str(fingerprint), data_key)
         config, tuning_tags, cv_scores = config.with_model(tuning.model), tuning.tags(), None
-    release_free_memory()  # selection's and tuning's temporaries, before the fit on every train row
+    release()  # selection's and tuning's temporaries, before the fit on every train row
     model = cached(fit_task)(train_rows, data.target, spec, preprocessor, config.model, data_key,
                              threads=config.compute.threads)
-    release_free_memory()  # the fit's feature matrix and conformed rows, before evaluation's own
+    release()  # the fit's feature matrix and conformed rows, before evaluation's own
     evaluation = cached(evaluate_task)(model, train_rows, holdout_rows, data.target, spec, config.evaluation,
                                        config.split.seed, step_key(data_key, config.model), config.compute,
                                        cv_scores)
     # The train rows are done with: let them go before registration loads MLflow and skops
     # (promotion compares on the holdout rows only).
     split, prepared, train_rows = replace(split, train=empty_like(split.train)), None, None
-    release_free_memory()
+    release()
 
     version = register_task(model, evaluation, holdout_rows, spec.columns, config, fingerprint, data.report,
                             {**selection_tags, **tuning_tags, **split.params.tags(), **source.tags()}, tables)

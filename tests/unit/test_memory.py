@@ -40,3 +40,18 @@ def test_return_freed_memory_keeps_live_objects_and_runs_no_collection(monkeypat
     monkeypatch.setattr(memory.gc, "collect", lambda *a: pytest.fail("a collection inside a step"))
     memory.return_freed_memory()
     assert kept.sum() == 499999500000.0
+
+
+def test_releaser_collects_only_for_a_table_large_enough_to_matter(monkeypatch):
+    collections = []
+    monkeypatch.setattr(memory.gc, "collect", lambda *a: collections.append(a) or 0)
+    frame = pd.DataFrame({"plan": pd.Series(["month", "year"] * 500, dtype="str"), "tenure": np.arange(1000)})
+    size = frame.memory_usage(deep=True).sum()
+
+    monkeypatch.setattr(memory, "RELEASE_ABOVE_BYTES", size)  # not above: a no-op
+    memory.releaser(frame)()
+    assert collections == []
+
+    monkeypatch.setattr(memory, "RELEASE_ABOVE_BYTES", size - 1)  # above: a collection, then the trim
+    memory.releaser(frame)()
+    assert len(collections) == 1
