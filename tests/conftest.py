@@ -106,11 +106,17 @@ def python_without():
 
 @pytest.fixture(scope="session")
 def prefect_server():
-    """A real Prefect API server (subprocess, temporary SQLite database) for the whole session."""
+    """A real Prefect API server (subprocess, temporary SQLite database) for the whole session.
+    Flows the tests run in this process send no heartbeats: the end of every flow run waited for
+    Prefect's heartbeat thread, which sleeps in 1 s steps (0.6 s a run on average, in a suite that
+    runs hundreds), and no test here reads them. Flow runs through the deployments' worker keep
+    theirs (tests/system/test_deployments.py)."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=180):
-        yield
+        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+            yield
 
 
 @pytest.fixture
