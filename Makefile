@@ -11,10 +11,16 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
 install: $(STAMP)
 
+# pip 26 resolves this project in half the time of Python 3.11's own pip 23 (which spent 88 s
+# weighing the indexes' 170k files); packages are byte-compiled afterwards on every core rather
+# than by pip on one, leaving out their own test suites, which nothing here imports. Files some
+# packages keep for newer Pythons do not compile (torch, whenever): compileall's status is ignored.
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "installing into $(VENV) (about a minute the first time)..."
-	@$(BIN)/python -m pip install -qq --disable-pip-version-check -e '.[dev,torch]'
+	@echo "installing into $(VENV) (about two minutes the first time)..."
+	@$(BIN)/python -m pip install -qq --disable-pip-version-check 'pip==26.3'
+	@$(BIN)/python -m pip install -qq --disable-pip-version-check --no-compile -e '.[dev,torch]'
+	@$(BIN)/python -m compileall -qq -j 0 -x '/tests?/' "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" || true
 	@touch $(STAMP)
 
 run: install
