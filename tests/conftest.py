@@ -227,14 +227,22 @@ def start_mlflow_server(tmp_path):
 
 @pytest.fixture
 def task_states():
-    """`task_states(flow_run_id)`: task name (without its run suffix) -> state name, for one flow run."""
+    """`task_states(flow_run_id)`: task name (without its run suffix) -> state name, for one
+    finished flow run. Task runs report their states to the API as events, which the server may
+    not have stored yet when the flow returns: read again until every one is final (30 s at most)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    def states(flow_run_id) -> dict[str, str]:
+    def states(flow_run_id, timeout: float = 30.0) -> dict[str, str]:
+        deadline = time.monotonic() + timeout
         with get_client(sync_client=True) as client:
-            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-        return {run.name.rsplit("-", 1)[0]: run.state.name for run in runs}
+            while True:
+                runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+                if (runs and all(run.state is not None and run.state.is_final() for run in runs)
+                        or time.monotonic() > deadline):
+                    break
+                time.sleep(0.2)
+        return {run.name.rsplit("-", 1)[0]: run.state.name if run.state else "(no state)" for run in runs}
 
     return states
 
