@@ -111,11 +111,12 @@ def prefect_server():
     Prefect's heartbeat thread, which sleeps in 1 s steps (0.6 s a run on average, in a suite that
     runs hundreds), and no test here reads them. Flow runs through the deployments' worker keep
     theirs (tests/system/test_deployments.py)."""
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
 
+    from flows.cli import _without_heartbeats  # what the commands do on the server mlpipe starts
+
     with prefect_test_harness(server_startup_timeout=180):
-        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        with _without_heartbeats():
             yield
 
 
@@ -225,6 +226,18 @@ def start_mlflow_server(tmp_path):
         process.wait(timeout=30)
 
 
+def _read_until(read, done, timeout: float, every: float):
+    """`read()` again every `every` seconds until `done(result)` holds or `timeout` passes; the
+    last result. What the API shows of a finished run can lag behind it (states and logs arrive
+    from background workers)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = read()
+        if done(result) or time.monotonic() > deadline:
+            return result
+        time.sleep(every)
+
+
 @pytest.fixture
 def task_states():
     """`task_states(flow_run_id)`: task name (without its run suffix) -> state name, for one
@@ -234,14 +247,11 @@ def task_states():
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
     def states(flow_run_id, timeout: float = 30.0) -> dict[str, str]:
-        deadline = time.monotonic() + timeout
         with get_client(sync_client=True) as client:
-            while True:
-                runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-                if (runs and all(run.state is not None and run.state.is_final() for run in runs)
-                        or time.monotonic() > deadline):
-                    break
-                time.sleep(0.2)
+            runs = _read_until(
+                lambda: client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))),
+                lambda runs: runs and all(run.state is not None and run.state.is_final() for run in runs),
+                timeout, every=0.2)
         return {run.name.rsplit("-", 1)[0]: run.state.name if run.state else "(no state)" for run in runs}
 
     return states
@@ -255,14 +265,9 @@ def flow_logs():
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
     def read(flow_run_id, until=lambda messages: True, timeout: float = 30.0) -> list[str]:
-        deadline = time.monotonic() + timeout
         with get_client(sync_client=True) as client:
-            while True:
-                messages = [log.message for log in client.read_logs(
-                    log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))]
-                if until(messages) or time.monotonic() > deadline:
-                    return messages
-                time.sleep(0.5)
+            return _read_until(lambda: [log.message for log in client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))], until, timeout, every=0.5)
 
     return read
 
