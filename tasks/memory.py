@@ -24,7 +24,7 @@ import pandas as pd
 
 # Below this much table in memory, what a step frees is not worth a collection: a full
 # collection walks every object the process holds, 0.3-0.5 s per call in a process that runs
-# flows in-process (a notebook, a test session, a served flow), 2 s of a 5 s run on the sample.
+# flows in-process (a notebook, a test session, a served flow), ~2 s of a ~6 s train on the sample.
 # The `mlpipe` commands freeze their imports out of the collector's reach, where it costs 10-20 ms.
 RELEASE_ABOVE_BYTES = 64 * 2**20
 
