@@ -64,6 +64,13 @@ def _holder_is_dead(tags: dict[str, str]) -> bool:
     return False
 
 
+def _released_meanwhile(error) -> bool:
+    """A create that found the lock taken, whose holder released it before the store answered:
+    MLflow's SQL store meets the duplicate name, then reads the existing model to word its error,
+    and that read finds nothing (RESOURCE_DOES_NOT_EXIST). The lock is free: try again at once."""
+    return "RESOURCE_DOES_NOT_EXIST" in str(error.error_code)
+
+
 @contextlib.contextmanager
 def promotion_lock(name: str, owner: str, wait_s: float = 300.0, stale_s: float = 60.0, heartbeat_s: float = 10.0):
     """Mutual exclusion for changing `name`'s aliases, kept in the MLflow store itself so it
@@ -86,6 +93,8 @@ def promotion_lock(name: str, owner: str, wait_s: float = 300.0, stale_s: float 
                                       description=f"held while {owner} changes aliases of {name}")
             break
         except MlflowException as error:
+            if _released_meanwhile(error):
+                continue
             if "RESOURCE_ALREADY_EXISTS" not in str(error.error_code) and "already exists" not in str(error):
                 raise
         try:

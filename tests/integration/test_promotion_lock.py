@@ -59,3 +59,27 @@ def test_the_holder_refreshes_its_heartbeat_and_releases(workspace):
         time.sleep(1.0)
         assert float(MlflowClient().get_registered_model(LOCK).tags["heartbeat"]) > first
     assert MlflowClient().search_registered_models(f"name = '{LOCK}'") == []
+
+
+def test_a_lock_released_while_the_store_words_its_refusal_is_taken(workspace, monkeypatch):
+    """The interleaving a concurrent CI run met against `mlflow server`: our create meets the
+    holder's lock (a duplicate name), the holder releases it, and the store's read of the existing
+    model, made only to word the refusal, finds nothing: RESOURCE_DOES_NOT_EXIST from a create.
+    The lock is free then, and the waiter takes it."""
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
+
+    leave_lock(os.getpid(), _process_identity())  # a live holder: nothing else would break it
+    read = SqlAlchemyStore.get_registered_model
+    released = []
+
+    def holder_releases_first(store, name):
+        if name == LOCK and not released:
+            read(store, name)  # the lock is there when the create meets it ...
+            store.delete_registered_model(name)  # ... and its holder releases it before the store reads it
+            released.append(name)
+        return read(store, name)
+
+    monkeypatch.setattr(SqlAlchemyStore, "get_registered_model", holder_releases_first)
+    with promotion_lock("m", owner="v10", wait_s=5):
+        assert MlflowClient().get_registered_model(LOCK).tags["owner"] == "v10"
+    assert released == [LOCK]
