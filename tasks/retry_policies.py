@@ -8,6 +8,8 @@ Prefect's (task, task_run, state) and reads the failure from `state.result()`.
 
 from __future__ import annotations
 
+import math
+import os
 from typing import Any
 
 
@@ -51,13 +53,26 @@ def is_transient_tracking_error(task, task_run, state) -> bool:
     return False
 
 
+def first_retry_delay_s() -> float:
+    """`MLPIPE_RETRY_BACKOFF_S`: the first retry's delay in seconds (default 2), each later one
+    twice the one before. Read once, when the tasks are defined (at import)."""
+    raw = os.environ.get("MLPIPE_RETRY_BACKOFF_S", "2")
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"MLPIPE_RETRY_BACKOFF_S must be a number of seconds >= 0, got {raw!r}")
+    return value
+
+
 def _transient(condition) -> dict[str, Any]:
-    return dict(retries=3, retry_delay_seconds=exponential_delays(3), retry_jitter_factor=0.5,
+    return dict(retries=3, retry_delay_seconds=exponential_delays(3, first_retry_delay_s()), retry_jitter_factor=0.5,
                 retry_condition_fn=condition)
 
 
-# Reading or writing datasets and outputs (local files, s3://): three retries, 2/4/8 s apart.
+# Reading or writing datasets and outputs (local files, s3://): three retries, 2/4/8 s apart by default.
 IO_RETRIES = _transient(is_transient_io_error)
 
-# Talking to the MLflow tracking server or registry: three retries, 2/4/8 s apart.
+# Talking to the MLflow tracking server or registry: three retries, 2/4/8 s apart by default.
 TRACKING_RETRIES = _transient(is_transient_tracking_error)

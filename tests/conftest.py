@@ -14,6 +14,9 @@ os.environ.pop("PREFECT_API_URL", None)  # tests never talk to a developer's own
 # `mlpipe` commands the tests run share one local Prefect server, which exits 2 minutes after the
 # last of them rather than the default 10: nothing the suite starts outlives it for long.
 os.environ.setdefault("MLPIPE_SERVER_IDLE_S", "120")
+# Transient-fault retries wait 0.5/1/2 s rather than 2/4/8 s (read when the tasks are defined, so
+# set before anything imports them): the fault tests scale their outages to it (test_faults.py).
+os.environ.setdefault("MLPIPE_RETRY_BACKOFF_S", "0.5")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # The workers share the cores: each fits with one OpenMP/BLAS thread (and so do the commands
     # it starts). HistGradientBoosting's OpenMP threads spin while they wait for a busy core:

@@ -14,8 +14,14 @@ import pytest
 from mlflow import MlflowClient
 
 from flows.training import train
+from tasks.retry_policies import first_retry_delay_s
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+# The pipeline's three retries wait about 1, 2 and 4 first delays (MLPIPE_RETRY_BACKOFF_S: 2 s
+# by default, 0.5 s in the suite; Prefect's jitter makes each 0.63-1.5 times that, so at least
+# 4.4 first delays in all). The transient outages last 2 (S3) and 3 (MLflow) first delays: longer
+# than the first retry's wait, shorter than the three together.
+DELAY = first_retry_delay_s()
 
 
 class FlakyProxy:
@@ -79,7 +85,7 @@ def moto(small_churn_csv, s3_endpoint, s3_bucket, monkeypatch) -> int:
 
 
 def test_s3_that_fails_its_first_requests_is_ridden_out(workspace, fast_config, moto, monkeypatch):
-    proxy = FlakyProxy(moto, outage_s=4.0)
+    proxy = FlakyProxy(moto, outage_s=2 * DELAY)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{proxy.port}")
     try:
         state = train(config=fast_config(data="s3://flaky/churn.csv"), return_state=True)
@@ -112,7 +118,7 @@ def mlflow_server(start_mlflow_server) -> int:
 def test_mlflow_server_down_for_seconds_is_ridden_out(workspace, fast_config, mlflow_server, monkeypatch):
     import mlflow
 
-    proxy = FlakyProxy(mlflow_server, outage_s=6.0)
+    proxy = FlakyProxy(mlflow_server, outage_s=3 * DELAY)
     uri = f"http://127.0.0.1:{proxy.port}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")  # fail fast: the task's own retries must cope
@@ -128,10 +134,12 @@ def test_mlflow_server_down_for_seconds_is_ridden_out(workspace, fast_config, ml
     assert str(client.get_model_version_by_alias("churn-classifier", "champion").version) == summary.version
 
 
-def test_mlflow_server_permanently_down_fails_naming_it(workspace, fast_config, mlflow_server, monkeypatch):
+def test_mlflow_server_permanently_down_fails_naming_it(workspace, fast_config, monkeypatch):
     import mlflow
 
-    proxy = FlakyProxy(mlflow_server, outage_s=None)
+    from deployments.local_server import free_port
+
+    proxy = FlakyProxy(free_port(), outage_s=None)  # resets every connection: no server behind it
     uri = f"http://127.0.0.1:{proxy.port}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")

@@ -9,8 +9,8 @@ from prefect.states import Completed, Failed
 from prefect.tasks import exponential_backoff
 
 from tasks.errors import DatasetError, DataValidationError
-from tasks.retry_policies import (IO_RETRIES, TRACKING_RETRIES, exponential_delays, is_transient_io_error,
-                                  is_transient_tracking_error)
+from tasks.retry_policies import (IO_RETRIES, TRACKING_RETRIES, exponential_delays, first_retry_delay_s,
+                                  is_transient_io_error, is_transient_tracking_error)
 
 
 def failed_with(error: BaseException):
@@ -69,15 +69,39 @@ def test_delays_are_those_of_prefects_exponential_backoff():
 @pytest.mark.parametrize(("policy", "condition"), [(IO_RETRIES, is_transient_io_error),
                                                    (TRACKING_RETRIES, is_transient_tracking_error)])
 def test_policies_retry_three_times_on_their_condition_only(policy, condition):
-    assert policy == {"retries": 3, "retry_delay_seconds": [2, 4, 8], "retry_jitter_factor": 0.5,
+    first = first_retry_delay_s()  # the suite sets MLPIPE_RETRY_BACKOFF_S (tests/conftest.py)
+    assert policy == {"retries": 3, "retry_delay_seconds": [first, 2 * first, 4 * first], "retry_jitter_factor": 0.5,
                       "retry_condition_fn": condition}
+
+
+def test_the_first_delay_is_2_s_unless_configured(monkeypatch):
+    monkeypatch.delenv("MLPIPE_RETRY_BACKOFF_S", raising=False)
+    assert first_retry_delay_s() == 2.0
+    monkeypatch.setenv("MLPIPE_RETRY_BACKOFF_S", "0.25")
+    assert first_retry_delay_s() == 0.25
+    for bad in ("-1", "soon", "nan", "inf"):
+        monkeypatch.setenv("MLPIPE_RETRY_BACKOFF_S", bad)
+        with pytest.raises(ValueError, match="MLPIPE_RETRY_BACKOFF_S must be a number of seconds"):
+            first_retry_delay_s()
+
+
+def test_the_configured_delay_reaches_the_tasks():
+    """Read at import: a fresh process with MLPIPE_RETRY_BACKOFF_S=5 defines its tasks with it."""
+    import os
+    import subprocess
+    import sys
+
+    code = "from tasks.data import load_task; print(load_task.retries, load_task.retry_delay_seconds)"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "MLPIPE_RETRY_BACKOFF_S": "5"},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["3", "[5.0,", "10.0,", "20.0]"]
 
 
 def test_a_task_takes_a_policy_as_its_options():
     from prefect import task
 
     configured = task(name="t", **TRACKING_RETRIES)(lambda: None)
-    assert (configured.retries, configured.retry_delay_seconds) == (3, [2, 4, 8])
+    assert (configured.retries, configured.retry_delay_seconds) == (3, TRACKING_RETRIES["retry_delay_seconds"])
     assert configured.retry_condition_fn is is_transient_tracking_error
 
 
