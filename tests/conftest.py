@@ -243,19 +243,26 @@ def _read_until(read, done, timeout: float, every: float):
 
 @pytest.fixture
 def task_states():
-    """`task_states(flow_run_id)`: task name (without its run suffix) -> state name, for one
-    finished flow run. Task runs report their states to the API as events, which the server may
-    not have stored yet when the flow returns: read again until every one is final (30 s at most)."""
+    """`task_states(flow_run_id, *expected)`: task name (without its run suffix) -> state name,
+    for one finished flow run. Task runs report their states to the API as events, which the
+    server may not have stored yet when the flow returns, some runs later than others: read again
+    until every `expected` task is there and every run is final (30 s at most)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
-    def states(flow_run_id, timeout: float = 30.0) -> dict[str, str]:
+    def name(run) -> str:
+        return run.name.rsplit("-", 1)[0]
+
+    def states(flow_run_id, *expected: str, timeout: float = 30.0) -> dict[str, str]:
+        def complete(runs) -> bool:
+            return (bool(runs) and set(expected) <= {name(run) for run in runs}
+                    and all(run.state is not None and run.state.is_final() for run in runs))
+
         with get_client(sync_client=True) as client:
             runs = _read_until(
                 lambda: client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id]))),
-                lambda runs: runs and all(run.state is not None and run.state.is_final() for run in runs),
-                timeout, every=0.2)
-        return {run.name.rsplit("-", 1)[0]: run.state.name if run.state else "(no state)" for run in runs}
+                complete, timeout, every=0.2)
+        return {name(run): run.state.name if run.state else "(no state)" for run in runs}
 
     return states
 

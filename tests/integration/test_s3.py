@@ -39,7 +39,7 @@ def test_task_cache_can_live_on_s3(workspace, fast_config, small_churn_csv, s3_e
     first = train(config=config, return_state=True)
     second = train(config=config, return_state=True)
 
-    assert task_states(second.state_details.flow_run_id)["fit"] == "Cached"
+    assert task_states(second.state_details.flow_run_id, "fit")["fit"] == "Cached"
     assert second.result().version == first.result().version
     keys = [o["Key"] for o in s3_env.list_objects_v2(Bucket="bucket", Prefix="mlpipe-cache/").get("Contents", [])]
     assert len(keys) >= 5  # load, validate, features, fit, evaluate results

@@ -101,12 +101,12 @@ def test_auto_selection_is_cached_and_a_blend_serves_raw_rows(task_states, flow_
     auto = ("model.family=auto", "model.candidates=[logistic_regression, random_forest]",
             "model.params.random_forest={n_estimators: 30}")
     first = train(config=fast_config(*auto), return_state=True)
-    assert task_states(first.state_details.flow_run_id)["select-model"] == "Completed"
+    assert task_states(first.state_details.flow_run_id, "select-model")["select-model"] == "Completed"
     reused = "cross-validation: model selection's fold scores of this model, not refitted"
     logs = flow_logs(first.state_details.flow_run_id, until=lambda logs: reused in logs)
     assert reused in logs and not any("ran on Ray" in message for message in logs), logs  # no Ray here
     second = train(config=fast_config(*auto), return_state=True)
-    states = task_states(second.state_details.flow_run_id)
+    states = task_states(second.state_details.flow_run_id, "select-model", "fit")
     assert states["select-model"] == "Cached" and states["fit"] == "Cached", states
     assert second.result().reused_version and second.result().version == first.result().version
     client = MlflowClient()
@@ -134,15 +134,16 @@ def test_identical_rerun_hits_cache_and_adds_no_version(task_states, workspace, 
     first = train(config=fast_config(), return_state=True)
     second = train(config=fast_config(), return_state=True)
 
-    states = task_states(second.state_details.flow_run_id)
-    for name in ("load", "validate", "features", "fit", "evaluate"):
+    reused = ("load", "validate", "features", "fit", "evaluate")
+    states = task_states(second.state_details.flow_run_id, *reused)
+    for name in reused:
         assert states[name] == "Cached", states
     summary = second.result()
     assert summary.reused_version and summary.version == first.result().version
     assert len(MlflowClient().search_model_versions(f"name = '{MODEL}'")) == 1
 
     refreshed = train(config=fast_config(), refresh=True, return_state=True)
-    states = task_states(refreshed.state_details.flow_run_id)
+    states = task_states(refreshed.state_details.flow_run_id, "fit", "load")
     assert states["fit"] == "Completed" and states["load"] == "Completed", states
     assert refreshed.result().reused_version  # same data, config and code: still no new version
 
@@ -152,7 +153,7 @@ def test_changed_data_misses_the_cache(task_states, workspace, fast_config, gene
     path = tmp_path / "changed.csv"
     generate_churn(rows=1500, seed=12).to_csv(path, index=False)
     state = train(config=fast_config(data=path), return_state=True)
-    assert task_states(state.state_details.flow_run_id)["fit"] == "Completed"
+    assert task_states(state.state_details.flow_run_id, "fit")["fit"] == "Completed"
     assert state.result().version != first.version
 
 
@@ -168,7 +169,7 @@ def test_bad_dataset_fails_at_validate_with_nothing_registered(task_states, work
     assert state.is_failed()
     error = state.result(raise_on_failure=False)
     assert isinstance(error, DataValidationError) and "single class" in str(error) and "churn" in str(error)
-    states = task_states(state.state_details.flow_run_id)
+    states = task_states(state.state_details.flow_run_id, "validate")
     assert states["validate"] == "Failed" and "fit" not in states and "register" not in states
     client = MlflowClient()
     assert client.search_registered_models() == []

@@ -85,7 +85,7 @@ def test_rerun_after_sigkill_completes_and_registry_is_consistent(kill_when, wor
     stale = tracking.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
     assert stale == []
     if kill_when is not fit_running:  # fit and evaluate had finished before the kill: reused
-        states = task_states(state.state_details.flow_run_id)
+        states = task_states(state.state_details.flow_run_id, "fit", "evaluate")
         assert states["fit"] == "Cached" and states["evaluate"] == "Cached", states
     if kill_when is logging_started:
         orphaned = tracking.search_runs([experiment.experiment_id], "tags.`mlpipe.orphaned` LIKE 'true%'")
