@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import subprocess
@@ -123,11 +124,39 @@ def prefect_server():
             yield
 
 
+@pytest.fixture(scope="session")
+def new_mlflow_store(tmp_path_factory):
+    """`new_mlflow_store(path)`: a new, empty MLflow SQLite store at `path`; returns its URI.
+    MLflow makes the tables of a new store by running its schema migrations, 1.5-1.7 s here, which
+    every test with a `workspace` (81) paid. They run once per test worker instead, in a template
+    that each store is then a copy of: to MLflow, a new store (the same tables at the same schema
+    version, holding only the Default experiment, whose artifact folder is set to the one a store
+    made at `path` gets: `mlruns/0` beside it, the folder the tests run in)."""
+    import shutil
+    import sqlite3
+
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    folder = tmp_path_factory.mktemp("empty-mlflow-store")
+    template = folder / "mlflow.db"
+    SqlAlchemyStore(f"sqlite:///{template}", str(folder / "mlruns")).engine.dispose()
+
+    def new(path: Path) -> str:
+        shutil.copyfile(template, path)
+        now = int(time.time() * 1000)
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute("UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? "
+                       "WHERE experiment_id = 0", (str(path.parent.resolve() / "mlruns" / "0"), now, now))
+        return f"sqlite:///{path}"
+
+    return new
+
+
 @pytest.fixture
-def workspace(tmp_path, monkeypatch) -> Path:
+def workspace(tmp_path, monkeypatch, new_mlflow_store) -> Path:
     """A fresh project home: MLflow SQLite store, artifacts and task cache all under tmp_path."""
     monkeypatch.setenv("MLPIPE_HOME", str(tmp_path))
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    uri = new_mlflow_store(tmp_path / "mlflow.db")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.chdir(tmp_path)
     import mlflow

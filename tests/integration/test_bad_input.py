@@ -22,7 +22,7 @@ MODEL = "churn-classifier"
 
 
 @pytest.fixture(scope="module")
-def registry_with_champion(tmp_path_factory, small_churn_csv):
+def registry_with_champion(tmp_path_factory, small_churn_csv, new_mlflow_store):
     """One project home for the module, with a champion trained on good data first."""
     import mlflow
 
@@ -30,7 +30,7 @@ def registry_with_champion(tmp_path_factory, small_churn_csv):
 
     home = tmp_path_factory.mktemp("bad-input")
     with pytest.MonkeyPatch.context() as patch:
-        uri = f"sqlite:///{home / 'mlflow.db'}"
+        uri = new_mlflow_store(home / "mlflow.db")
         patch.setenv("MLPIPE_HOME", str(home))
         patch.setenv("MLFLOW_TRACKING_URI", uri)
         patch.chdir(home)
