@@ -45,9 +45,10 @@ data: install
 server: install
 	@$(BIN)/prefect server start --host 127.0.0.1 --port 4200
 
+# MLflow's job runner (seven processes of ~240 MB, for GenAI jobs) is off: the pipelines submit none.
 mlflow-server: install
 	@mkdir -p .mlpipe
-	@$(BIN)/mlflow server --backend-store-uri sqlite:///.mlpipe/mlflow.db \
+	@MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(BIN)/mlflow server --backend-store-uri sqlite:///.mlpipe/mlflow.db \
 	  --artifacts-destination .mlpipe/mlartifacts --host 127.0.0.1 --port 5000 --workers 1
 
 deploy: install

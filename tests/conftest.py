@@ -18,6 +18,10 @@ os.environ.setdefault("MLPIPE_SERVER_IDLE_S", "120")
 # Transient-fault retries wait 0.5/1/2 s rather than 2/4/8 s (read when the tasks are defined, so
 # set before anything imports them): the fault tests scale their outages to it (test_faults.py).
 os.environ.setdefault("MLPIPE_RETRY_BACKOFF_S", "0.5")
+# `mlflow server` starts seven job-runner processes beside its workers, each importing MLflow (2 s
+# of CPU apiece, beside the other test worker), for GenAI jobs nothing here submits: off in the
+# servers the tests start, as in `make mlflow-server`.
+os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # The workers share the cores: each fits with one OpenMP/BLAS thread (and so do the commands
     # it starts). HistGradientBoosting's OpenMP threads spin while they wait for a busy core:

@@ -69,6 +69,7 @@ def stack(tmp_path_factory):
         PREFECT_API_URL=f"http://127.0.0.1:{prefect_port}/api",
         PREFECT_WORKER_QUERY_SECONDS="2", PREFECT_WORKER_PREFETCH_SECONDS="5",
         MLFLOW_TRACKING_URI=f"http://127.0.0.1:{mlflow_port}", MLPIPE_HOME=str(home / "project"),
+        MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",  # as `make mlflow-server` (tests/conftest.py)
         PATH=f"{BIN}:{os.environ.get('PATH', '')}",
     )
     try:
