@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,26 +19,31 @@ from mlflow import MlflowClient
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "churn-classifier"
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
-# A slower fit (a big forest) so the kill can land inside it. The fit's Running state reaches
-# the API as an event, late on a busy machine: the forest killed during its fit takes about 5 s.
+# A slower fit (a big forest) so the kill can land inside it: 600 trees take seconds on one thread.
 SLOW_FIT = ["model.family=random_forest", "model.params.random_forest.n_estimators=600",
             "evaluation.cv_folds=2", "evaluation.permutation_repeats=1"]
-SLOWER_FIT = [*SLOW_FIT, "model.params.random_forest.n_estimators=2000"]
 
 
-def fit_running(client, _: MlflowClient) -> bool:
-    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
-
-    runs = client.read_task_runs(task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="fit-")))
-    return any(r.state and r.state.is_running() for r in runs)
+def finished_at(console: list[tuple[float, str]], task: str) -> float | None:
+    """When the command's console said `task` finished (time.monotonic()), or None."""
+    return next((at for at, line in console if f"Task run '{task}-" in line and "Finished in state" in line), None)
 
 
-def logging_started(_, mlflow_client: MlflowClient) -> bool:
+def fit_running(console: list[tuple[float, str]], *_) -> bool:
+    """Half a second after the command's own console said `features` finished: `fit` comes next
+    (a fixed family, no tuning) and has begun. The console, not the API: the fit's Running state
+    reaches the API as an event, which on a busy machine came after a forest of 600 trees had
+    finished (a 2000-tree forest was needed, fitted three times again by the rerun)."""
+    features = finished_at(console, "features")
+    return features is not None and time.monotonic() - features >= 0.5
+
+
+def logging_started(_, __, mlflow_client: MlflowClient) -> bool:
     experiment = mlflow_client.get_experiment_by_name("churn")
     return bool(experiment and mlflow_client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'"))
 
 
-def version_registered(_, mlflow_client: MlflowClient) -> bool:
+def version_registered(_, __, mlflow_client: MlflowClient) -> bool:
     try:
         return bool(mlflow_client.search_model_versions(f"name = '{MODEL}'"))
     except Exception:
@@ -56,23 +62,31 @@ def test_rerun_after_sigkill_completes_and_registry_is_consistent(kill_when, wor
     env = {**os.environ, "PREFECT_API_URL": prefect.settings.PREFECT_API_URL.value()}
     args = [str(Path(sys.executable).with_name("mlpipe")), "train", "--config", str(ROOT / "conf" / "churn.yaml"),
             "--data", str(small_churn_csv)]
-    slow_fit = SLOWER_FIT if kill_when is fit_running else SLOW_FIT
     for item in ["evaluation.cv_folds=3", "evaluation.permutation_repeats=2",
-                 "model.params.hist_gradient_boosting.max_iter=80", *slow_fit]:
+                 "model.params.hist_gradient_boosting.max_iter=80", *SLOW_FIT]:
         args += ["--set", item]
-    process = subprocess.Popen(args, env=env, cwd=workspace, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                               start_new_session=True)
+    process = subprocess.Popen(args, env=env, cwd=workspace, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    console: list[tuple[float, str]] = []  # the command's log lines as its terminal shows them, timed
+
+    def read_console() -> None:
+        for line in process.stderr:
+            console.append((time.monotonic(), line))
+
+    threading.Thread(target=read_console, daemon=True).start()
     tracking = MlflowClient()
     deadline = time.monotonic() + 240
     with get_client(sync_client=True) as prefect:
-        while not kill_when(prefect, tracking):
+        while not kill_when(console, prefect, tracking):
             assert process.poll() is None, "the run finished before the kill point"
             assert time.monotonic() < deadline, "kill point never reached"
             time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+    if kill_when is fit_running:
+        assert finished_at(console, "fit") is None, "the fit had finished before the kill"
 
-    state = train(config=fast_config(*slow_fit), return_state=True)
+    state = train(config=fast_config(*SLOW_FIT), return_state=True)
 
     assert state.is_completed(), state.result(raise_on_failure=False)
     summary = state.result()
