@@ -1,0 +1,132 @@
+"""Ray as a local compute backend, on one local Ray the tests share: CV evaluation on it equals
+the local backend, a task's error names the job, a task whose worker died is retried, and a Ray
+Train worker killed mid-run resumes from its last checkpoint."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray with 2 CPUs for this module's tests (ray.init takes ~4 s, its shutdown ~1.5 s:
+    once, not per test), shut down after the last of them. The tests that kill Ray's workers come
+    last: Ray replaces a dead worker, and the session goes on."""
+    from tasks import ray_cluster
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("RAY_ADDRESS", raising=False)
+        with ray_cluster.session(num_cpus=2) as session:
+            assert session.started_here
+            yield session
+
+
+def test_cv_and_permutation_importance_on_local_ray_equal_the_local_backend(fast_config, local_ray):
+    from tasks.config import ComputeConfig
+    from tasks.evaluation import evaluate_model
+    from tasks.training import fit_model, prepare_data
+
+    config = fast_config("model.family=logistic_regression")
+    train, holdout, spec, preprocessor, _ = prepare_data(config)
+    model = fit_model(train, "churn", spec, preprocessor, config.model)
+    local = evaluate_model(model, train, holdout, "churn", spec, config.evaluation, 42, ComputeConfig())
+    on_ray = evaluate_model(model, train, holdout, "churn", spec, config.evaluation, 42,
+                            ComputeConfig(backend="ray"))
+    assert on_ray.metrics == local.metrics  # exact: the same unit functions with the same seeds
+    assert on_ray.importances == local.importances
+    assert local.metrics["cv_roc_auc_mean"] > 0.75 and local.tags == {}
+    assert on_ray.tags["mlpipe.ray_job_id"] == local_ray.job_id
+
+
+def test_a_task_error_on_ray_names_the_job_and_the_cause(local_ray):
+    from tasks.ray_cluster import RayJobError, run_tasks
+
+    with pytest.raises(RayJobError, match=rf"Ray job {local_ray.job_id}: .*ZeroDivisionError"):
+        run_tasks(lambda a, b: a / b, [(1, 0)], max_retries=0, what="a division")
+
+
+def test_ray_retries_a_task_whose_worker_died_and_names_the_job_when_it_gives_up(tmp_path, local_ray):
+    from tasks.ray_cluster import RayJobError, run_tasks
+
+    marker = str(tmp_path / "died-once")
+
+    def dies_once(value):  # defined here, so Ray ships it by value
+        import os
+        import signal
+
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return value * 2
+
+    assert run_tasks(dies_once, [(21,)], max_retries=1) == [42]  # the retry ran on a fresh worker
+
+    def always_dies(value):
+        import os
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    with pytest.raises(RayJobError, match=rf"Ray job {local_ray.job_id}: always_dies failed: WorkerCrashedError"):
+        run_tasks(always_dies, [(1,)], max_retries=0)
+
+
+def _train_worker_pids() -> list[int]:
+    """Ray Train worker processes of this user, by the process title Ray gives them."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if title.startswith("ray::") and "TrainWorker" in title:
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_a_killed_ray_train_worker_resumes_from_the_last_checkpoint(tmp_path, local_ray):
+    pytest.importorskip("torch", reason="the mlp family needs the torch extra")
+    from tasks.mlp import MLPNetClassifier
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(10_000, 8)).astype("float32")
+    y = (X[:, 0] + X[:, 1] + rng.normal(0, 1, len(X)) > 0).astype(int)
+    storage = tmp_path / "ray-train"
+    model = MLPNetClassifier(hidden_layers=[32], epochs=15, patience=None, num_workers=2, max_failures=2,
+                             storage_path=str(storage))
+    outcome: dict = {}
+    fitting = threading.Thread(target=lambda: outcome.update(model=_capture(model.fit, X, y)), daemon=True)
+    fitting.start()
+    deadline = time.monotonic() + 120
+    # A worker holds one report until Ray Train's controller takes it: once the third checkpoint
+    # is stored, the first is registered, so a restarted worker group has one to resume from.
+    while len(list(storage.rglob("state.json"))) < 3:
+        assert fitting.is_alive() and time.monotonic() < deadline, f"no checkpoint came: {outcome}"
+        time.sleep(0.2)
+    workers = _train_worker_pids()
+    assert len(workers) == 2, workers
+    os.kill(workers[1], signal.SIGKILL)
+    fitting.join(timeout=150)
+    assert not fitting.is_alive()
+    assert not isinstance(outcome["model"], BaseException), outcome["model"]
+    assert model.resumed_at_epochs_ and 1 <= model.resumed_at_epochs_[0] < 15  # went on after a checkpoint
+    assert [row["epoch"] for row in model.history_] == list(range(1, 16))  # each epoch exactly once
+    assert model.history_[-1]["val_roc_auc"] > 0.8
+
+
+def _capture(fn, *args):
+    try:
+        return fn(*args)
+    except BaseException as error:  # noqa: BLE001  (handed to the test thread)
+        return error
