@@ -29,7 +29,7 @@ def finished_at(console: list[tuple[float, str]], task: str) -> float | None:
     return next((at for at, line in console if f"Task run '{task}-" in line and "Finished in state" in line), None)
 
 
-def fit_running(console: list[tuple[float, str]], *_) -> bool:
+def fit_running(console: list[tuple[float, str]], _: MlflowClient) -> bool:
     """Half a second after the command's own console said `features` finished: `fit` comes next
     (a fixed family, no tuning) and has begun. The console, not the API: the fit's Running state
     reaches the API as an event, which on a busy machine came after a forest of 600 trees had
@@ -38,12 +38,12 @@ def fit_running(console: list[tuple[float, str]], *_) -> bool:
     return features is not None and time.monotonic() - features >= 0.5
 
 
-def logging_started(_, __, mlflow_client: MlflowClient) -> bool:
+def logging_started(_, mlflow_client: MlflowClient) -> bool:
     experiment = mlflow_client.get_experiment_by_name("churn")
     return bool(experiment and mlflow_client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'"))
 
 
-def version_registered(_, __, mlflow_client: MlflowClient) -> bool:
+def version_registered(_, mlflow_client: MlflowClient) -> bool:
     try:
         return bool(mlflow_client.search_model_versions(f"name = '{MODEL}'"))
     except Exception:
@@ -55,7 +55,6 @@ def version_registered(_, __, mlflow_client: MlflowClient) -> bool:
 def test_rerun_after_sigkill_completes_and_registry_is_consistent(kill_when, workspace, fast_config, small_churn_csv,
                                                                    task_states):
     import prefect.settings
-    from prefect.client.orchestration import get_client
 
     from flows.training import train
 
@@ -76,11 +75,10 @@ def test_rerun_after_sigkill_completes_and_registry_is_consistent(kill_when, wor
     threading.Thread(target=read_console, daemon=True).start()
     tracking = MlflowClient()
     deadline = time.monotonic() + 240
-    with get_client(sync_client=True) as prefect:
-        while not kill_when(console, prefect, tracking):
-            assert process.poll() is None, "the run finished before the kill point"
-            assert time.monotonic() < deadline, "kill point never reached"
-            time.sleep(0.05)
+    while not kill_when(console, tracking):
+        assert process.poll() is None, "the run finished before the kill point"
+        assert time.monotonic() < deadline, "kill point never reached"
+        time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     if kill_when is fit_running:
