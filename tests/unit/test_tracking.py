@@ -3,6 +3,7 @@ runs with their params, metrics and artifacts, step metrics, orphaned runs."""
 
 from __future__ import annotations
 
+import gc
 import json
 
 import mlflow
@@ -10,7 +11,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tasks.lineage import LINEAGE_KEY
-from tasks.mlflow_adapter.tracking import (ensure_experiment, log_run, log_step_metrics, mark_orphaned_runs,
+from tasks.mlflow_adapter.tracking import (client, ensure_experiment, log_run, log_step_metrics, mark_orphaned_runs,
                                            run_artifact_text, run_url, tracking_uri)
 
 
@@ -69,3 +70,40 @@ def test_runs_left_running_by_a_killed_attempt_are_marked_orphaned(workspace):
     assert client.get_run(other).info.status == "RUNNING"
     assert client.get_run(done.info.run_id).info.status == "FINISHED"
     assert mark_orphaned_runs("exp", "k1") == [] and mark_orphaned_runs("no-such-experiment", "k1") == []
+
+
+def test_the_first_open_of_a_store_pauses_the_collector_and_leaves_it_as_it_was(workspace, monkeypatch,
+                                                                              new_mlflow_store):
+    seen = []
+
+    class Recording(MlflowClient):
+        def __init__(self, *args, **kwargs):
+            seen.append(gc.isenabled())
+            if len(seen) == 3:
+                raise ConnectionError("the store did not answer")
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "MlflowClient", Recording)
+    assert gc.isenabled()
+    client()  # this workspace's store, first opened here: MLflow's imports and schema check, paused
+    client()
+    assert seen == [False, True] and gc.isenabled()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", new_mlflow_store(workspace / "other.db"))  # one not opened yet
+    with pytest.raises(ConnectionError):
+        client()
+    assert gc.isenabled()  # back on after a failed open, and the next open pauses again
+    assert isinstance(client(), MlflowClient) and seen[3] is False
+
+
+def test_a_collector_already_off_stays_off_and_the_fluent_api_pauses_it_too(workspace, monkeypatch, new_mlflow_store):
+    gc.disable()
+    try:
+        client()  # the workspace's store, first opened here
+        assert not gc.isenabled()  # a caller that had turned it off keeps it off
+    finally:
+        gc.enable()
+    seen, real = [], mlflow.get_experiment_by_name
+    monkeypatch.setattr(mlflow, "get_experiment_by_name", lambda name: seen.append(gc.isenabled()) or real(name))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", new_mlflow_store(workspace / "other.db"))
+    ensure_experiment("exp")
+    assert seen[0] is False and gc.isenabled()
