@@ -22,6 +22,7 @@ rerun in one process of this stack can reach; cached - floor is what the rerun i
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import subprocess
 import sys
@@ -42,25 +43,37 @@ def timed_run(config: Path, home: Path, data: Path) -> float:
     return time.perf_counter() - started
 
 
-# What an identical rerun must import before it can answer "already registered", then exit.
+# What an identical rerun must import before it can answer "already registered", then exit;
+# prints the wall-clock time at which each part ended.
 FLOOR = """
-import os, sys
+import json, os, sys, time
 from deployments.local_server import imports_without_gc
+marks = {"interpreter": time.time()}
 with imports_without_gc():
     from tasks.config import load_config
     config = load_config(sys.argv[1], data_uri=sys.argv[2])
+    marks["config"] = time.time()  # pydantic, numpy, scikit-learn and SciPy for the model parameters
     import flows.training
+    marks["flow modules"] = time.time()  # Prefect, pandas, pyarrow, the pipeline's tasks
 from tasks.mlflow_adapter.tracking import client
 client().search_registered_models(max_results=1)
+marks["mlflow store"] = time.time()  # MLflow, SQLAlchemy, alembic, the schema check
+print(json.dumps(marks))
+sys.stdout.flush()
 os._exit(0)
 """
+PARTS = ("interpreter", "config", "flow modules", "mlflow store")
 
 
-def import_floor(config: Path, home: Path, data: Path) -> float:
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", FLOOR, str(config), str(data)], env=command_env(home), cwd=home,
-                   check=True, capture_output=True)
-    return time.perf_counter() - started
+def import_floor(config: Path, home: Path, data: Path) -> tuple[float, dict[str, float]]:
+    """The floor process's wall time, and how long each of its parts took."""
+    started, wall_started = time.perf_counter(), time.time()
+    done = subprocess.run([sys.executable, "-c", FLOOR, str(config), str(data)], env=command_env(home), cwd=home,
+                          check=True, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    marks = json.loads(done.stdout.strip().splitlines()[-1])
+    ends = [wall_started, *(marks[part] for part in PARTS)]
+    return seconds, {part: ends[i + 1] - ends[i] for i, part in enumerate(PARTS)}
 
 
 def main() -> None:
@@ -70,7 +83,7 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=ROOT / "conf" / "churn.yaml")
     args = parser.parse_args()
     start_kept_server()
-    cold, cached, floor = [], [], []
+    cold, cached, floor, parts = [], [], [], {part: [] for part in PARTS}
     with tempfile.TemporaryDirectory() as scratch:
         data = ROOT / "data" / "churn.csv"
         if args.rows:
@@ -84,11 +97,16 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as home:
                 cold.append(timed_run(args.config.resolve(), Path(home), data))
                 cached.append(timed_run(args.config.resolve(), Path(home), data))
-                floor.append(import_floor(args.config.resolve(), Path(home), data))
+                seconds, took = import_floor(args.config.resolve(), Path(home), data)
+                floor.append(seconds)
+                for part in PARTS:
+                    parts[part].append(took[part])
     c, h, f = statistics.median(cold), statistics.median(cached), statistics.median(floor)
     print(f"cold   median {c:6.2f} s  runs {[round(x, 2) for x in cold]}")
     print(f"cached median {h:6.2f} s  runs {[round(x, 2) for x in cached]}")
     print(f"floor  median {f:6.2f} s  runs {[round(x, 2) for x in floor]}  (imports a cached rerun cannot skip)")
+    print("floor's parts (median s): " + ", ".join(f"{part} {statistics.median(parts[part]):.2f}" for part in PARTS)
+          + "  (interpreter: start, until the pipeline's first import)")
     print(f"cached/cold = {h / c:.2f}  (cold/cached = {c / h:.1f}x)")
     print(f"floor/cold = {f / c:.2f}; cached - floor = {h - f:.2f} s (the rerun's own work)")
 
