@@ -15,8 +15,9 @@ Also the cached rerun's import floor, measured in the same project home after th
 a process that only imports and opens what that rerun cannot skip, as the command does (the
 collector paused), and exits: the config with its model parameters checked (scikit-learn,
 SciPy), the flow's modules (Prefect, pandas, the pipeline's tasks), and the MLflow store the
-registry check reads (MLflow, SQLAlchemy, alembic). floor/cold is the lowest cached/cold any
-rerun in one process of this stack can reach; cached - floor is what the rerun itself costs.
+registry check reads (MLflow, SQLAlchemy, alembic). floor/cold is the lowest cached/cold a
+rerun of this design can reach (one process that checks the config's model parameters, loads
+its cached scikit-learn objects and asks the registry); cached - floor is the rerun's own work.
 """
 
 from __future__ import annotations
