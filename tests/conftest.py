@@ -303,12 +303,13 @@ def task_states():
 @pytest.fixture
 def flow_logs():
     """`flow_logs(flow_run_id, until)`: the log messages of one flow run, read again until
-    `until(messages)` holds or 30 s pass (logs reach the API from a background worker)."""
+    `until(messages)` holds or 30 s pass (logs reach the API from a background worker). From the
+    session's server, or through `client=` (a sync Prefect client, not yet entered) another's."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 
-    def read(flow_run_id, until=lambda messages: True, timeout: float = 30.0) -> list[str]:
-        with get_client(sync_client=True) as client:
+    def read(flow_run_id, until=lambda messages: True, timeout: float = 30.0, client=None) -> list[str]:
+        with client or get_client(sync_client=True) as client:
             return _read_until(lambda: [log.message for log in client.read_logs(
                 log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))], until, timeout, every=0.5)
 

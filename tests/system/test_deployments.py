@@ -139,20 +139,9 @@ def wait_for_runs(stack, deployment: str, count: int, timeout: float = 300) -> l
     raise AssertionError(f"{deployment}: {[(r.name, r.state.name) for r in flow_runs(stack, deployment)]}")
 
 
-def run_logs(stack, run: subprocess.CompletedProcess, timeout: float = 60) -> str:
-    """The log of the flow run a `prefect deployment run` made, once the flow's last line is in
-    (logs reach the API from a background worker, after the state)."""
-    from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
-
-    flow_run_id = re.search(r"UUID: ([0-9a-f-]{36})", run.stdout).group(1)
-    deadline = time.monotonic() + timeout
-    while True:
-        with prefect_client(stack) as client:
-            messages = [log.message for log in client.read_logs(
-                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id])))]
-        if any(m.startswith("Finished in state") for m in messages) or time.monotonic() > deadline:
-            return "\n".join(messages)
-        time.sleep(0.5)
+def flow_run_id(run: subprocess.CompletedProcess) -> str:
+    """The flow run a `prefect deployment run` made."""
+    return re.search(r"UUID: ([0-9a-f-]{36})", run.stdout).group(1)
 
 
 def events(stack, name: str) -> list:
@@ -177,7 +166,7 @@ def fast_config(uri: str) -> dict:
                        uri).model_dump(mode="json")
 
 
-def test_deployments_end_to_end(stack, generate_churn):
+def test_deployments_end_to_end(stack, generate_churn, flow_logs):
     prefect = str(BIN / "prefect")
 
     # 1. deploy: pool + six deployments with their schedules and triggers
@@ -219,7 +208,9 @@ def test_deployments_end_to_end(stack, generate_churn):
     again = cli(stack, prefect, "deployment", "run", "new-data-sensor/new-data-sensor", "--param",
                 "prefix=s3://data/incoming/", "--watch")
     # its log says it found nothing new, so it emitted nothing and nothing can have been triggered
-    assert "0 new object(s) under s3://data/incoming/ (1 seen before)" in run_logs(stack, again)
+    logs = flow_logs(flow_run_id(again), lambda messages: any(m.startswith("Finished in state") for m in messages),
+                     timeout=60, client=prefect_client(stack))  # the flow's last line: logs come after the state
+    assert "0 new object(s) under s3://data/incoming/ (1 seen before)" in "\n".join(logs)
     assert len(events(stack, "mlpipe.dataset.arrived")) == 1
     assert len(flow_runs(stack, "retrain-on-new-data")) == 1
 
