@@ -28,18 +28,18 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "data"))
 
 import pandas as pd  # noqa: E402
-
 from generate_churn import generate_churn  # noqa: E402
 
 
 def fitted_model(folder: Path, family: str):
-    from tasks.config import load_config
-    from tasks.training import fit_model, prepare_data
+    from mlpipe.core.config import load_config
+    from mlpipe.stages.preparation import prepare_rows
+    from mlpipe.stages.training import fit_model
 
     path = folder / "train.csv"
     generate_churn(20_000, seed=7).to_csv(path, index=False)
     config = load_config(ROOT / "conf" / "churn.yaml", [f"model.family={family}"], str(path))
-    train, _, spec, preprocessor, _ = prepare_data(config)
+    train, _, spec, preprocessor, _ = prepare_rows(config)
     return fit_model(train, config.data.target, spec, preprocessor, config.model), spec.columns
 
 
@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--family", default="logistic_regression")
     args = parser.parse_args()
 
-    from tasks.scoring import InputColumn, ScoringModel, score_dataset
+    from mlpipe.stages.scoring import InputColumn, ScoringModel, score_dataset
 
     with tempfile.TemporaryDirectory(prefix="mlpipe-bench-score-") as tmp:
         folder = Path(tmp)

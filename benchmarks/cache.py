@@ -48,15 +48,15 @@ def timed_run(config: Path, home: Path, data: Path) -> float:
 # prints the wall-clock time at which each part ended.
 FLOOR = """
 import json, os, sys, time
-from deployments.local_server import imports_without_gc
+from mlpipe.cli.local_server import imports_without_gc
 marks = {"interpreter": time.time()}
 with imports_without_gc():
-    from tasks.config import load_config
+    from mlpipe.core.config import load_config
     config = load_config(sys.argv[1], data_uri=sys.argv[2])
     marks["config"] = time.time()  # pydantic, numpy, scikit-learn and SciPy for the model parameters
-    import flows.training
+    import mlpipe.flows.training
     marks["flow modules"] = time.time()  # Prefect, pandas, pyarrow, the pipeline's tasks
-from tasks.mlflow_adapter.tracking import client
+from mlpipe.adapters.mlflow.tracking import client
 client().search_registered_models(max_results=1)
 marks["mlflow store"] = time.time()  # MLflow, SQLAlchemy, alembic, the schema check
 print(json.dumps(marks))

@@ -46,23 +46,23 @@ def table(rows: int, seed: int = 7):
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "churn.csv"
         module.generate_churn(rows=rows, seed=seed).to_csv(path, index=False)
-        from tasks.config import load_config
-        from tasks.training import prepare_data
+        from mlpipe.core.config import load_config
+        from mlpipe.stages.preparation import prepare_rows
 
         config = load_config(ROOT / "conf" / "churn.yaml",
                              ["model.family=hist_gradient_boosting", "model.params.hist_gradient_boosting.max_iter=100",
                               "data.min_rows=2"], str(path))
-        train, holdout, spec_, preprocessor, _ = prepare_data(config)
+        train, holdout, spec_, preprocessor, _ = prepare_rows(config)
     import pandas as pd
 
     return pd.concat([train, holdout], ignore_index=True), spec_, preprocessor, config
 
 
 def bench_cv(rows: int, folds: int, all_cores: bool) -> dict:
-    from tasks import ray_cluster
-    from tasks.evaluation_units import fold_scores
-    from tasks.features import model_pipeline
-    from tasks.training import build_estimator
+    from mlpipe.adapters import ray_cluster
+    from mlpipe.compute.evaluation_units import fold_scores
+    from mlpipe.model.features import model_pipeline
+    from mlpipe.stages.training import build_estimator
 
     train, spec, preprocessor, config = table(rows)
     X, y = train[list(spec.columns)], train["churn"].to_numpy()
@@ -81,7 +81,7 @@ def bench_cv(rows: int, folds: int, all_cores: bool) -> dict:
     os.environ.pop("RAY_ADDRESS", None)
     with ray_cluster.session(num_cpus=2):
         started = time.perf_counter()
-        on_ray = fold_scores(model, X, y, folds, 42, backend="ray")
+        on_ray = fold_scores(model, X, y, folds, 42, run_tasks=ray_cluster.run_tasks)
         ray_s = time.perf_counter() - started
     assert on_ray == local, (on_ray, local)
     return {"rows": len(X), "folds": folds, "local_all_cores_s": local_s and round(local_s, 1),
@@ -93,8 +93,8 @@ def bench_mlp(rows: int, epochs: int) -> list[dict]:
     import numpy as np
     from sklearn.base import clone
 
-    from tasks import ray_cluster
-    from tasks.mlp import MLPNetClassifier
+    from mlpipe.adapters import ray_cluster
+    from mlpipe.model.mlp import MLPNetClassifier
 
     train, spec, preprocessor, _ = table(rows, seed=8)
     features = clone(preprocessor).fit_transform(train[list(spec.columns)])
@@ -117,7 +117,7 @@ def bench_mlp(rows: int, epochs: int) -> list[dict]:
 FIXED = """
 import os, time, json
 t0 = time.perf_counter()
-from tasks import ray_cluster
+from mlpipe.adapters import ray_cluster
 import ray
 t1 = time.perf_counter()
 ray_cluster.connect(num_cpus=2)
@@ -161,7 +161,7 @@ def bench_loop(rows: int, epochs: int) -> dict:
     import numpy as np
     import torch
 
-    from tasks.torch_loop import train_network
+    from mlpipe.compute.torch_loop import train_network
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(rows, 40)).astype("float32")  # about as wide as the churn features

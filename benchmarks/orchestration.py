@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/orchestration.py [--tasks 200] [--repeats 3]
 
-The fixed cost of a command with no PREFECT_API_URL (deployments/local_server.py):
+The fixed cost of a command with no PREFECT_API_URL (mlpipe/cli/local_server.py):
 - the first command starts the server mlpipe keeps between commands: spawn -> healthy, and
   what the command's end costs (drain Prefect's log/event workers, release the lease);
 - each next command attaches to that server (take the lease, health check);
@@ -34,17 +34,17 @@ os.environ.pop("PREFECT_API_URL", None)
 
 KEYS = ("kept_start", "kept_end", "attach", "one_start", "one_stop", "per_task", "probe", "imports", "waited")
 
-# What `mlpipe train` does before its flow starts (flows/cli.py `_run_flow`): spawn the server,
+# What `mlpipe train` does before its flow starts (mlpipe/cli/main.py `_run_flow`): spawn the server,
 # import and load the config while it boots, then wait for it. In a fresh interpreter, so the
 # imports cost what they cost a command.
 FIRST_COMMAND = """
 import json, sys, time
 started = time.perf_counter()
-from deployments.local_server import prefect_api
+from mlpipe.cli.local_server import prefect_api
 with prefect_api() as server:
-    from tasks.config import load_config
+    from mlpipe.core.config import load_config
     load_config(sys.argv[1], [], None)
-    from flows.training import train
+    from mlpipe.flows.training import train
     imported = time.perf_counter()
     server.wait()
     waited = time.perf_counter() - imported
@@ -60,7 +60,7 @@ def spread(values: list[float], unit: str = "s", scale: float = 1.0) -> str:
 def timed_command(body=None) -> tuple[float, float, object]:
     """Enter `prefect_api()` as a command does: seconds to a healthy server, seconds its end
     took, and the server."""
-    from deployments.local_server import prefect_api
+    from mlpipe.cli.local_server import prefect_api
 
     started = time.perf_counter()
     with prefect_api() as server:
@@ -73,7 +73,7 @@ def timed_command(body=None) -> tuple[float, float, object]:
 
 
 def one_repeat(tasks: int) -> dict[str, float]:
-    from deployments.local_server import IDLE_VARIABLE, LOCAL_API_VARIABLE, answering_prefect_api, free_port
+    from mlpipe.cli.local_server import IDLE_VARIABLE, LOCAL_API_VARIABLE, answering_prefect_api, free_port
 
     os.environ[LOCAL_API_VARIABLE] = ""  # measure mlpipe's own server, never a running `make server`
     os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="prefect-home-")

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/peak_memory.py [--rows 1000000] [--repeats 3]
 
 `--rows` generated rows (data/generate_churn.py) are written as a CSV. The in-memory frame is
-that file as the `load` task reads it (`tasks.storage.read_dataset`), measured with
+that file as the `load` task reads it (`mlpipe.data.reader.read_dataset`), measured with
 `DataFrame.memory_usage(deep=True)`. Then `--repeats` times, `mlpipe train --config
 conf/churn.yaml --data FILE` runs as a fresh process with a fresh project home (MLflow store and
 step cache), the local Prefect server mlpipe keeps between commands already up (it is its own
@@ -30,7 +30,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from generate_churn import generate_churn  # noqa: E402
 from pipeline_vs_recipe import start_kept_server, timed_command  # noqa: E402
 
-
 # A process forked from this one (which holds the generated table) would start with this
 # process's resident pages counted as its own: the command is started from a small launcher,
 # which reports the high-water mark of its one child.
@@ -54,8 +53,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from tasks.config import load_config
-    from tasks.storage import read_dataset
+    from mlpipe.core.config import load_config
+    from mlpipe.data.reader import read_dataset
 
     config = ROOT / "conf" / "churn.yaml"
     data = load_config(config).data

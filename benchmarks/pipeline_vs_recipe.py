@@ -118,7 +118,7 @@ def command_env(home: Path) -> dict[str, str]:
 
 def start_kept_server() -> None:
     """Bring up the local server mlpipe keeps between commands (a no-op when it is up)."""
-    code = "from deployments.local_server import prefect_api\nwith prefect_api() as server:\n    server and server.wait()\n"
+    code = "from mlpipe.cli.local_server import prefect_api\nwith prefect_api() as server:\n    server and server.wait()\n"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=command_env(ROOT), check=True)
 
 

@@ -49,10 +49,10 @@ def without_prefect() -> None:
 
 
 def plain_train(data: str, config_path: Path) -> None:
-    from tasks.config import load_config
+    from mlpipe.core.config import load_config
 
     config = load_config(config_path, ["cache.enabled=false"], data)  # the cache is Prefect's
-    from flows.training import train
+    from mlpipe.flows.training import train
 
     without_prefect()
     started = time.perf_counter()

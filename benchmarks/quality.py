@@ -81,14 +81,15 @@ def _as_object(frame):
 
 
 def run_dataset(name: str, folder: Path, seed: int, show_candidates: bool) -> dict:
-    from tasks.config import build_config
-    from tasks.evaluation import evaluate_model  # noqa: F401  (imported here so its import time is not timed)
-    from tasks.training import fit_model, prepare_data, select_model
+    from mlpipe.core.config import build_config
+    from mlpipe.stages.evaluation import evaluate_model
+    from mlpipe.stages.preparation import prepare_rows
+    from mlpipe.stages.training import fit_model, select_model
 
     dataset = load(name, folder)
     config = build_config({"data": {"uri": str(dataset.path), "target": dataset.target,
                                     "positive_label": dataset.positive_label}, "split": {"seed": seed}})
-    train, holdout, spec, preprocessor, _ = prepare_data(config)
+    train, holdout, spec, preprocessor, _ = prepare_rows(config)
     target = dataset.target
     y_train, y_holdout = train[target].to_numpy(), holdout[target].to_numpy()
 

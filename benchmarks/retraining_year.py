@@ -92,10 +92,10 @@ def run_year(folder: Path, rows_per_month: int, months: int = 12, shift_month: i
              weak_month: int | None = 4, overrides: tuple[str, ...] = (), log=print) -> list[Month]:
     """Run the year against the MLflow store `MLFLOW_TRACKING_URI` points at (and the Prefect
     API or temporary server this process uses). Returns one `Month` per month."""
-    from flows.monitoring import drift_monitor
-    from flows.training import train
-    from tasks.mlflow_adapter import aliases
-    from tasks.config import load_config
+    from mlpipe.adapters.mlflow import aliases
+    from mlpipe.core.config import load_config
+    from mlpipe.flows.monitoring import drift_monitor
+    from mlpipe.flows.training import train
 
     results = []
     for month, (snapshot, increment) in enumerate(write_snapshots(folder, rows_per_month, months, shift_month), 1):
@@ -124,9 +124,9 @@ def post_shift_scores(folder: Path, results: list[Month], shift_month: int) -> d
     last month's comparison set restricted to post-shift rows: rows neither model trained on."""
     from sklearn.metrics import roc_auc_score
 
-    from tasks.mlflow_adapter import aliases, models
-    from tasks.config import load_config
-    from tasks.validation import validate_dataset
+    from mlpipe.adapters.mlflow import aliases, models
+    from mlpipe.core.config import load_config
+    from mlpipe.data.validation import validate_dataset
 
     before = results[shift_month - 1].champion_before
     final = [m for m in results if m.decision == "promoted"][-1].version

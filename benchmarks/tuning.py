@@ -46,18 +46,18 @@ def run(backend: str, workers: int, threads: int | None, trials: int, data: Path
         import optuna
         from mlflow import MlflowClient
 
-        from tasks.config import load_config
-        from tasks.distributed import RECORD
-        from tasks.mlflow_adapter.tracking import ensure_experiment
-        from tasks.training import prepare_data
-        from tasks.tuning import default_storage, run_study
+        from mlpipe.adapters.mlflow.tracking import ensure_experiment
+        from mlpipe.compute.tuning_workers import RECORD
+        from mlpipe.core.config import load_config
+        from mlpipe.stages.preparation import prepare_rows
+        from mlpipe.stages.tuning import default_storage, run_study
 
         overrides = ["model.family=hist_gradient_boosting", f"tuning.trials={trials}", f"tuning.workers={workers}", f"tuning.backend={backend}",
                      "tuning.pruner=none", "tuning.cv_folds=3", f"tuning.threads_per_worker={threads or 'null'}"]
         if space == "fixed-cost":
             overrides.append(FIXED_COST_SPACE)
         config = load_config(ROOT / "conf" / "churn.yaml", overrides, str(data))
-        train, _, spec, preprocessor, fingerprint = prepare_data(config)
+        train, _, spec, preprocessor, fingerprint = prepare_rows(config)
         # A project's stores exist after its first run: creating their schemas is not study time.
         ensure_experiment("bench")
         optuna.storages.RDBStorage(default_storage())

@@ -4,10 +4,10 @@
 
 `--rows` generated rows (data/generate_churn.py: a distinct text ID per row, numbers stored as
 text, six text categories) are written as a CSV. Then `--repeats` times, one after the other:
-- read: `tasks.storage.read_dataset`, what the `load` task runs;
+- read: `mlpipe.data.reader.read_dataset`, what the `load` task runs;
 - validate: `tasks.validation.validate_dataset` on the frame read, what the `validate` task
   runs (row keys, coercions, ID and leak checks), and, timed apart, its result persisted as the
-  task's cache persists it (`tasks.caching.CompactPickle`).
+  task's cache persists it (`mlpipe.tasks.caching.CompactPickle`).
 Prints medians (min-max), validate/read, and the target: validate <= 3 s at 1M rows.
 No Prefect and no MLflow: the functions the tasks call, in one process.
 """
@@ -35,10 +35,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
 
-    from tasks.caching import CompactPickle
-    from tasks.config import load_config
-    from tasks.storage import read_dataset
-    from tasks.validation import validate_dataset
+    from mlpipe.core.config import load_config
+    from mlpipe.data.reader import read_dataset
+    from mlpipe.data.validation import validate_dataset
+    from mlpipe.tasks.caching import CompactPickle
 
     config = load_config(ROOT / "conf" / "churn.yaml").data
     read, validate, persist = [], [], []

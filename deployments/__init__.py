@@ -1,0 +1,1 @@
+"""The code that creates the deployments of prefect.yaml (work pool + `prefect deploy`)."""

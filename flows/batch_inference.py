@@ -7,7 +7,8 @@ from typing import Annotated
 from prefect import flow
 from pydantic import Field
 
-from tasks.scoring import ScoringSummary, load_model_task, resolve_model_task, score_report_task, score_task
+from mlpipe.stages.scoring import ScoringSummary
+from mlpipe.tasks.scoring import load_model_task, resolve_model_task, score_report_task, score_task
 
 
 @flow(name="score", log_prints=True, validate_parameters=True)
@@ -30,7 +31,8 @@ def score(
     numeric values cannot be parsed are rejected and listed by row number; a column the model
     reads that is missing fails the run.
     """
-    model = resolve_model_task(model_name, model_ref)
-    pipeline = load_model_task(model)
-    summary = score_task(pipeline, model, data_uri, output_uri, id_column, chunk_rows, threshold)
-    return score_report_task(summary)
+    model = resolve_model_task(model_name=model_name, model_ref=model_ref)
+    pipeline = load_model_task(model=model)
+    summary = score_task(pipeline=pipeline, model=model, data_uri=data_uri, output_uri=output_uri, id_column=id_column,
+                         chunk_rows=chunk_rows, threshold=threshold)
+    return score_report_task(summary=summary)

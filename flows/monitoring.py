@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from prefect import flow
 
-from tasks.drift import DriftThresholds
-from tasks.monitoring import (DriftReport, champion_task, compare_task, current_task, emit_drift_task, log_drift_task,
-                              publish_drift_task, reference_task)
+from mlpipe.data.drift import DriftThresholds
+from mlpipe.stages.monitoring import DriftReport
+from mlpipe.tasks.monitoring import (
+    champion_task,
+    compare_task,
+    current_task,
+    emit_drift_task,
+    log_drift_task,
+    publish_drift_task,
+    reference_task,
+)
 
 
 @flow(name="drift-monitor", log_prints=True, validate_parameters=True)
@@ -21,12 +29,13 @@ def drift_monitor(data_uri: str, model_name: str = "churn-classifier", model_ref
     report is a markdown and a table artifact and an MLflow run in `experiment`. `model_ref` is
     an alias or a version number.
     """
-    champion = champion_task(model_name, model_ref)
-    reference = reference_task(champion)
-    current = current_task(data_uri, champion.config.data, reference)
-    report = compare_task(reference, current, champion, data_uri, thresholds)
-    report = log_drift_task(report, experiment)
-    publish_drift_task(report)
-    if report.drifted:
-        emit_drift_task(report)
-    return report
+    champion = champion_task(model_name=model_name, model_ref=model_ref)
+    reference = reference_task(champion=champion)
+    current = current_task(data_uri=data_uri, data=champion.config.data, reference=reference)
+    report = compare_task(reference=reference, current=current, champion=champion, data_uri=data_uri,
+                          thresholds=thresholds)
+    logged = log_drift_task(report=report, experiment=experiment)
+    publish_drift_task(report=logged)
+    if logged.drifted:
+        emit_drift_task(report=logged)
+    return logged

@@ -1,31 +1,32 @@
-"""The opening the `train` and `tune` flows share: fingerprint -> load -> validate -> split ->
-features, cached on the dataset fingerprint and the config sections each step uses."""
+"""The steps the `train` and `tune` flows share, composed of tasks only: the opening
+(fingerprint -> load -> validate -> split -> features) and the model's choice ([select model]
+-> [tune]). Each cached step keys on the dataset fingerprint and the config sections it uses."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from tasks.caching import step_key
-from tasks.config import PipelineConfig
-from tasks.data import fingerprint_task, load_task, split_task
-from tasks.features import FeatureSpec
-from tasks.memory import empty_like, releaser
-from tasks.splitting import Split
-from tasks.storage import DatasetFingerprint
-from tasks.training import features_task
-from tasks.validation import ValidatedData, validate_task
+from mlpipe.core.config import DataConfig, FeaturesConfig, ModelConfig, PipelineConfig, SplitConfig
+from mlpipe.core.families import AUTO
+from mlpipe.data.reader import DatasetFingerprint
+from mlpipe.data.splitting import Split
+from mlpipe.data.validation import ValidatedData
+from mlpipe.model.features import FeatureSpec
+from mlpipe.stages.training import candidate_families
+from mlpipe.tasks.caching import step_key
+from mlpipe.tasks.data import fingerprint_task, load_task, split_task
+from mlpipe.tasks.features import features_task
+from mlpipe.tasks.training import select_model_task
+from mlpipe.tasks.tuning import tune_task
+from mlpipe.tasks.validation import validate_task
 
 
 @dataclass
 class PreparedData:
     """The validated, split data and the (unfitted) feature transformer a run fits on.
-    `data_key` stands for the train rows in the cache keys of the steps that fit on them.
-    `data.frame` is empty (its columns and dtypes kept): once split, every row lives on in
-    `split`, and the whole table would be one more copy held for the rest of the run.
-    `release` hands freed memory back between heavy steps, for a table large enough for it to
-    matter (`tasks.memory.releaser`)."""
+    `data.frame` is empty (its columns and dtypes kept): every row lives on in `split`.
+    `data_key` stands for the train rows in the cache keys of the steps that fit on them."""
 
     fingerprint: DatasetFingerprint
     data: ValidatedData
@@ -33,25 +34,64 @@ class PreparedData:
     spec: FeatureSpec
     preprocessor: Any
     data_key: str
-    release: Callable[[], None]
+
+    @property
+    def target(self) -> str:
+        return self.data.target
 
 
-def prepare_data(config: PipelineConfig, cached) -> PreparedData:
+@dataclass
+class ModelChoice:
+    """The model config a run fits (`model.family: auto` resolved), with what selection
+    recorded: tags and the leaderboard for the run, and the picked model's fold scores when
+    evaluation's cross-validation would fit that very model on the very same folds."""
+
+    model: ModelConfig
+    tags: dict[str, str] = field(default_factory=dict)
+    tables: dict[str, list[dict]] = field(default_factory=dict)
+    cv_scores: tuple[float, ...] | None = None
+
+
+def prepare_data(*, data: DataConfig, split: SplitConfig, features: FeaturesConfig, min_class_rows: int,
+                 cached) -> PreparedData:
     """fingerprint -> load -> validate -> split -> features; `cached` is the run's
-    `tasks.caching.cached_steps`."""
-    fingerprint = fingerprint_task(config.data)
-    raw = cached(load_task)(fingerprint, config.data.format, config.data.csv)
-    data = cached(validate_task)(raw, fingerprint, config.data, config.min_class_rows())
-    raw = None  # the validated table is a new one: the file as read goes before the split copies its rows
-    release = releaser(data.frame)
-    release()
-    split = split_task(data, config.split)
-    data = replace(data, frame=empty_like(data.frame))
-    spec, preprocessor = cached(features_task)(data.report.numeric_features, data.report.categorical_features,
-                                               config.features)
-    # What reading and validating freed, before the fits; after the last task of the opening,
-    # whose finished runs hold parts of the validated table in reference cycles until then.
-    release()
-    data_key = step_key(fingerprint, config.data, config.split, config.features)
-    return PreparedData(fingerprint, data, split, spec, preprocessor, data_key, release)
+    `mlpipe.tasks.caching.cached_steps`."""
+    fingerprint = fingerprint_task(data=data)
+    validated = cached(validate_task)(  # the table as read is an argument only: it goes once validated
+        frame=cached(load_task)(fingerprint=fingerprint, fmt=data.format, csv=data.csv),
+        fingerprint=fingerprint, data=data, min_class_rows=min_class_rows)
+    rows = split_task(validated=validated, split=split)
+    spec, preprocessor = cached(features_task)(numeric=validated.report.numeric_features,
+                                               categorical=validated.report.categorical_features, features=features)
+    return PreparedData(fingerprint, validated, rows, spec, preprocessor,
+                        data_key=step_key(fingerprint, data, split, features))
 
+
+def choose_model(*, prepared: PreparedData, config: PipelineConfig, tune: bool, cached) -> ModelChoice:
+    """[select model] -> [tune]: with `model.family: auto`, cross-validate the candidates on the
+    train split and pick the best (or, unless a study follows, a blend of the top two); with
+    `tune`, an Optuna study of the chosen family's parameters (its `tune_task`, cached)."""
+    chosen = select_model(prepared=prepared, config=config, allow_blend=not tune, cached=cached)
+    if not tune:
+        return chosen
+    tuning = cached(tune_task)(train=prepared.split.train, target=prepared.target, spec=prepared.spec,
+                               preprocessor=prepared.preprocessor, model=chosen.model, tuning=config.tuning,
+                               experiment=config.tracking.experiment, fingerprint=str(prepared.fingerprint),
+                               data_key=prepared.data_key)
+    # Evaluation refits its folds: the study's parameters are not the ones selection scored.
+    return ModelChoice(tuning.model, {**chosen.tags, **tuning.tags()}, chosen.tables, cv_scores=None)
+
+
+def select_model(*, prepared: PreparedData, config: PipelineConfig, allow_blend: bool, cached) -> ModelChoice:
+    """`model.family: auto`: cross-validate the candidates on the train split and pick the best
+    (or a blend of the top two, when `allow_blend`); any other family as configured."""
+    if config.model.family != AUTO:
+        return ModelChoice(config.model)
+    selection = cached(select_model_task)(
+        train=prepared.split.train, target=prepared.target, spec=prepared.spec, preprocessor=prepared.preprocessor,
+        model=config.model, metric=config.promotion.metric, folds=config.evaluation.cv_folds,
+        candidates=candidate_families(config.model), allow_blend=allow_blend, data_key=prepared.data_key,
+        max_rows=config.evaluation.cv_max_rows, threads=config.compute.threads)
+    return ModelChoice(selection.model, selection.tags(), {"model_leaderboard": selection.table()},
+                       selection.picked_cv_scores("roc_auc", config.evaluation.cv_folds, config.split.seed,
+                                                  config.evaluation.cv_max_rows))

@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from prefect import flow
 
-from flows.preparation import prepare_data
-from tasks.caching import cached_steps, step_key
-from tasks.config import PipelineConfig
-from tasks.data import resolve_data_task
-from tasks.evaluation import evaluate_task
-from tasks.families import AUTO
-from tasks.memory import empty_like
-from tasks.promotion import promote_task
-from tasks.registration import register_task
-from tasks.reports import TrainingSummary, model_card_task, report_task
-from tasks.training import candidate_families, fit_task, select_model_task
-from tasks.tuning import tune_task
+from mlpipe.core.config import PipelineConfig
+from mlpipe.flows.preparation import choose_model, prepare_data
+from mlpipe.stages.reports import TrainingSummary
+from mlpipe.tasks.caching import cached_steps, step_key
+from mlpipe.tasks.data import resolve_data_task
+from mlpipe.tasks.evaluation import evaluate_task
+from mlpipe.tasks.promotion import promote_task
+from mlpipe.tasks.registration import register_task
+from mlpipe.tasks.reports import model_card_task, report_task
+from mlpipe.tasks.training import fit_task
 
 
 @flow(name="train", log_prints=True, validate_parameters=True)
@@ -37,47 +33,25 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
     """
     cached = cached_steps(config.cache, refresh)  # cached(task): results persisted, keyed per task
 
-    source = resolve_data_task(config.data)  # a prefix (`.../`): its newest object
-    config = config.with_data(source.data)
-    prepared = prepare_data(config, cached)  # fingerprint -> load -> validate -> split -> features
-    data, split, fingerprint, data_key = prepared.data, prepared.split, prepared.fingerprint, prepared.data_key
-    spec, preprocessor, release = prepared.spec, prepared.preprocessor, prepared.release
-    train_rows, holdout_rows = split.train, split.holdout
+    source = resolve_data_task(data=config.data)  # a prefix (`.../`): its newest object
+    prepared = prepare_data(data=source.data, split=config.split, features=config.features,
+                            min_class_rows=config.min_class_rows(), cached=cached)
+    split, spec = prepared.split, prepared.spec
+    choice = choose_model(prepared=prepared, config=config, tune=config.tuning.enabled, cached=cached)
+    run_config = config.with_data(source.data).with_model(choice.model)  # as resolved: the lineage hashes it
 
-    selection_tags, tables, cv_scores = {}, {}, None
-    if config.model.family == AUTO:  # CV of the candidates on the train split; a study tunes one family
-        selection = cached(select_model_task)(train_rows, data.target, spec, preprocessor, config.model,
-                                              config.promotion.metric, config.evaluation.cv_folds,
-                                              candidate_families(config.model),
-                                              allow_blend=not config.tuning.enabled, data_key=data_key,
-                                              max_rows=config.evaluation.cv_max_rows, threads=config.compute.threads)
-        config, selection_tags = config.with_model(selection.model), selection.tags()
-        tables = {"model_leaderboard": selection.table()}
-        # The picked model was already cross-validated on evaluation's folds: no refit there
-        cv_scores = selection.picked_cv_scores("roc_auc", config.evaluation.cv_folds, config.split.seed,
-                                               config.evaluation.cv_max_rows)
-    tuning_tags = {}
-    if config.tuning.enabled:
-        tuning = cached(tune_task)(train_rows, data.target, spec, preprocessor, config.model, config.tuning,
-                                   config.tracking.experiment, str(fingerprint), data_key)
-        config, tuning_tags, cv_scores = config.with_model(tuning.model), tuning.tags(), None
-    release()  # selection's and tuning's temporaries, before the fit on every train row
-    model = cached(fit_task)(train_rows, data.target, spec, preprocessor, config.model, data_key,
-                             threads=config.compute.threads)
-    release()  # the fit's feature matrix and conformed rows, before evaluation's own
-    evaluation = cached(evaluate_task)(model, train_rows, holdout_rows, data.target, spec, config.evaluation,
-                                       config.split.seed, step_key(data_key, config.model), config.compute,
-                                       cv_scores)
-    # The train rows are done with: let them go before registration loads MLflow and skops
-    # (promotion compares on the holdout rows only).
-    split, prepared, train_rows = replace(split, train=empty_like(split.train)), None, None
-    release()
-
-    version = register_task(model, evaluation, holdout_rows, spec.columns, config, fingerprint, data.report,
-                            {**selection_tags, **tuning_tags, **split.params.tags(), **source.tags()}, tables)
-    decision = promote_task(version, evaluation, model, split, data.target, spec, config.promotion,
-                            config.evaluation.threshold)
-    model_card_task(version, decision, evaluation.metrics, config, fingerprint, data.report, split.params,
-                    split.time_range)
-    return report_task(version, decision, evaluation.metrics, config.data.uri, fingerprint,
-                       data.report.warnings)
+    model = cached(fit_task)(train=split.train, target=prepared.target, spec=spec, preprocessor=prepared.preprocessor,
+                             model=choice.model, data_key=prepared.data_key, threads=config.compute.threads)
+    evaluation = cached(evaluate_task)(model=model, train=split.train, holdout=split.holdout, target=prepared.target,
+                                       spec=spec, evaluation=config.evaluation, seed=config.split.seed,
+                                       model_key=step_key(prepared.data_key, choice.model), compute=config.compute,
+                                       cv_scores=choice.cv_scores)
+    version = register_task(model=model, evaluation=evaluation, split=split, source=source, columns=spec.columns,
+                            config=run_config, fingerprint=prepared.fingerprint,
+                            validation_report=prepared.data.report, tags=choice.tags, tables=choice.tables)
+    decision = promote_task(version=version, evaluation=evaluation, model=model, split=split, target=prepared.target,
+                            spec=spec, promotion=config.promotion, threshold=config.evaluation.threshold)
+    model_card_task(version=version, decision=decision, metrics=evaluation.metrics, config=run_config,
+                    fingerprint=prepared.fingerprint, validation_report=prepared.data.report, split=split)
+    return report_task(version=version, decision=decision, metrics=evaluation.metrics, dataset_uri=source.data.uri,
+                       fingerprint=prepared.fingerprint, warnings=prepared.data.report.warnings)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from prefect import flow
 
-from flows.preparation import prepare_data
-from tasks.caching import cached_steps
-from tasks.config import PipelineConfig
-from tasks.families import AUTO
-from tasks.training import candidate_families, select_model_task
-from tasks.tuning import TuningResult, tune_task
+from mlpipe.core.config import PipelineConfig
+from mlpipe.flows.preparation import prepare_data, select_model
+from mlpipe.stages.tuning import TuningResult
+from mlpipe.tasks.caching import cached_steps
+from mlpipe.tasks.tuning import tune_task
 
 
 @flow(name="tune", log_prints=True, validate_parameters=True)
@@ -23,15 +22,10 @@ def tune(config: PipelineConfig, refresh: bool = False) -> TuningResult:
     """
     cached = cached_steps(config.cache, refresh)  # cached(task): results persisted, keyed per task
 
-    prepared = prepare_data(config, cached)
-    train_rows, target = prepared.split.train, prepared.data.target
-    spec, preprocessor = prepared.spec, prepared.preprocessor
-    if config.model.family == AUTO:
-        selection = cached(select_model_task)(train_rows, target, spec, preprocessor, config.model,
-                                              config.promotion.metric, config.evaluation.cv_folds,
-                                              candidate_families(config.model), allow_blend=False,
-                                              data_key=prepared.data_key, max_rows=config.evaluation.cv_max_rows,
-                                              threads=config.compute.threads)
-        config = config.with_model(selection.model)
-    return cached(tune_task)(train_rows, target, spec, preprocessor, config.model, config.tuning,
-                             config.tracking.experiment, str(prepared.fingerprint), prepared.data_key)
+    prepared = prepare_data(data=config.data, split=config.split, features=config.features,
+                            min_class_rows=config.min_class_rows(), cached=cached)
+    chosen = select_model(prepared=prepared, config=config, allow_blend=False, cached=cached)  # a study tunes one family
+    return cached(tune_task)(train=prepared.split.train, target=prepared.target, spec=prepared.spec,
+                             preprocessor=prepared.preprocessor, model=chosen.model, tuning=config.tuning,
+                             experiment=config.tracking.experiment, fingerprint=str(prepared.fingerprint),
+                             data_key=prepared.data_key)

@@ -19,10 +19,10 @@ from prefect.cache_policies import INPUTS, NO_CACHE, TASK_SOURCE, CachePolicy, C
 from prefect.serializers import Serializer
 from pydantic import Field
 
-from tasks.config import CacheConfig
-from tasks.lineage import source_hash
-from tasks.paths import project_home
-from tasks.storage import storage_options
+from mlpipe.core.config import CacheConfig
+from mlpipe.core.lineage import source_hash
+from mlpipe.core.paths import project_home
+from mlpipe.data.reader import storage_options
 
 
 @dataclass
@@ -149,7 +149,7 @@ class CompactPickle(Serializer):
     def loads(self, blob: bytes) -> Any:
         data = memoryview(base64.b64decode(blob))
         if bytes(data[:len(_COMPACT_MAGIC)]) != _COMPACT_MAGIC:
-            raise ValueError("not a result written by tasks.caching.CompactPickle")
+            raise ValueError("not a result written by mlpipe.tasks.caching.CompactPickle")
         at = len(_COMPACT_MAGIC)
         (length,) = struct.unpack("<I", data[at:at + 4])
         header = json.loads(bytes(data[at + 4:at + 4 + length]))
@@ -172,7 +172,7 @@ def cached_steps(config: CacheConfig, refresh: bool = False):
 
     def cached(task):
         if key_inputs(task) is None:
-            raise TypeError(f"task {task.name!r} declares no cache key (tasks.caching.cache_key)")
+            raise TypeError(f"task {task.name!r} declares no cache key (mlpipe.tasks.caching.cache_key)")
         if storage is None:
             return task.with_options(cache_policy=NO_CACHE, persist_result=False)
         return task.with_options(result_storage=storage, result_serializer=CompactPickle(),

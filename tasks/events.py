@@ -9,9 +9,9 @@ from prefect import get_run_logger, task
 from prefect.events import emit_event
 from prefect.variables import Variable
 
-from tasks.data_sources import ArrivedObject, list_datasets, new_objects
-from tasks.retry_policies import IO_RETRIES
-from tasks.storage import count_rows
+from mlpipe.core.retry_policies import IO_RETRIES
+from mlpipe.data.reader import count_rows
+from mlpipe.data.sources import ArrivedObject, list_datasets, new_objects
 
 DATASET_ARRIVED = "mlpipe.dataset.arrived"
 
@@ -22,7 +22,7 @@ def seen_variable(prefix: str) -> str:
 
 
 @task(name="list-new-objects", **IO_RETRIES)
-def find_new_objects(prefix: str, patterns: list[str]) -> list[ArrivedObject]:
+def find_new_objects(*, prefix: str, patterns: list[str]) -> list[ArrivedObject]:
     """Objects under `prefix` whose URI + fingerprint the sensor has not seen before."""
     seen = Variable.get(seen_variable(prefix), default={}) or {}
     arrived = []
@@ -33,7 +33,7 @@ def find_new_objects(prefix: str, patterns: list[str]) -> list[ArrivedObject]:
 
 
 @task(name="emit-arrivals")
-def emit_arrivals(prefix: str, arrived: list[ArrivedObject]) -> int:
+def emit_arrivals(*, prefix: str, arrived: list[ArrivedObject]) -> int:
     """One `mlpipe.dataset.arrived` event per new object; the URI is the resource id and the
     prefix the `mlpipe.prefix` label. The retrain trigger passes the prefix on
     (`{{ event.resource['mlpipe.prefix'] }}`), so the run it starts trains on the newest object
@@ -49,7 +49,7 @@ def emit_arrivals(prefix: str, arrived: list[ArrivedObject]) -> int:
 
 
 @task(name="remember-objects")
-def remember_objects(prefix: str, arrived: list[ArrivedObject]) -> None:
+def remember_objects(*, prefix: str, arrived: list[ArrivedObject]) -> None:
     """Record the emitted objects. This runs after the events are sent: a crash in between
     re-emits on the next run (at least once), which the retrain trigger's window absorbs,
     rather than losing an arrival."""

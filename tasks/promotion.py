@@ -1,231 +1,25 @@
-"""Champion/challenger promotion: the decision is a pure function; the task applies it."""
+"""The promotion stage's Prefect tasks: thin wrappers over `mlpipe.stages.promotion`."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
-import numpy as np
-import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.config import LOWER_IS_BETTER, PromotionConfig
-from tasks.splitting import Split, SplitParams, hash_holdout_side, newer_than
-from tasks.evaluation import Evaluation
-from tasks.metrics import is_better_or_equal, score_metric
-from tasks.features import FeatureSpec
-from tasks.mlflow_adapter import aliases, versions
-from tasks.mlflow_adapter.models import RegisteredVersion, load_version
-from tasks.retry_policies import TRACKING_RETRIES
+from mlpipe.adapters.mlflow.models import RegisteredVersion
+from mlpipe.core.config import PromotionConfig
+from mlpipe.core.retry_policies import TRACKING_RETRIES
+from mlpipe.data.splitting import Split
+from mlpipe.model.features import FeatureSpec
+from mlpipe.stages.evaluation import Evaluation
+from mlpipe.stages.promotion import PromotionDecision, promote_version
 
-CHAMPION, CHALLENGER = "champion", "challenger"
-
-
-@dataclass(frozen=True)
-class ComparisonSet:
-    """The rows a candidate and the champion are compared on: holdout rows of this run that the
-    champion did not train on either. `problem` says why no fair comparison is possible."""
-
-    rows: int
-    positives: int
-    basis: str  # how the rows were chosen, in words
-    problem: str | None = None  # too small, or the champion's training rows are unknown
-
-    @property
-    def comparable(self) -> bool:
-        return self.problem is None
-
-
-def champion_unseen_rows(holdout: pd.DataFrame, holdout_keys: np.ndarray, current: SplitParams,
-                         champion: SplitParams | None, champion_version: str) -> tuple[np.ndarray | None, str]:
-    """Which of this run's holdout rows the champion never trained on, from the split parameters
-    recorded with it, and how they were chosen. The mask is None when its training rows cannot
-    be identified (no recorded split, a random split, or a split keyed on other columns)."""
-    if champion is None:
-        return None, (f"champion v{champion_version} records no split parameters (registered before hash-stable "
-                      "splits): the rows it trained on cannot be identified")
-    if champion.method == "hash":
-        if champion.key != current.key:
-            return None, (f"champion v{champion_version} split rows keyed on {champion.key}, this run on "
-                          f"{current.key}: the rows it trained on cannot be matched")
-        if champion.key_scheme != current.key_scheme:
-            return None, (f"champion v{champion_version} hashed its rows with row-key scheme {champion.key_scheme}, "
-                          f"this run with scheme {current.key_scheme}: the rows it trained on cannot be matched")
-        unseen = hash_holdout_side(holdout_keys, champion.holdout_fraction, champion.seed)
-        same = (champion.method, champion.holdout_fraction, champion.seed) == (current.method,
-                                                                               current.holdout_fraction, current.seed)
-        how = ("this run's holdout, which is the champion's holdout side too (same hash split: "
-               if same else "this run's holdout rows that also fall on the champion's holdout side (")
-        return unseen, how + champion.describe() + ")"
-    if champion.method == "time":
-        if not champion.max_train_time or champion.time_column not in holdout.columns:
-            return None, (f"champion v{champion_version} was split on time column {champion.time_column!r}, which "
-                          "this data lacks: the rows it trained on cannot be identified")
-        unseen = newer_than(holdout[champion.time_column], champion.max_train_time)
-        return unseen, (f"this run's holdout rows with {champion.time_column} after {champion.max_train_time}, "
-                        f"the newest row champion v{champion_version} trained on")
-    return None, (f"champion v{champion_version} used a {champion.method} split: the rows it trained on cannot be "
-                  "identified")
-
-
-def comparison_set(holdout: pd.DataFrame, holdout_keys: np.ndarray, target: str, current: SplitParams,
-                   champion: SplitParams | None, champion_version: str,
-                   config: PromotionConfig) -> tuple[ComparisonSet, pd.DataFrame, np.ndarray]:
-    """The comparison set (summary, rows, their keys): this run's holdout rows (the candidate
-    never trained on them) that the champion never trained on either, checked against the
-    configured minimum rows and positives (negatives too: a ranking metric needs both)."""
-    mask, basis = champion_unseen_rows(holdout, holdout_keys, current, champion, champion_version)
-    if mask is None:
-        return ComparisonSet(0, 0, basis, problem=basis), holdout.iloc[:0], holdout_keys[:0]
-    rows, keys = holdout.loc[mask], np.asarray(holdout_keys)[mask]
-    positives = int(rows[target].sum())
-    negatives = len(rows) - positives
-    problem = None
-    if len(rows) < config.min_comparison_rows or min(positives, negatives) < config.min_comparison_positives:
-        problem = (f"only {len(rows)} rows ({positives} positive, {negatives} negative) that neither model trained "
-                   f"on, fewer than promotion.min_comparison_rows={config.min_comparison_rows} / "
-                   f"min_comparison_positives={config.min_comparison_positives} per class")
-    return ComparisonSet(len(rows), positives, basis, problem), rows, keys
-
-
-@dataclass(frozen=True)
-class PromotionDecision:
-    """What happened to a new model version, and why."""
-
-    version: str
-    alias: str  # "champion" or "challenger"
-    promoted: bool
-    reason: str
-    metric: str
-    candidate_score: float
-    champion_version: str | None = None
-    champion_score: float | None = None  # on the comparison set
-    candidate_comparison_score: float | None = None  # the candidate on the same comparison set
-    comparison_rows: int | None = None
-    comparison_positives: int | None = None
-    comparison_basis: str = ""
-
-    def tags(self) -> dict[str, str]:
-        return {f"promotion.{k}": "" if v is None else str(v) for k, v in asdict(self).items() if k != "version"}
-
-
-def decide_promotion(version: str, candidate_score: float, config: PromotionConfig,
-                     champion_version: str | None = None, champion_score: float | None = None,
-                     champion_error: str | None = None, comparison: ComparisonSet | None = None,
-                     candidate_comparison_score: float | None = None) -> PromotionDecision:
-    """Champion if the candidate meets the absolute gate (its holdout score) and is not worse
-    than the current champion by more than the tolerance, both scored on the comparison set
-    (rows neither trained on); else challenger. When there is no usable comparison set, the
-    policy `config.when_incomparable` decides, and the reason says so."""
-    metric = config.metric
-    if candidate_comparison_score is None and comparison is None:
-        candidate_comparison_score = candidate_score if champion_score is not None else None
-    common = dict(version=version, metric=metric, candidate_score=candidate_score,
-                  champion_version=champion_version, champion_score=champion_score,
-                  candidate_comparison_score=candidate_comparison_score,
-                  comparison_rows=None if comparison is None else comparison.rows,
-                  comparison_positives=None if comparison is None else comparison.positives,
-                  comparison_basis="" if comparison is None else comparison.basis)
-    if champion_version == version:
-        return PromotionDecision(alias=CHAMPION, promoted=False, reason=f"version {version} is already the champion",
-                                 **common)
-    bound = "<=" if metric in LOWER_IS_BETTER else ">="
-    gate_ok = (candidate_score <= config.min_value) if metric in LOWER_IS_BETTER else (candidate_score >= config.min_value)
-    if not gate_ok:
-        return PromotionDecision(
-            alias=CHALLENGER, promoted=False,
-            reason=f"{metric} {candidate_score:.4f} fails the gate {metric} {bound} {config.min_value}", **common)
-    if champion_version is None:
-        return PromotionDecision(
-            alias=CHAMPION, promoted=True,
-            reason=f"{metric} {candidate_score:.4f} passes the gate ({bound} {config.min_value}); no champion yet",
-            **common)
-    if comparison is not None and not comparison.comparable:
-        if config.when_incomparable == "promote_on_gate":
-            return PromotionDecision(
-                alias=CHAMPION, promoted=True,
-                reason=f"no fair comparison with champion v{champion_version}: {comparison.problem}; promoted on the "
-                       f"absolute gate alone ({metric} {candidate_score:.4f} {bound} {config.min_value}, "
-                       "promotion.when_incomparable=promote_on_gate)", **common)
-        return PromotionDecision(
-            alias=CHALLENGER, promoted=False,
-            reason=f"no fair comparison with champion v{champion_version}: {comparison.problem}; kept the champion "
-                   "(promotion.when_incomparable=keep_champion)", **common)
-    if champion_score is None:
-        return PromotionDecision(
-            alias=CHALLENGER, promoted=False,
-            reason=f"champion v{champion_version} could not be re-scored on this holdout ({champion_error}); "
-                   "kept it to be safe", **common)
-    where = "the same holdout" if comparison is None else f"the same {comparison.rows} rows neither trained on"
-    if is_better_or_equal(metric, candidate_comparison_score, champion_score, config.tolerance):
-        return PromotionDecision(
-            alias=CHAMPION, promoted=True,
-            reason=f"{metric} {candidate_comparison_score:.4f} vs champion v{champion_version} {champion_score:.4f} on "
-                   f"{where} (tolerance {config.tolerance}); passes the gate", **common)
-    return PromotionDecision(
-        alias=CHALLENGER, promoted=False,
-        reason=f"{metric} {candidate_comparison_score:.4f} is worse than champion v{champion_version} "
-               f"{champion_score:.4f} on {where} by more than the tolerance {config.tolerance}", **common)
-
-
-def rescore_champion(name: str, version: str, rows: pd.DataFrame, target: str, columns: list[str], scorer) -> float:
-    """Re-score registered version `version` (the champion) on `rows` with `scorer(y, proba)`."""
-    model = load_version(name, version)
-    proba = model.predict_proba(rows[columns])[:, 1]
-    return float(scorer(rows[target].to_numpy(), np.asarray(proba)))
-
-
-# -- Prefect task ----------------------------------------------------------------------------------
 
 @task(name="promote", cache_policy=NO_CACHE, **TRACKING_RETRIES)
-def promote_task(version: RegisteredVersion, evaluation: Evaluation, model, split: Split, target: str,
-                 spec: FeatureSpec, config: PromotionConfig, threshold: float) -> PromotionDecision:
-    """Compare with the current champion on rows neither trained on; set `champion` or `challenger`.
-
-    The read of the current champion, the comparison and the alias change happen under the
-    registry's promotion lock: a compare-and-set, so runs finishing together cannot both
-    promote against a stale champion. Every decision is appended to the promotion history,
-    with the keys of the rows it compared on (hashes, no data)."""
+def promote_task(*, version: RegisteredVersion, evaluation: Evaluation, model, split: Split, target: str,
+                 spec: FeatureSpec, promotion: PromotionConfig, threshold: float) -> PromotionDecision:
+    """Compare with the current champion on rows neither trained on, under the registry's
+    promotion lock; set `champion` or `challenger` and record the decision in the history."""
     from prefect import runtime
 
-    with aliases.promotion_lock(version.name, owner=f"v{version.version}"):
-        decision, keys = _decide_and_apply(version, evaluation, model, split, target, spec, config, threshold)
-        aliases.record_promotion(
-            version.name, version=version.version, alias=decision.alias, previous=decision.champion_version,
-            action="promote" if decision.promoted else decision.alias, reason=decision.reason,
-            scores={"candidate_score": decision.candidate_score, "champion_score": decision.champion_score,
-                    "candidate_comparison_score": decision.candidate_comparison_score,
-                    "comparison_rows": decision.comparison_rows,
-                    "comparison_positives": decision.comparison_positives},
-            flow_run_id=str(runtime.flow_run.id or ""),
-            details={"comparison_basis": decision.comparison_basis},
-            comparison_keys=None if keys is None else [format(int(k), "016x") for k in keys])
-    get_run_logger().info("version %s -> %s: %s", version.version, decision.alias, decision.reason)
-    return decision
-
-
-def _decide_and_apply(version, evaluation, model, split, target, spec, config, threshold):
-    logger = get_run_logger()
-    current = aliases.alias_version(version.name, CHAMPION)
-    champion_score = champion_error = comparison = candidate_on_set = keys = None
-    if current is not None and current != version.version:
-        champion_split = SplitParams.from_tags(versions.version_tags(version.name, current))
-        comparison, rows, keys = comparison_set(split.holdout, split.holdout_keys, target, split.params,
-                                                champion_split, current, config)
-        logger.info("comparison set: %d rows, %d positives: %s", comparison.rows, comparison.positives,
-                    comparison.problem or comparison.basis)
-        if comparison.comparable:
-            scorer = lambda y, p: score_metric(config.metric, y, p, threshold)  # noqa: E731
-            candidate_on_set = float(scorer(rows[target].to_numpy(),
-                                            np.asarray(model.predict_proba(rows[spec.columns])[:, 1])))
-            try:
-                champion_score = rescore_champion(version.name, current, rows, target, spec.columns, scorer)
-            except Exception as error:  # incompatible schema, unloadable model: never promote blindly
-                champion_error = f"{type(error).__name__}: {error}"
-                logger.warning("could not re-score champion v%s: %s", current, champion_error)
-    decision = decide_promotion(version.version, evaluation.metrics[config.metric], config, current,
-                                champion_score, champion_error, comparison, candidate_on_set)
-    versions.tag_version(version.name, version.version, decision.tags())
-    if decision.alias == CHALLENGER or decision.promoted:
-        aliases.set_alias(version.name, decision.alias, version.version)
-    return decision, keys
+    return promote_version(version, evaluation, model, split, target, spec, promotion, threshold,
+                           flow_run_id=str(runtime.flow_run.id or ""), logger=get_run_logger())

@@ -1,342 +1,19 @@
-"""Batch scoring: a registered model over a dataset of any size, predictions out as Parquet.
-
-The input is read in chunks (CSV rows or Parquet batches), so memory stays flat whatever its
-size. Each chunk goes through the model's own conform step (`tasks.conform`), the same one
-`mlflow.pyfunc` and `mlflow models serve` use: numbers stored as text parsed, blanks and +-inf
-missing, categories as text. A value that is not a number in a numeric column rejects its row,
-reported by its 0-based data-row number in the input; every other row is scored. Predictions are written to a temporary sibling of the output and moved into place
-only when complete, so readers see the old file or the new one, never half of one.
-"""
+"""The scoring stage's Prefect tasks: thin wrappers over `mlpipe.stages.scoring`."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-
-import fsspec
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from tasks.conform import Conform, holds_booleans, require_columns
-from tasks.lineage import redact_uri
-from tasks.mlflow_adapter.models import load_version, model_input_schema
-from tasks.mlflow_adapter.versions import resolve_model_version
-from tasks.retry_policies import IO_RETRIES, TRACKING_RETRIES
-from tasks.storage import open_chunks, storage_options
+from mlpipe.adapters.mlflow.models import load_version, model_input_schema
+from mlpipe.adapters.mlflow.versions import resolve_model_version
+from mlpipe.core.retry_policies import IO_RETRIES, TRACKING_RETRIES
+from mlpipe.stages.scoring import InputColumn, ScoringModel, ScoringSummary, score_dataset, summary_markdown
 
-NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})
-OUTPUT_COLUMNS = ("probability", "label", "model_name", "model_version", "scored_at")
-ROW_NUMBER_COLUMN = "row_number"
-REJECTED_SAMPLE = 100
-
-
-@dataclass(frozen=True)
-class InputColumn:
-    """One column of the model's input signature: its name and MLflow type ("double", "string")."""
-
-    name: str
-    type: str
-
-
-@dataclass(frozen=True)
-class ScoringModel:
-    """The registered version a run scores with, and the columns it reads."""
-
-    name: str
-    version: str
-    ref: str  # what the caller asked for: an alias or a version number
-    inputs: tuple[InputColumn, ...]
-
-    @property
-    def columns(self) -> list[str]:
-        return [column.name for column in self.inputs]
-
-
-@dataclass(frozen=True)
-class RejectedRow:
-    """One value that kept its row from being scored."""
-
-    row: int  # 0-based data row of the input (the header is not a row)
-    column: str
-    value: str
-    problem: str
-
-
-@dataclass
-class ConformedChunk:
-    """A chunk ready for the model: the accepted rows' features, which rows those are, and
-    why the others were rejected."""
-
-    features: pd.DataFrame
-    accepted: np.ndarray  # bool per input row of the chunk
-    rejected: list[RejectedRow]
-
-
-@dataclass
-class ScoringSummary:
-    """What one `score` run read, scored, rejected and wrote; the flow returns it."""
-
-    rows_in: int
-    rows_scored: int
-    rows_rejected: int
-    rejected: list[RejectedRow]  # the first REJECTED_SAMPLE problems, in input order
-    output_uri: str
-    model_name: str
-    model_version: str
-    scored_at: datetime
-    data_uri: str = ""
-    model_ref: str = ""
-    id_column: str = ""  # the id column written: the requested one, or `row_number` when absent
-    threshold: float = 0.5
-    rows_positive: int = 0
-    warnings: list[str] = field(default_factory=list)
-
-
-# -- Conforming rows: the model's own conform step -----------------------------------------------
-
-def _own_conform(pipeline) -> Conform | None:
-    """The model's own conform step (the first of every model registered since models carry one)."""
-    own = getattr(pipeline, "named_steps", {}).get("conform")
-    return own if isinstance(own, Conform) else None
-
-
-def conform_step(pipeline, inputs: Sequence[InputColumn], chunk: pd.DataFrame) -> Conform:
-    """The model's own conform step (its first). A model registered before models carried one
-    gets a step built from its signature: its numeric columns parsed, the rest (and booleans,
-    which it was trained on as categories) as text."""
-    own = _own_conform(pipeline)
-    if own is not None:
-        return own
-    require_columns(chunk.columns, [column.name for column in inputs])
-    numeric = [c.name for c in inputs if c.type in NUMERIC_TYPES and not holds_booleans(chunk[c.name])]
-    return Conform(numeric=numeric, categorical=[c.name for c in inputs if c.name not in numeric]).fit(chunk)
-
-
-def conform_chunk(chunk: pd.DataFrame, conform: Conform, first_row: int = 0, transform: bool = True) -> ConformedChunk:
-    """One chunk through the conform step: rows holding a value that is not a number in a numeric
-    column are rejected (`first_row` is the chunk's position in the input, so they carry their row
-    number in the whole file); the others come out as the model reads them, or, with
-    `transform=False` (a model whose own first step conforms them), as they stand but for the
-    numbers read as text: parsed here once, they reach that step as numbers."""
-    parsed: dict[str, pd.Series] = {}
-    refused, problems = conform.problems(chunk, parsed)
-    accepted = ~refused
-    rows = chunk.assign(**parsed) if parsed else chunk  # numbers read as text, parsed once: not again
-    rows = rows[accepted] if refused.any() else rows
-    return ConformedChunk(features=conform.transform(rows) if transform else rows, accepted=accepted,
-                          rejected=[RejectedRow(first_row + p.position, p.column, p.value, p.problem)
-                                    for p in problems])
-
-
-# -- Writing atomically -----------------------------------------------------------------------
-
-def output_schema(id_column: str, id_type: pa.DataType) -> pa.Schema:
-    """The predictions file's columns: the id, then the model's outputs and provenance."""
-    return pa.schema([
-        pa.field(id_column, id_type),
-        pa.field("probability", pa.float64()),
-        pa.field("label", pa.int64()),
-        pa.field("model_name", pa.string()),
-        pa.field("model_version", pa.string()),
-        pa.field("scored_at", pa.timestamp("us", tz="UTC")),
-    ])
-
-
-def predictions_table(ids, probability: np.ndarray, threshold: float, model_name: str, model_version: str,
-                      scored_at: datetime, schema: pa.Schema) -> pa.Table:
-    """One chunk of predictions; `label` is 1 where `probability >= threshold`."""
-    rows = len(probability)
-    return pa.table([
-        pa.array(ids, type=schema.field(0).type, from_pandas=True),
-        pa.array(probability, type=pa.float64()),
-        pa.array((probability >= threshold).astype("int64"), type=pa.int64()),
-        pa.repeat(pa.scalar(model_name, pa.string()), rows),
-        pa.repeat(pa.scalar(model_version, pa.string()), rows),
-        pa.repeat(pa.scalar(scored_at, pa.timestamp("us", tz="UTC")), rows),
-    ], schema=schema)
-
-
-def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
-    protocols = (fs.protocol,) if isinstance(fs.protocol, str) else fs.protocol
-    return "file" in protocols or "local" in protocols
-
-
-def write_parquet_atomically(tables: Iterable[pa.Table], output_uri: str, schema: pa.Schema) -> int:
-    """Write `tables` as one Parquet file at `output_uri` (a path or any fsspec URI); returns
-    the rows written.
-
-    The file is written to a temporary sibling (`<output>.tmp-<uuid>`) and moved into place
-    once complete: a rename locally, a server-side copy on S3, so a reader never sees a partial
-    file. If anything fails (including the iterator producing `tables`), the temporary object is
-    removed and an existing output is left as it was.
-    """
-    fs, path = fsspec.core.url_to_fs(output_uri, **storage_options(output_uri))
-    if fs.isdir(path):
-        raise ValueError(f"output {output_uri} is a folder; point output_uri at a file, e.g. .../predictions.parquet")
-    if _is_local(fs):
-        fs.makedirs(fs._parent(path), exist_ok=True)  # never on S3: that could create a bucket
-    temporary = f"{path}.tmp-{uuid.uuid4().hex}"
-    rows = 0
-    try:
-        with fs.open(temporary, "wb") as handle, pq.ParquetWriter(handle, schema) as writer:
-            for table in tables:
-                writer.write_table(table)
-                rows += table.num_rows
-        fs.mv(temporary, path)
-    except BaseException:
-        try:
-            if fs.exists(temporary):
-                fs.rm(temporary)
-        except Exception:  # noqa: BLE001  (the original error is the one worth reporting)
-            pass
-        raise
-    return rows
-
-
-# -- Scoring ----------------------------------------------------------------------------------
-
-def model_threshold(pipeline) -> float:
-    """The threshold the model's `label` uses: evaluation's, recorded in the model (0.5 for a
-    model registered before models carried it)."""
-    return float(getattr(pipeline, "threshold", 0.5))
-
-
-def _text_columns(pipeline, inputs: Sequence[InputColumn]) -> list[str]:
-    """Columns to read as text, so a code like "007" keeps its zeros and a text column never
-    turns numeric in one chunk: the model's categorical columns."""
-    own = _own_conform(pipeline)
-    if own is not None:
-        return list(own.categorical)
-    return [c.name for c in inputs if c.type == "string"]
-
-
-def _positive_proba(pipeline, features: pd.DataFrame) -> np.ndarray:
-    proba = pipeline.predict_proba(features)
-    classes = list(getattr(pipeline, "classes_", [0, 1]))
-    return np.asarray(proba[:, classes.index(1) if 1 in classes else -1], dtype="float64")
-
-
-def _location(uri: str) -> tuple[str, str]:
-    fs, path = fsspec.core.url_to_fs(uri, **storage_options(uri))
-    return str(fs.protocol), path
-
-
-def score_dataset(pipeline, model: ScoringModel, data_uri: str, output_uri: str, *,
-                  id_column: str = "customer_id", chunk_rows: int = 50_000, threshold: float | None = None,
-                  scored_at: datetime | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> ScoringSummary:
-    """Score every row of `data_uri` with `pipeline` (a registered model, conform step first)
-    and write the predictions to `output_uri` atomically. `threshold` defaults to the model's
-    own (evaluation's), so `label` agrees with what pyfunc and the REST server answer.
-
-    Columns written: `id_column` (or `row_number` when the input has no such column),
-    `probability`, `label`, `model_name`, `model_version`, `scored_at` (one UTC time per run).
-    Rows with unparseable numbers are rejected and counted; a missing signature column fails
-    before anything is written. `progress(rows_in, rows_rejected)` is called after each chunk.
-    """
-    threshold = model_threshold(pipeline) if threshold is None else threshold
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be between 0 and 1, got {threshold}")
-    if id_column in OUTPUT_COLUMNS:
-        raise ValueError(f"id_column {id_column!r} clashes with an output column {list(OUTPUT_COLUMNS)}")
-    if _location(data_uri) == _location(output_uri):
-        raise ValueError("output_uri is the input's own URI: write predictions somewhere else")
-    scored_at = (scored_at or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    text_columns = [*_text_columns(pipeline, model.inputs), id_column]
-    counts = {"in": 0, "scored": 0, "rejected": 0, "positive": 0}
-    sample: list[RejectedRow] = []
-    warnings: list[str] = []
-
-    with open_chunks(data_uri, chunk_rows, read_columns=[*model.columns, id_column],
-                     text_columns=text_columns) as source:
-        require_columns(source.columns, model.columns)  # before a byte is written
-        has_id = id_column in source.columns
-        written_id = id_column if has_id else ROW_NUMBER_COLUMN
-        if not has_id:
-            warnings.append(f"the input has no {id_column!r} column: predictions carry {ROW_NUMBER_COLUMN!r} "
-                            "(0-based data row) instead")
-        schema = output_schema(written_id, source.types.get(id_column, pa.string()) if has_id else pa.int64())
-
-        def tables() -> Iterator[pa.Table]:
-            for chunk in source.chunks:
-                first_row = counts["in"]
-                counts["in"] += len(chunk)
-                if chunk.empty:
-                    continue
-                # a model with its own conform step gets the accepted rows raw: conforming them
-                # here as well would do that work twice
-                conformed = conform_chunk(chunk, conform_step(pipeline, model.inputs, chunk), first_row,
-                                          transform=_own_conform(pipeline) is None)
-                rejected_rows = int((~conformed.accepted).sum())
-                counts["rejected"] += rejected_rows
-                sample.extend(conformed.rejected[:REJECTED_SAMPLE - len(sample)])
-                if rejected_rows < len(chunk):
-                    ids = (chunk[id_column] if has_id
-                           else pd.Series(np.arange(first_row, first_row + len(chunk)), index=chunk.index))
-                    probability = _positive_proba(pipeline, conformed.features)
-                    counts["scored"] += len(probability)
-                    counts["positive"] += int((probability >= threshold).sum())
-                    yield predictions_table(ids[conformed.accepted], probability, threshold, model.name,
-                                            model.version, scored_at, schema)
-                if progress is not None:
-                    progress(counts["in"], counts["rejected"])
-
-        write_parquet_atomically(tables(), output_uri, schema)
-
-    if counts["rejected"]:
-        warnings.append(f"{counts['rejected']} of {counts['in']} rows were rejected (values that are not "
-                        "numbers in numeric columns) and not scored")
-    return ScoringSummary(
-        rows_in=counts["in"], rows_scored=counts["scored"], rows_rejected=counts["rejected"], rejected=sample,
-        output_uri=redact_uri(output_uri), model_name=model.name, model_version=model.version,
-        scored_at=scored_at, data_uri=redact_uri(data_uri), model_ref=model.ref, id_column=written_id,
-        threshold=threshold, rows_positive=counts["positive"], warnings=warnings)
-
-
-def _cell(text: str) -> str:
-    """Input values are arbitrary text: keep them from breaking the markdown table."""
-    return "`" + text.replace("`", "'").replace("|", "\\|").replace("\n", " ") + "`"
-
-
-def summary_markdown(summary: ScoringSummary) -> str:
-    """The run summary as the markdown of the `batch-score-summary` artifact."""
-    rate = f"{summary.rows_positive / summary.rows_scored:.1%}" if summary.rows_scored else "n/a"
-    rejected = ""
-    if summary.rows_rejected:
-        shown = "\n".join(f"| {r.row} | {_cell(r.column)} | {_cell(r.value)} | {r.problem} |"
-                          for r in summary.rejected[:10])
-        rejected = f"""
-## Rejected rows (first {min(10, len(summary.rejected))}; all sampled ones in `batch-score-rejected`)
-| row | column | value | problem |
-|---|---|---|---|
-{shown}
-"""
-    return f"""# Batch score: {summary.model_name} v{summary.model_version} (`{summary.model_ref}`)
-
-| | |
-|---|---|
-| input | `{summary.data_uri}` |
-| output | `{summary.output_uri}` |
-| rows in | {summary.rows_in} |
-| rows scored | {summary.rows_scored} |
-| rows rejected | {summary.rows_rejected} |
-| label 1 (probability >= {summary.threshold}) | {summary.rows_positive} ({rate}) |
-| id column | `{summary.id_column}` |
-| scored at (UTC) | {summary.scored_at.isoformat()} |
-{rejected}"""
-
-
-# -- Prefect tasks ----------------------------------------------------------------------------
 
 @task(name="resolve-model", **TRACKING_RETRIES)
-def resolve_model_task(model_name: str, model_ref: str) -> ScoringModel:
+def resolve_model_task(*, model_name: str, model_ref: str) -> ScoringModel:
     """Which version `model_ref` (an alias or a version number) names, and its input signature."""
     version = resolve_model_version(model_name, model_ref)
     inputs = tuple(InputColumn(name, kind) for name, kind in model_input_schema(model_name, version))
@@ -345,14 +22,14 @@ def resolve_model_task(model_name: str, model_ref: str) -> ScoringModel:
 
 
 @task(name="load-model", **TRACKING_RETRIES)
-def load_model_task(model: ScoringModel):
+def load_model_task(*, model: ScoringModel):
     """Load the registered sklearn Pipeline (skops, trusted types only)."""
     return load_version(model.name, model.version)
 
 
 # Never cached: each run must write its output, and the key would hash the whole model.
 @task(name="score", cache_policy=NO_CACHE, **IO_RETRIES)
-def score_task(pipeline, model: ScoringModel, data_uri: str, output_uri: str, id_column: str,
+def score_task(*, pipeline, model: ScoringModel, data_uri: str, output_uri: str, id_column: str,
                chunk_rows: int, threshold: float | None) -> ScoringSummary:
     """Score the dataset chunk by chunk and write the predictions atomically. A retry (only on
     transient I/O faults) rewrites the whole output, so it is never a mix of two attempts."""
@@ -373,7 +50,7 @@ def score_task(pipeline, model: ScoringModel, data_uri: str, output_uri: str, id
 
 
 @task(name="score-report")
-def score_report_task(summary: ScoringSummary) -> ScoringSummary:
+def score_report_task(*, summary: ScoringSummary) -> ScoringSummary:
     """Publish the run summary (markdown) and, when rows were rejected, their row numbers (table)."""
     create_markdown_artifact(key="batch-score-summary", markdown=summary_markdown(summary),
                              description=f"{summary.model_name} v{summary.model_version}: "

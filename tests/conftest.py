@@ -121,7 +121,7 @@ def prefect_server():
     theirs (tests/system/test_deployments.py)."""
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.cli import _without_heartbeats  # what the commands do on the server mlpipe starts
+    from mlpipe.cli.main import _without_heartbeats  # what the commands do on the server mlpipe starts
 
     with prefect_test_harness(server_startup_timeout=180):
         with _without_heartbeats():
@@ -175,7 +175,7 @@ def fast_config(small_churn_csv):
     """conf/churn.yaml on the small sample with cheaper evaluation, plus any overrides. The
     family is fixed (the tests were written for it, and `auto` cross-validates every family:
     seconds per run); the tests of `auto` set `model.family=auto`."""
-    from tasks.config import load_config
+    from mlpipe.core.config import load_config
 
     def make(*overrides: str, data: Path | str | None = None):
         return load_config(
@@ -240,7 +240,7 @@ def start_mlflow_server(tmp_path):
     tmp_path) until the test ends, and returns its URL once it answers /health."""
     import signal
 
-    from deployments.local_server import free_port, wait_healthy
+    from mlpipe.cli.local_server import free_port, wait_healthy
 
     started = []
 

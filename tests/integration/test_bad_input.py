@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from flows.training import train
-from tasks.config import ConfigError
-from tasks.errors import DatasetError
-from tasks.validation import DataValidationError
+from mlpipe.core.config import ConfigError
+from mlpipe.core.errors import DatasetError
+from mlpipe.data.validation import DataValidationError
+from mlpipe.flows.training import train
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 MODEL = "churn-classifier"
@@ -26,7 +26,7 @@ def registry_with_champion(tmp_path_factory, small_churn_csv, new_mlflow_store):
     """One project home for the module, with a champion trained on good data first."""
     import mlflow
 
-    from tasks.config import load_config
+    from mlpipe.core.config import load_config
 
     home = tmp_path_factory.mktemp("bad-input")
     with pytest.MonkeyPatch.context() as patch:
@@ -164,7 +164,7 @@ def registry_state():
 
 
 def config_for(data: Path, overrides: list[str]):
-    from tasks.config import load_config
+    from mlpipe.core.config import load_config
 
     return load_config(Path(__file__).parents[2] / "conf" / "churn.yaml",
                        ["evaluation.cv_folds=3", "evaluation.permutation_repeats=1",

@@ -10,10 +10,10 @@ import pytest
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 
-from flows.batch_inference import score
-from flows.training import train
-from tasks.mlflow_adapter.versions import ModelLookupError
-from tasks.validation import DataValidationError
+from mlpipe.adapters.mlflow.versions import ModelLookupError
+from mlpipe.data.validation import DataValidationError
+from mlpipe.flows.batch_inference import score
+from mlpipe.flows.training import train
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 MODEL = "churn-classifier"

@@ -44,7 +44,7 @@ def test_the_end_of_a_command_silences_the_loggers_of_prefect_s_draining_workers
     from prefect.events.worker import EventsWorker
     from prefect.logging.handlers import APILogWorker
 
-    from flows.cli import QUIET_AT_END, _quiet_shutdown_noise
+    from mlpipe.cli.main import QUIET_AT_END, _quiet_shutdown_noise
 
     assert {"EventsWorker", "APILogWorker"} <= set(QUIET_AT_END)
     assert issubclass(EventsWorker, QueueService) and issubclass(APILogWorker, QueueService)

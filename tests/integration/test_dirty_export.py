@@ -7,8 +7,8 @@ import logging
 
 import pytest
 
-from flows.training import train
-from tasks.config import build_config
+from mlpipe.core.config import build_config
+from mlpipe.flows.training import train
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -33,7 +33,7 @@ def test_dirty_export_trains_with_only_the_target_named(workspace, dirty_churn_c
 
     from sklearn.compose import ColumnTransformer
 
-    from tasks.mlflow_adapter.models import load_version
+    from mlpipe.adapters.mlflow.models import load_version
 
     model = load_version(summary.model_name, summary.version)
     features = next(step for _, step in model.steps if isinstance(step, ColumnTransformer))
@@ -47,7 +47,7 @@ def test_dirty_export_trains_with_only_the_target_named(workspace, dirty_churn_c
     import numpy as np
     import pandas as pd
 
-    from flows.batch_inference import score
+    from mlpipe.flows.batch_inference import score
 
     rows = pd.read_csv(dirty_churn_csv, sep=";").head(50)
     assert rows["paperless_billing"].dropna().map(type).eq(bool).all()

@@ -12,10 +12,10 @@ from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
-from flows.monitoring import drift_monitor
-from flows.training import train
-from tasks.drift import DriftThresholds
-from tasks.monitoring import DRIFT_EVENT, drift_table
+from mlpipe.data.drift import DriftThresholds
+from mlpipe.flows.monitoring import drift_monitor
+from mlpipe.flows.training import train
+from mlpipe.stages.monitoring import DRIFT_EVENT, drift_table
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 CHEAP = ("evaluation.cv_folds=2", "evaluation.permutation_repeats=1")  # the champion's scores don't matter here

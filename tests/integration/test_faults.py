@@ -13,8 +13,8 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from flows.training import train
-from tasks.retry_policies import first_retry_delay_s
+from mlpipe.core.retry_policies import first_retry_delay_s
+from mlpipe.flows.training import train
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 # The pipeline's three retries wait about 1, 2 and 4 first delays (MLPIPE_RETRY_BACKOFF_S: 2 s
@@ -137,7 +137,7 @@ def test_mlflow_server_down_for_seconds_is_ridden_out(workspace, fast_config, ml
 def test_mlflow_server_permanently_down_fails_naming_it(workspace, fast_config, monkeypatch):
     import mlflow
 
-    from deployments.local_server import free_port
+    from mlpipe.cli.local_server import free_port
 
     proxy = FlakyProxy(free_port(), outage_s=None)  # resets every connection: no server behind it
     uri = f"http://127.0.0.1:{proxy.port}"

@@ -11,7 +11,7 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from tasks.mlflow_adapter.aliases import PromotionLockTimeout, _process_identity, promotion_lock
+from mlpipe.adapters.mlflow.aliases import PromotionLockTimeout, _process_identity, promotion_lock
 
 LOCK = "m.promotion-lock"
 

@@ -20,8 +20,8 @@ MLP = ("model.family=mlp", "model.params.mlp.num_workers=2", "model.params.mlp.e
 def test_train_runs_on_a_ray_cluster_through_ray_address(workspace, fast_config, ray_cluster, monkeypatch):
     from mlflow import MlflowClient
 
-    from flows.training import train
-    from tasks import ray_cluster as rc
+    from mlpipe.adapters import ray_cluster as rc
+    from mlpipe.flows.training import train
 
     monkeypatch.setenv("RAY_ADDRESS", ray_cluster)
     try:
@@ -44,9 +44,9 @@ def test_mlp_trains_on_ray_train_registers_and_scores_raw_rows(workspace, fast_c
     import mlflow
     from mlflow import MlflowClient
 
-    from flows.batch_inference import score
-    from flows.training import train
-    from tasks import ray_cluster
+    from mlpipe.adapters import ray_cluster
+    from mlpipe.flows.batch_inference import score
+    from mlpipe.flows.training import train
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     try:

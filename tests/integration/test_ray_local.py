@@ -21,7 +21,7 @@ def local_ray():
     """One local Ray with 2 CPUs for this module's tests (ray.init takes ~4 s, its shutdown ~1.5 s:
     once, not per test), shut down after the last of them. The tests that kill Ray's workers come
     last: Ray replaces a dead worker, and the session goes on."""
-    from tasks import ray_cluster
+    from mlpipe.adapters import ray_cluster
 
     with pytest.MonkeyPatch.context() as patch:
         patch.delenv("RAY_ADDRESS", raising=False)
@@ -31,12 +31,13 @@ def local_ray():
 
 
 def test_cv_and_permutation_importance_on_local_ray_equal_the_local_backend(fast_config, local_ray):
-    from tasks.config import ComputeConfig
-    from tasks.evaluation import evaluate_model
-    from tasks.training import fit_model, prepare_data
+    from mlpipe.core.config import ComputeConfig
+    from mlpipe.stages.evaluation import evaluate_model
+    from mlpipe.stages.preparation import prepare_rows
+    from mlpipe.stages.training import fit_model
 
     config = fast_config("model.family=logistic_regression")
-    train, holdout, spec, preprocessor, _ = prepare_data(config)
+    train, holdout, spec, preprocessor, _ = prepare_rows(config)
     model = fit_model(train, "churn", spec, preprocessor, config.model)
     local = evaluate_model(model, train, holdout, "churn", spec, config.evaluation, 42, ComputeConfig())
     on_ray = evaluate_model(model, train, holdout, "churn", spec, config.evaluation, 42,
@@ -48,14 +49,14 @@ def test_cv_and_permutation_importance_on_local_ray_equal_the_local_backend(fast
 
 
 def test_a_task_error_on_ray_names_the_job_and_the_cause(local_ray):
-    from tasks.ray_cluster import RayJobError, run_tasks
+    from mlpipe.adapters.ray_cluster import RayJobError, run_tasks
 
     with pytest.raises(RayJobError, match=rf"Ray job {local_ray.job_id}: .*ZeroDivisionError"):
         run_tasks(lambda a, b: a / b, [(1, 0)], max_retries=0, what="a division")
 
 
 def test_ray_retries_a_task_whose_worker_died_and_names_the_job_when_it_gives_up(tmp_path, local_ray):
-    from tasks.ray_cluster import RayJobError, run_tasks
+    from mlpipe.adapters.ray_cluster import RayJobError, run_tasks
 
     marker = str(tmp_path / "died-once")
 
@@ -97,7 +98,7 @@ def _train_worker_pids() -> list[int]:
 
 def test_a_killed_ray_train_worker_resumes_from_the_last_checkpoint(tmp_path, local_ray):
     pytest.importorskip("torch", reason="the mlp family needs the torch extra")
-    from tasks.mlp import MLPNetClassifier
+    from mlpipe.model.mlp import MLPNetClassifier
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(10_000, 8)).astype("float32")

@@ -14,9 +14,9 @@ from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 
 from benchmarks.datasets import LOADERS, load
-from flows.batch_inference import score
-from flows.training import train
-from tasks.config import build_config
+from mlpipe.core.config import build_config
+from mlpipe.flows.batch_inference import score
+from mlpipe.flows.training import train
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 MODEL = "churn-classifier"  # the default tracking.model_name

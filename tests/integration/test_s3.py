@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from mlflow import MlflowClient
 
-from flows.training import train
-from tasks.storage import fingerprint_dataset
+from mlpipe.data.reader import fingerprint_dataset
+from mlpipe.flows.training import train
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

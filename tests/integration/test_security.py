@@ -10,9 +10,9 @@ import skops.io
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 
-from flows.training import train
-from tasks.mlflow_adapter.models import load_version
-from tasks.tuning import expand_secrets
+from mlpipe.adapters.mlflow.models import load_version
+from mlpipe.flows.training import train
+from mlpipe.stages.tuning import expand_secrets
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 SECRETS = {"AWS_ACCESS_KEY_ID": "AKIAMLPIPESECRET0001", "AWS_SECRET_ACCESS_KEY": "mlpipe/SeCrEt+value/42",

@@ -8,7 +8,7 @@ import pytest
 from prefect.client.orchestration import get_client
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 
-from flows.sensors import new_data_sensor
+from mlpipe.flows.sensors import new_data_sensor
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 

@@ -9,8 +9,8 @@ import pytest
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 
-from flows.training import train
-from tasks.validation import DataValidationError
+from mlpipe.data.validation import DataValidationError
+from mlpipe.flows.training import train
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 MODEL = "churn-classifier"
@@ -199,8 +199,8 @@ def test_flow_parameters_are_the_typed_config_form():
 
 def test_grown_snapshot_is_compared_on_unseen_rows_and_described_by_a_model_card(workspace, fast_config,
                                                                                 small_churn_csv, generate_churn):
-    from tasks.mlflow_adapter import aliases
-    from tasks.splitting import SplitParams, hash_holdout_side, row_keys
+    from mlpipe.adapters.mlflow import aliases
+    from mlpipe.data.splitting import SplitParams, hash_holdout_side, row_keys
 
     older = pd.read_csv(small_churn_csv)
     grown = workspace / "grown.csv"

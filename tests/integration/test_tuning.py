@@ -123,7 +123,7 @@ def test_median_pruner_prunes_an_always_bad_trial(workspace, tiny_csv):
     sys.path.insert(0, str(HERE))
     from tuning_job import prepare
 
-    from tasks.distributed import StudyPlan, open_study
+    from mlpipe.compute.tuning_workers import StudyPlan, open_study
 
     config, train, spec, preprocessor, fingerprint = prepare(str(tiny_csv), [])
     plan = StudyPlan(study_name="pruning", storage=f"sqlite:///{workspace / 'p.db'}", budget=10, timeout_s=None,
@@ -143,7 +143,7 @@ def test_median_pruner_prunes_an_always_bad_trial(workspace, tiny_csv):
 
 
 def test_bad_search_space_fails_at_config_load():
-    from tasks.config import ConfigError, load_config
+    from mlpipe.core.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match=r"tuning.spaces.hist_gradient_boosting.learning_rate.*low .* below high"):
         load_config(HERE.parents[1] / "conf" / "churn.yaml",
@@ -172,7 +172,7 @@ def test_ray_backend_on_a_ray_cluster_via_ray_address(workspace, tiny_csv, ray_c
 
 @pytest.mark.usefixtures("prefect_server")
 def test_train_with_tuning_registers_the_best_params(workspace, fast_config):
-    from flows.training import train
+    from mlpipe.flows.training import train
 
     summary = train(config=fast_config("tuning.enabled=true", "tuning.trials=4", "tuning.cv_folds=2"))
 
@@ -188,7 +188,7 @@ def test_train_with_tuning_registers_the_best_params(workspace, fast_config):
 
 @pytest.mark.usefixtures("prefect_server")
 def test_train_with_auto_and_tuning_tunes_the_selected_family(workspace, fast_config):
-    from flows.training import train
+    from mlpipe.flows.training import train
 
     summary = train(config=fast_config(
         "model.family=auto", "model.candidates=[logistic_regression, random_forest]",
@@ -210,7 +210,7 @@ def test_train_with_auto_and_tuning_tunes_the_selected_family(workspace, fast_co
 def test_tune_flow_reports_progress_in_logs_and_a_progress_artifact(workspace, fast_config, flow_logs):
     from prefect.client.orchestration import get_client
 
-    from flows.tuning import tune
+    from mlpipe.flows.tuning import tune
 
     state = tune(config=fast_config("tuning.trials=4", "tuning.cv_folds=2", "tuning.workers=2"), return_state=True)
     result = state.result()

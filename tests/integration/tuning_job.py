@@ -21,17 +21,17 @@ SMALL_SPACE = ("tuning.spaces.hist_gradient_boosting={learning_rate: {type: log_
 
 
 def prepare(csv: str, overrides: list[str]):
-    from tasks.config import load_config
-    from tasks.training import prepare_data
+    from mlpipe.core.config import load_config
+    from mlpipe.stages.preparation import prepare_rows
 
     config = load_config(ROOT / "conf" / "churn.yaml", ["data.min_rows=50", "tuning.cv_folds=2", SMALL_SPACE,
                                                         "model.family=hist_gradient_boosting", *overrides], csv)
-    train, _, spec, preprocessor, fingerprint = prepare_data(config)
+    train, _, spec, preprocessor, fingerprint = prepare_rows(config)
     return config, train, spec, preprocessor, fingerprint
 
 
 def main() -> None:
-    from tasks.tuning import run_study
+    from mlpipe.stages.tuning import run_study
 
     csv, trials, workers, backend, *rest = sys.argv[1:]
     overrides = [a for a in rest if a != "--set"]

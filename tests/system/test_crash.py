@@ -56,7 +56,7 @@ def test_rerun_after_sigkill_completes_and_registry_is_consistent(kill_when, wor
                                                                    task_states):
     import prefect.settings
 
-    from flows.training import train
+    from mlpipe.flows.training import train
 
     env = {**os.environ, "PREFECT_API_URL": prefect.settings.PREFECT_API_URL.value()}
     args = [str(Path(sys.executable).with_name("mlpipe")), "train", "--config", str(ROOT / "conf" / "churn.yaml"),

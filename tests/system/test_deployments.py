@@ -18,7 +18,7 @@ import boto3
 import pandas as pd
 import pytest
 
-from deployments.local_server import free_port, wait_healthy
+from mlpipe.cli.local_server import free_port, wait_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -159,7 +159,7 @@ def trained_on(stack, flow_run) -> tuple[str, str]:
 
 
 def fast_config(uri: str) -> dict:
-    from tasks.config import load_config
+    from mlpipe.core.config import load_config
 
     return load_config(ROOT / "conf" / "churn.yaml", ["evaluation.cv_folds=3", "evaluation.permutation_repeats=2",
                                                       "model.family=hist_gradient_boosting"],

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 MODEL = "churn-classifier"
@@ -57,7 +56,7 @@ def test_four_concurrent_runs_leave_the_best_as_champion_and_a_full_history(tmp_
     champion = str(client.get_model_version_by_alias(MODEL, "champion").version)
     assert scores[champion] == max(scores.values()), (champion, scores)
 
-    from tasks.mlflow_adapter import aliases
+    from mlpipe.adapters.mlflow import aliases
 
     previous = os.environ.get("MLFLOW_TRACKING_URI")
     os.environ["MLFLOW_TRACKING_URI"] = mlflow_server

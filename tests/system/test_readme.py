@@ -49,7 +49,7 @@ def test_make_run_from_a_clean_clone(tmp_path):
     assert any(line.startswith("decision   champion") for line in tail), tail[-8:]
     assert (clone / ".mlpipe" / "mlflow.db").exists()
     ran = subprocess.run([str(clone / ".venv" / "bin" / "python"), "-c",
-                          "import flows, tasks; print(flows.__file__, tasks.__file__)"],
+                          "import mlpipe.flows, mlpipe.tasks; print(mlpipe.flows.__file__, mlpipe.tasks.__file__)"],
                          cwd="/", env=env, capture_output=True, text=True, check=True).stdout.split()
     assert all(Path(path).is_relative_to(clone) for path in ran), ran  # the clone's code, installed by its make
 

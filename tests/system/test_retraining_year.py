@@ -15,10 +15,10 @@ import pandas as pd
 import pytest
 
 from benchmarks.retraining_year import MODEL, format_post_shift, format_table, post_shift_scores, run_year
-from tasks.mlflow_adapter.aliases import comparison_keys
-from tasks.mlflow_adapter.tracking import client
-from tasks.mlflow_adapter.versions import version_tags
-from tasks.splitting import SplitParams, hash_holdout_side, row_keys
+from mlpipe.adapters.mlflow.aliases import comparison_keys
+from mlpipe.adapters.mlflow.tracking import client
+from mlpipe.adapters.mlflow.versions import version_tags
+from mlpipe.data.splitting import SplitParams, hash_holdout_side, row_keys
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 # `auto` as by default, between two candidates (a forest's cross-validation was a third of each month)

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from deployments.local_server import free_port, wait_healthy
-from flows.batch_inference import score
-from flows.training import train
+from mlpipe.cli.local_server import free_port, wait_healthy
+from mlpipe.flows.batch_inference import score
+from mlpipe.flows.training import train
 
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 BIN = Path(sys.executable).parent

@@ -13,8 +13,8 @@ def tiny_model():
     """(fitted ModelPipeline, its raw frame with target `y`, its feature columns): 60 rows."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    from tasks.config import FeaturesConfig
-    from tasks.features import build_preprocessor, feature_spec, model_pipeline
+    from mlpipe.core.config import FeaturesConfig
+    from mlpipe.model.features import build_preprocessor, feature_spec, model_pipeline
 
     rng = np.random.default_rng(0)
     n = 60
@@ -31,8 +31,8 @@ def tiny_model():
 def register_tiny_model(workspace, tiny_model):
     """Registers `tiny_model` in the workspace's store: `register(name, fingerprint)` returns
     the `RegisteredVersion`; a new fingerprint makes a new version."""
-    from tasks.lineage import Lineage
-    from tasks.mlflow_adapter.models import log_and_register
+    from mlpipe.adapters.mlflow.models import log_and_register
+    from mlpipe.core.lineage import Lineage
 
     model, frame, columns = tiny_model
 

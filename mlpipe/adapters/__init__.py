@@ -1,0 +1,1 @@
+"""One adapter per external system: `mlflow` (split by concern) and `ray_cluster`."""

@@ -1,0 +1,1 @@
+"""The `mlpipe` command and the local Prefect server it keeps."""

@@ -1,0 +1,1 @@
+"""Config and its sections, errors, paths, lineage, retry policies, metrics, memory, the family registry."""

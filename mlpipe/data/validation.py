@@ -1,0 +1,287 @@
+"""The data contract: checks that run before anything is fitted or logged.
+
+`validate_dataset` either returns a clean frame (target mapped to 0/1, numbers stored as text
+coerced, ID columns set aside) with a report of what it did, or raises `DataValidationError`
+naming the column and the problem. Checks are cheap and deterministic, so they never retry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from mlpipe.core.config import DataConfig
+from mlpipe.core.errors import DataValidationError, name_list
+from mlpipe.core.metrics import ranked_roc_auc
+from mlpipe.data.reader import looks_decimal_comma
+from mlpipe.data.splitting import key_name, row_keys
+from mlpipe.model.conform import coerce_numeric_text, is_numeric, mostly_text
+
+
+@dataclass
+class ValidationReport:
+    """What validation found and changed, for logs and the run summary."""
+
+    rows: int = 0
+    numeric_features: list[str] = field(default_factory=list)
+    categorical_features: list[str] = field(default_factory=list)
+    id_columns: list[str] = field(default_factory=list)
+    coerced_columns: dict[str, int] = field(default_factory=dict)  # column -> blanks made missing
+    positive_rate: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def features(self) -> list[str]:
+        return self.numeric_features + self.categorical_features
+
+
+@dataclass
+class ValidatedData:
+    frame: pd.DataFrame  # features + target (0/1); ID and dropped columns removed
+    target: str
+    report: ValidationReport
+    # A uint64 per row (same index as `frame`), from the raw row before anything was dropped: a
+    # hash of the configured ID columns, else of the whole row. The hash split keys on it.
+    row_keys: pd.Series | None = None
+    key_name: str | None = None  # "content" or "id:<columns>" (`mlpipe.data.splitting.key_name`)
+
+
+def _fail(message: str, column: str | None = None) -> None:
+    raise DataValidationError(message, column)
+
+
+def map_target(series: pd.Series, column: str, positive_label) -> pd.Series:
+    """Map a binary target to 0/1, failing on missing values, a single class or odd labels."""
+    missing = series.isna()
+    if missing.any():
+        rows = np.flatnonzero(missing.to_numpy())[:5].tolist()
+        _fail(f"target {column!r} has {int(missing.sum())} missing values (rows {rows}...); "
+              "drop or label those rows", column)
+    as_text = series.astype("string").str.strip()
+    labels = pd.unique(as_text) if positive_label is not None else pd.unique(series)
+    if len(labels) < 2:
+        _fail(f"target {column!r} has a single class ({labels[0]!r}); a classifier needs two", column)
+    if positive_label is None:
+        numeric = pd.to_numeric(series, errors="coerce")
+        bad = sorted({str(v) for v, n in zip(series, numeric) if pd.isna(n) or n not in (0, 1)})
+        if bad:
+            _fail(f"target {column!r} has labels {bad[:5]} that are not 0/1; set data.positive_label "
+                  "to the value that means the positive class", column)
+        return numeric.astype("int64")
+    positive = str(positive_label).strip()
+    if not (as_text == positive).any():
+        _fail(f"target {column!r} never takes the positive label {positive!r} "
+              f"(values: {sorted(set(as_text))[:5]}); set data.positive_label", column)
+    if len(labels) > 2:
+        counts = as_text[as_text != positive].value_counts()
+        negative, odd = counts.index[0], sorted(counts.index[1:])
+        rows = np.flatnonzero(as_text.isin(odd).to_numpy())[:5].tolist()
+        _fail(f"target {column!r} has unparseable labels {odd[:5]} (rows {rows}...): expected {positive!r} and "
+              f"one other label ({negative!r}); fix or drop those rows", column)
+    return (as_text == positive).astype("int64")
+
+
+def _delimiter_hint(columns) -> str:
+    """When the header was read as one column holding another delimiter (data.csv.delimiter set
+    to the wrong one, or rows too irregular to detect it), the fix; else ''."""
+    if len(columns) == 1:
+        for sep, name in ((";", "semicolon"), ("\t", "tab"), ("|", "pipe"), (",", "comma")):
+            if sep in str(columns[0]):
+                return f": the file looks {name}-delimited; set data.csv.delimiter to {sep!r} (or auto)"
+    return ""
+
+
+def mixed_type_values(series: pd.Series, min_share: float = 0.9) -> pd.Series | None:
+    """For a text column whose values are mostly numbers, the values that are not (else None)."""
+    if is_numeric(series) or pd.api.types.is_bool_dtype(series) or mostly_text(series):
+        return None
+    text = series.astype("string").str.strip()
+    present = text[text.notna() & (text != "")]
+    if len(present) < 10:
+        return None
+    parsed = pd.to_numeric(present, errors="coerce")
+    share = parsed.notna().mean()
+    if min_share <= share < 1.0:
+        return present[parsed.isna()]
+    return None
+
+
+LEAK_SAMPLE_ROWS = 200_000  # a leak shows as plainly in a seeded sample, at a fraction of the cost
+
+
+def leak_score(values: pd.Series, y: pd.Series) -> float:
+    """How well one column alone separates the classes: roc_auc (either direction) for
+    numbers, accuracy of its per-category majority class for categories (at most 50, compared
+    as text). 1.0 = perfectly. `validate_dataset` measures it on a seeded sample of
+    LEAK_SAMPLE_ROWS rows of big data."""
+    present = values.notna()
+    if present.mean() < 0.9:
+        return 0.0
+    v, t = values[present], y[present].to_numpy(dtype="int64")
+    if is_numeric(v):
+        if v.nunique() < 2 or len(np.unique(t)) < 2:
+            return 0.0
+        auc = ranked_roc_auc(t, v.to_numpy(dtype=float))
+        return float(max(auc, 1 - auc))
+    codes, categories = pd.factorize(v.astype("string"))
+    if not 2 <= len(categories) <= 50:
+        return 0.0
+    counts = np.bincount(codes * 2 + t, minlength=2 * len(categories)).reshape(-1, 2)  # category x class
+    return float(counts.max(axis=1).sum() / len(v))
+
+
+def _unique_per_row(values: pd.Series, ratio: float, head: int = 10_000) -> bool:
+    """`values.nunique() >= ratio * len(values)`. When the first `head` rows already repeat
+    more than that allows (a category column), the answer is known without hashing every row."""
+    first = values.iloc[:head]
+    if len(first) - first.nunique() > (1 - ratio) * len(values):
+        return False
+    return values.nunique() >= ratio * len(values)
+
+
+def _single_valued(values: pd.Series, head: int = 10_000) -> bool:
+    """`values.nunique() <= 1`, settled by the first `head` rows when they hold two values."""
+    return values.iloc[:head].nunique() <= 1 and values.nunique() <= 1
+
+
+def _check_shape(frame: pd.DataFrame, config: DataConfig) -> None:
+    """Fail on a frame with no rows or columns, duplicate column names, a missing target or
+    required feature, or fewer than `data.min_rows` rows."""
+    if frame.shape[1] == 0 or frame.empty:
+        _fail("the dataset is empty (no rows)" if frame.shape[1] else "the dataset is empty (no columns)")
+    duplicated = sorted({c for c in frame.columns[frame.columns.duplicated()]})
+    if duplicated:
+        _fail(f"duplicate column names {name_list(duplicated)}: rename them so each column is unique", duplicated[0])
+    target = config.target
+    if target not in frame.columns:
+        _fail(f"target column {target!r} is missing{_delimiter_hint(frame.columns)} "
+              f"(columns: {name_list(frame.columns)})", target)
+    missing_required = [c for c in config.required_features if c not in frame.columns]
+    if missing_required:
+        _fail(f"required feature {missing_required[0]!r} is missing from the dataset", missing_required[0])
+    if len(frame) < config.min_rows:
+        _fail(f"the dataset has {len(frame)} rows, fewer than data.min_rows={config.min_rows}")
+
+
+def _check_class_sizes(y: pd.Series, target: str, min_class_rows: int) -> None:
+    """Fail when the rarer class of the 0/1 target `y` has fewer than `min_class_rows` rows."""
+    smallest = int(min((y == 0).sum(), (y == 1).sum()))
+    if smallest < min_class_rows:
+        _fail(f"target {target!r}: the rarer class has {smallest} rows, fewer than the {min_class_rows} that "
+              "cross-validation folds and the holdout need; add data or lower evaluation.cv_folds", target)
+
+
+def _check_no_empty_column(features: pd.DataFrame) -> None:
+    """Fail on the first feature column that holds no value at all."""
+    all_null = [c for c in features.columns if features[c].isna().all()]
+    if all_null:
+        _fail(f"column {all_null[0]!r} is entirely empty: fix the extract or add it to data.drop_columns",
+              all_null[0])
+
+
+def _coerce_numbers_stored_as_text(features: pd.DataFrame, report: ValidationReport) -> None:
+    """Replace, in place, each column of numbers stored as text by the numbers, recording in
+    `report` the columns coerced and how many blanks became missing values."""
+    for column in list(features.columns):
+        coerced = coerce_numeric_text(features[column])
+        if coerced is not None:
+            features[column], blanks = coerced
+            report.coerced_columns[column] = blanks
+            if blanks:
+                report.warnings.append(
+                    f"column {column!r} holds numbers stored as text: coerced, {blanks} blank rows "
+                    "became missing values")
+
+
+def _check_values(features: pd.DataFrame, report: ValidationReport) -> None:
+    """Column by column: warn about numbers with a decimal comma, fail on a column mixing
+    numbers and text, and make infinite numbers missing in place (with a warning)."""
+    for column in features.columns:
+        if looks_decimal_comma(features[column]):
+            report.warnings.append(f"column {column!r} holds numbers with a decimal comma (e.g. "
+                                   f"{next(v for v in features[column].dropna() if v.strip())!r}), read as text: set data.csv.decimal "
+                                   "to ',' to read them as numbers")
+        bad = mixed_type_values(features[column])
+        if bad is not None:
+            rows = bad.index[:5].tolist()
+            _fail(f"column {column!r} mixes numbers and text: {len(bad)} values are not numbers "
+                  f"(e.g. {bad.iloc[0]!r}, rows {rows}); fix them or add the column to data.drop_columns", column)
+        if is_numeric(features[column]):
+            infinite = np.isinf(features[column].to_numpy(dtype=float, na_value=np.nan))
+            if infinite.any():
+                features[column] = features[column].astype(float).where(~infinite, np.nan)
+                report.warnings.append(f"column {column!r} has {int(infinite.sum())} infinite values: "
+                                       "treated as missing")
+
+
+def _drop_id_columns(features: pd.DataFrame, config: DataConfig, report: ValidationReport) -> pd.DataFrame:
+    """`features` without the configured ID columns and those that look like IDs (unique per
+    row, not floats), which `report` lists (with a warning for each one found)."""
+    ids = [c for c in config.id_columns if c in features.columns]
+    for column in features.columns:
+        if column in ids or pd.api.types.is_float_dtype(features[column]):  # measurements, not keys
+            continue
+        values = features[column].dropna()
+        if len(features) > 1 and len(values) == len(features) and _unique_per_row(values, config.id_unique_ratio):
+            ids.append(column)
+            report.warnings.append(f"column {column!r} is unique per row and looks like an ID: "
+                                   "dropped from the features (list it in data.id_columns to silence this)")
+    report.id_columns = ids
+    return features.drop(columns=ids)
+
+
+def _drop_constant_columns(features: pd.DataFrame, report: ValidationReport) -> pd.DataFrame:
+    """`features` without the columns that hold a single value, each one warned about in `report`."""
+    constant = [c for c in features.columns if _single_valued(features[c])]
+    for column in constant:
+        report.warnings.append(f"column {column!r} has a single value: dropped from the features")
+    return features.drop(columns=constant)
+
+
+def _check_leaks(features: pd.DataFrame, y: pd.Series, config: DataConfig) -> None:
+    """Fail on a column that predicts the target `y` on its own (`leak_score` at or above
+    data.leak_threshold), measured on a seeded sample of LEAK_SAMPLE_ROWS rows of big data.
+    Fewer than 50 rows are not checked."""
+    if len(features) < 50:
+        return
+    sample = np.arange(len(features))
+    if len(features) > LEAK_SAMPLE_ROWS:
+        sample = np.sort(np.random.default_rng(0).choice(len(features), LEAK_SAMPLE_ROWS, replace=False))
+    sampled_y = y.iloc[sample]
+    for column in features.columns:
+        score = leak_score(features[column].iloc[sample], sampled_y)
+        if score >= config.leak_threshold:
+            _fail(f"column {column!r} predicts target {config.target!r} almost perfectly on its own (score "
+                  f"{score:.4f} >= data.leak_threshold {config.leak_threshold}): it likely leaks the label "
+                  "(recorded after the outcome?); add it to data.drop_columns", column)
+
+
+def validate_dataset(frame: pd.DataFrame, config: DataConfig, min_class_rows: int = 2) -> ValidatedData:
+    """Check `frame` against the contract in `config`; see the module docstring. Each class
+    needs `min_class_rows` rows (cross-validation folds + a holdout)."""
+    report = ValidationReport(rows=len(frame))
+    _check_shape(frame, config)
+    target = config.target
+    key_columns = [c for c in config.id_columns if c in frame.columns]
+    keys = row_keys(frame, key_columns)  # before any column is dropped or coerced
+    frame = frame.drop(columns=[c for c in config.drop_columns if c in frame.columns])
+    y = map_target(frame[target], target, config.positive_label)
+    _check_class_sizes(y, target, min_class_rows)
+    features = frame.drop(columns=[target])
+    _check_no_empty_column(features)
+    _coerce_numbers_stored_as_text(features, report)
+    _check_values(features, report)
+    features = _drop_id_columns(features, config, report)
+    features = _drop_constant_columns(features, report)
+    _check_leaks(features, y, config)
+    if features.shape[1] == 0:
+        _fail("no feature columns are left after removing the target and ID columns")
+
+    report.numeric_features = [c for c in features.columns if is_numeric(features[c])]
+    report.categorical_features = [c for c in features.columns if c not in report.numeric_features]
+    report.positive_rate = float(y.mean())
+    clean = features  # a frame of its own (copy-on-write): a deep copy would be a third whole table
+    clean[target] = y.to_numpy()
+    return ValidatedData(frame=clean, target=target, report=report, row_keys=keys, key_name=key_name(key_columns))

@@ -1,0 +1,1 @@
+"""What ships inside every registered model: conform, features, the mlp estimator; nothing here imports MLflow, Ray or Prefect."""

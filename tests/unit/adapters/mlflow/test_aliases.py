@@ -1,0 +1,122 @@
+"""mlpipe.adapters.mlflow.aliases in a real SQLite MLflow store: aliases, the promotion lock and
+its liveness check, the promotion history, rollback. (tests/integration/test_promotion_lock.py
+covers breaking a stale or dead holder's lock.)"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+from mlflow import MlflowClient
+
+from mlpipe.adapters.mlflow.aliases import (
+    PromotionLockTimeout,
+    RollbackError,
+    _holder_is_dead,
+    _process_identity,
+    alias_version,
+    comparison_keys,
+    promotion_history,
+    promotion_lock,
+    record_promotion,
+    rollback,
+    set_alias,
+)
+
+
+def test_alias_version_is_none_until_set(register_tiny_model):
+    register_tiny_model("m")
+    assert alias_version("m", "champion") is None
+    set_alias("m", "champion", "1")
+    assert alias_version("m", "champion") == "1"
+    assert alias_version("not-registered", "champion") is None
+
+
+# -- the lock -------------------------------------------------------------------------------------
+
+def test_holder_liveness_is_checked_only_on_this_machine():
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    here = _process_identity()
+    assert _holder_is_dead({"identity": here, "pid": str(finished.pid)})
+    assert not _holder_is_dead({"identity": here, "pid": str(os.getpid())})
+    assert not _holder_is_dead({"identity": "elsewhere:1", "pid": str(finished.pid)})
+    assert not _holder_is_dead({"identity": here, "pid": ""})
+
+
+def test_the_lock_admits_one_holder_at_a_time(workspace):
+    inside, overlaps = [], []
+
+    def promote(owner: str) -> None:
+        with promotion_lock("m", owner=owner, wait_s=60):
+            inside.append(owner)
+            if len(inside) > 1:
+                overlaps.append(tuple(inside))
+            time.sleep(0.3)
+            inside.remove(owner)
+
+    threads = [threading.Thread(target=promote, args=(f"v{i}",)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert overlaps == []
+    assert "m.promotion-lock" not in {m.name for m in MlflowClient().search_registered_models()}
+
+
+def test_the_lock_is_released_when_the_block_raises(workspace):
+    with pytest.raises(RuntimeError), promotion_lock("m", owner="v1"):
+        raise RuntimeError("promotion failed")
+    with promotion_lock("m", owner="v2", wait_s=1):
+        assert MlflowClient().get_registered_model("m.promotion-lock").tags["owner"] == "v2"
+
+
+def test_a_waiter_gives_up_after_its_wait(workspace):
+    with promotion_lock("m", owner="v1"):
+        started = time.monotonic()
+        with pytest.raises(PromotionLockTimeout, match="held by another run"), promotion_lock("m", "v2", wait_s=0.5):
+            pass
+        assert time.monotonic() - started < 5
+
+
+# -- history --------------------------------------------------------------------------------------
+
+def test_history_records_each_decision_in_order(workspace):
+    assert promotion_history("m") == []
+    first = record_promotion("m", version="1", alias="champion", previous=None, action="promote",
+                             reason="no champion yet", scores={"candidate_score": 0.8, "champion_score": None})
+    second = record_promotion("m", version="2", alias="challenger", previous="1", action="challenger",
+                              reason="worse", details={"comparison_basis": "same hash split"},
+                              comparison_keys=["00000000000000ff", "0000000000000001"])
+    history = promotion_history("m")
+    assert [h["run_id"] for h in history] == [first, second]
+    assert history[0]["version"] == "1" and history[0]["previous_champion"] == ""
+    assert history[0]["candidate_score"] == "0.8" and "champion_score" not in history[0]
+    assert history[1]["comparison_basis"] == "same hash split" and history[1]["action"] == "challenger"
+    assert comparison_keys(second) == ["00000000000000ff", "0000000000000001"]
+    assert comparison_keys(first) == []
+
+
+# -- rollback -------------------------------------------------------------------------------------
+
+def test_rollback_points_champion_back_and_records_it(register_tiny_model):
+    register_tiny_model("m")
+    register_tiny_model("m", fingerprint="sha256:bb")
+    set_alias("m", "champion", "2")
+    assert rollback("m", "1", reason="v2 misbehaves") == "2"
+    assert alias_version("m", "champion") == "1"
+    assert MlflowClient().get_model_version("m", "1").tags["promotion.reason"] == "rollback: v2 misbehaves"
+    last = promotion_history("m")[-1]
+    assert (last["action"], last["version"], last["previous_champion"]) == ("rollback", "1", "2")
+
+
+def test_rollback_to_a_missing_version_leaves_champion_alone(register_tiny_model):
+    register_tiny_model("m")
+    set_alias("m", "champion", "1")
+    with pytest.raises(RollbackError):
+        rollback("m", "9")
+    assert alias_version("m", "champion") == "1" and promotion_history("m") == []

@@ -1,0 +1,78 @@
+"""mlpipe.compute.evaluation_units: one CV fold and one column's permutation importance, the units both
+compute backends run, equal to scikit-learn's own cross_val_score and permutation_importance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.inspection import permutation_importance
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from mlpipe.compute.evaluation_units import column_importance, column_importances, fold_score, fold_scores, in_process
+
+
+def _data(n: int = 300):
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame({"a": rng.normal(size=n), "b": rng.normal(size=n), "noise": rng.normal(size=n)})
+    y = (X["a"] - 0.5 * X["b"] + rng.normal(0, 0.7, n) > 0).astype(int).to_numpy()
+    return X, y
+
+
+def _model():
+    return make_pipeline(StandardScaler(), LogisticRegression(C=0.3))
+
+
+@pytest.mark.parametrize("seed", [0, 42])
+def test_column_importance_equals_sklearn_permutation_importance(seed):
+    X, y = _data()
+    model = _model().fit(X, y)
+    expected = permutation_importance(model, X, y, scoring="roc_auc", n_repeats=4, random_state=seed,
+                                      n_jobs=1).importances_mean
+    ours = [column_importance(column, model, X, y, 4, seed) for column in range(X.shape[1])]
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-12)  # areas from ranks, not trapezoids
+    assert ours[0] > 0.1 and abs(ours[2]) < 0.05  # the signal column matters, noise does not
+    assert column_importances(model, X, y, 4, seed) == ours
+
+
+def test_fold_scores_equal_cross_val_score():
+    X, y = _data()
+    folds = StratifiedKFold(n_splits=4, shuffle=True, random_state=7)
+    expected = cross_val_score(_model(), X, y, cv=folds, scoring="roc_auc")
+    np.testing.assert_array_equal(fold_scores(_model(), X, y, 4, 7), expected)
+    assert fold_score(_model(), 2, X, y, 4, 7) == expected[2]
+    assert fold_scores(_model(), X, y, 4, 8) != list(expected)  # another seed, other folds
+
+
+def test_in_process_turns_off_data_parallel_training_only_where_the_model_has_it():
+    from sklearn.base import BaseEstimator
+
+    class Parallel(BaseEstimator):
+        def __init__(self, num_workers=2):
+            self.num_workers = num_workers
+
+    from sklearn.pipeline import Pipeline
+
+    assert in_process(Pipeline([("model", Parallel())])).get_params()["model__num_workers"] == 0
+    plain = in_process(Pipeline([("model", LogisticRegression(C=2.0))]))
+    assert plain.get_params()["model__C"] == 2.0
+
+
+def test_estimator_threads_caps_openmp_and_blas_inside_and_restores_them():
+    from threadpoolctl import threadpool_info
+
+    from mlpipe.compute.evaluation_units import estimator_threads
+
+    def threads() -> dict[str, int]:
+        return {pool["user_api"]: pool["num_threads"] for pool in threadpool_info()}
+
+    before = threads()
+    assert "openmp" in before  # scikit-learn's OpenMP runtime (HistGradientBoosting) is loaded
+    with estimator_threads(1):
+        assert set(threads().values()) == {1}
+    assert threads() == before
+    with estimator_threads(None):  # no cap: nothing changes
+        assert threads() == before
