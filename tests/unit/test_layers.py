@@ -148,3 +148,30 @@ def test_no_function_is_over_60_lines():
                 if lines > MAX_FUNCTION_LINES:
                     long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({lines} lines)")
     assert not long, "\n".join(long)
+
+
+def modules_in_architecture_doc() -> set[str]:
+    """The files docs/architecture.md's module tree names, as paths (two spaces a level)."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    block = text.split("## Modules", 1)[1].split("```")[1]
+    found, folders = set(), []
+    for line in block.splitlines():
+        name = line.strip().split(" ", 1)[0]
+        if not name or not (name.endswith("/") or name.endswith(".py")):
+            continue  # a description's second line
+        depth = (len(line) - len(line.lstrip())) // 2
+        folders = folders[:depth]
+        if name.endswith("/"):
+            folders.append(name.rstrip("/"))
+        else:
+            found.add("/".join([*folders, name]))
+    return found
+
+
+def test_the_architecture_doc_names_every_module_and_no_other():
+    """docs/architecture.md maps the tree one line per module: kept true here."""
+    on_disk = {p.relative_to(ROOT).as_posix() for folder in ("mlpipe", "tasks", "flows", "deployments")
+               for p in (ROOT / folder).rglob("*.py")}
+    documented = modules_in_architecture_doc()
+    assert not on_disk - documented, f"modules missing from docs/architecture.md: {sorted(on_disk - documented)}"
+    assert not documented - on_disk, f"docs/architecture.md names modules that do not exist: {sorted(documented - on_disk)}"
