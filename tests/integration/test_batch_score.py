@@ -74,6 +74,7 @@ def test_scores_csv_with_champion_and_reports_rejected_rows(workspace, fast_conf
     assert [r["row"] for r in rows] == [row for row, _, _ in BAD_VALUES]
 
 
+@pytest.mark.slow  # over 10 s
 def test_scores_a_given_version_and_fails_cleanly_on_bad_refs_and_columns(workspace, fast_config, small_churn_csv,
                                                                            tmp_path):
     train(config=fast_config(*QUICK))

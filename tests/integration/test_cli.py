@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 MLPIPE = str(Path(sys.executable).with_name("mlpipe"))
@@ -59,7 +58,6 @@ def test_the_end_of_a_command_silences_the_loggers_of_prefect_s_draining_workers
             logger.setLevel(level)
 
 
-@pytest.mark.slow
 def test_bad_dataset_exits_nonzero_with_one_line_and_no_traceback(tmp_path, small_churn_csv):
     frame = pd.read_csv(small_churn_csv)
     frame["churn"] = frame["churn"].replace({"No": "Maybe"}).where(frame.index % 2 == 0, "No")

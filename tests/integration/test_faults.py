@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from mlpipe.core.retry_policies import first_retry_delay_s
 from mlpipe.flows.training import train
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
+pytestmark = pytest.mark.usefixtures("prefect_server")
 # The pipeline's three retries wait about 1, 2 and 4 first delays (MLPIPE_RETRY_BACKOFF_S: 2 s
 # by default, 0.5 s in the suite; Prefect's jitter makes each 0.63-1.5 times that, so at least
 # 4.4 first delays in all). The transient outages last 2 (S3) and 3 (MLflow) first delays: longer
@@ -115,6 +115,7 @@ def mlflow_server(start_mlflow_server) -> int:
     return int(start_mlflow_server(workers=1).rsplit(":", 1)[1])
 
 
+@pytest.mark.slow  # over 10 s
 def test_mlflow_server_down_for_seconds_is_ridden_out(workspace, fast_config, mlflow_server, monkeypatch):
     import mlflow
 

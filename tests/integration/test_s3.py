@@ -34,6 +34,7 @@ def test_s3_fingerprint_follows_the_object(s3_env, small_churn_csv, generate_chu
     assert fingerprint_dataset("s3://bucket/data/a.csv").value != first.value
 
 
+@pytest.mark.slow  # over 10 s
 def test_task_cache_can_live_on_s3(workspace, fast_config, small_churn_csv, s3_env, task_states):
     config = fast_config("cache.storage=s3://bucket/mlpipe-cache")
     first = train(config=config, return_state=True)

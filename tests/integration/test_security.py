@@ -28,6 +28,7 @@ def s3_with_secrets(monkeypatch, small_churn_csv, s3_endpoint, s3_bucket):
     s3_bucket("secure", {"churn.csv": small_churn_csv})
 
 
+@pytest.mark.slow  # over 10 s
 def test_secrets_appear_in_no_param_tag_artifact_log_or_flow_parameter(workspace, fast_config, s3_with_secrets,
                                                                         tmp_path, flow_logs):
     study_dir = tmp_path / "study"

@@ -96,6 +96,7 @@ def test_failing_gate_becomes_challenger_even_without_champion(workspace, fast_c
         client.get_model_version_by_alias(MODEL, "champion")
 
 
+@pytest.mark.slow  # over 10 s
 def test_auto_selection_is_cached_and_a_blend_serves_raw_rows(task_states, flow_logs, workspace, fast_config,
                                                               small_churn_csv):
     auto = ("model.family=auto", "model.candidates=[logistic_regression, random_forest]",
@@ -233,6 +234,7 @@ def test_grown_snapshot_is_compared_on_unseen_rows_and_described_by_a_model_card
     assert f"now **v{champion}**" in client.get_registered_model(MODEL).description
 
 
+@pytest.mark.slow  # over 10 s
 def test_champion_without_split_parameters_follows_the_policy(workspace, fast_config):
     first = train(config=fast_config())
     client = MlflowClient()

@@ -171,6 +171,7 @@ def test_ray_backend_on_a_ray_cluster_via_ray_address(workspace, tiny_csv, ray_c
 
 
 @pytest.mark.usefixtures("prefect_server")
+@pytest.mark.slow  # over 10 s
 def test_train_with_tuning_registers_the_best_params(workspace, fast_config):
     from mlpipe.flows.training import train
 
@@ -207,6 +208,7 @@ def test_train_with_auto_and_tuning_tunes_the_selected_family(workspace, fast_co
 
 
 @pytest.mark.usefixtures("prefect_server")
+@pytest.mark.slow  # over 10 s
 def test_tune_flow_reports_progress_in_logs_and_a_progress_artifact(workspace, fast_config, flow_logs):
     from prefect.client.orchestration import get_client
 
@@ -243,7 +245,6 @@ def _alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads the process table from /proc")
 def test_spawned_workers_end_when_the_tuning_process_is_killed(workspace, tiny_csv):
     process = job(tiny_csv, 5000, 2, "local", start_new_session=True)  # far more than 20 s of trials

@@ -28,6 +28,7 @@ def wheel(tmp_path_factory) -> zipfile.ZipFile:
     return zipfile.ZipFile(next(out.glob("mlpipe-*.whl")))
 
 
+@pytest.mark.slow  # over 10 s
 def test_the_wheel_holds_one_top_level_package(wheel):
     tops = {name.split("/")[0] for name in wheel.namelist()}
     assert {top for top in tops if not top.endswith(".dist-info")} == {"mlpipe"}

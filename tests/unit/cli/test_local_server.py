@@ -132,6 +132,7 @@ def _exits(pid: int, within: float) -> bool:
     return False
 
 
+@pytest.mark.slow  # over 10 s
 def test_commands_share_the_kept_server_until_it_has_been_idle(own_prefect_home, monkeypatch):
     import subprocess
     import sys

@@ -352,6 +352,7 @@ def test_parquet_is_read_in_batches_of_chunk_rows(tmp_path):
     assert source.types["tenure"] == pa.int64() and "unused" in source.columns and source.dialect is None
 
 
+@pytest.mark.slow  # over 10 s
 def test_chunks_do_not_read_the_whole_file(tmp_path, monkeypatch):
     path = tmp_path / "big.csv"
     path.write_text("id;x;y\n" + "".join(f"{i};{i * 0.5};label{i % 7}\n" for i in range(300_000)))

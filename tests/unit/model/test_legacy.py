@@ -4,6 +4,8 @@ both with the old code it ships and, in a process of mlpipe's, rebuilt from toda
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import shutil
 import subprocess
@@ -49,6 +51,7 @@ def test_the_fixture_names_the_old_module_paths():
     assert "mlpipe" not in mlmodel
 
 
+@pytest.mark.slow  # over 10 s
 def test_a_pre_move_model_loads_with_the_code_it_ships_and_predicts_the_same():
     got = load_and_predict(FIXTURE)
     np.testing.assert_allclose(got["probability"], expected()["probability"], rtol=0, atol=1e-12)
@@ -56,6 +59,7 @@ def test_a_pre_move_model_loads_with_the_code_it_ships_and_predicts_the_same():
     assert got["tasks_from"].startswith(str(FIXTURE / "code" / "tasks"))
 
 
+@pytest.mark.slow  # over 10 s
 def test_in_mlpipe_a_pre_move_model_is_rebuilt_from_todays_classes(tmp_path):
     """As mlpipe's loader does (`alias_legacy_modules` before MLflow's): the old names are the
     modules of mlpipe.model, whose classes the skops file's state fills. Without the shipped

@@ -70,6 +70,7 @@ def test_trusted_types_of_fitted_pipeline():
     assert "mlpipe.model.features.ModelPipeline" in types and "mlpipe.model.conform.Conform" in types
 
 
+@pytest.mark.slow  # over 10 s
 def test_skops_is_imported_without_torch_and_trusts_the_same_types():
     import json
     import subprocess
