@@ -1,13 +1,19 @@
 # Two commands on a fresh machine with Python 3.11:
 #   make run    create .venv, install, train on the bundled sample
-#   make test   same set-up, then the whole test suite (.ci/run calls exactly this)
+#   make test   same set-up, then the whole test suite (.ci/run calls this after its smoke)
+# Another Python, venv or set of extras, as .ci/run's 3.12/3.13 smoke does (the torch extra
+# installs nothing on 3.12+, see pyproject.toml; test-unit runs tests/unit alone):
+#   make run test-unit PYTHON=$(pyenv prefix 3.12)/bin/python3.12 VENV=/tmp/venv-3.12 EXTRAS=dev
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
+EXTRAS ?= dev,torch
+comma  := ,
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+# Named after the extras, so that a venv set up with fewer of them is completed, not taken as done.
+STAMP  := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 
-.PHONY: install run test test-fast bench data clean server mlflow-server deploy worker
+.PHONY: install run test test-fast test-unit bench data clean server mlflow-server deploy worker
 
 install: $(STAMP)
 
@@ -19,7 +25,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing into $(VENV) (about two minutes the first time)..."
 	@$(BIN)/python -m pip install -qq --disable-pip-version-check 'pip==26.3'
-	@$(BIN)/python -m pip install -qq --disable-pip-version-check --no-compile -e '.[dev,torch]'
+	@$(BIN)/python -m pip install -qq --disable-pip-version-check --no-compile -e '.[$(EXTRAS)]'
 	@$(BIN)/python -m compileall -qq -j 0 -x '/tests?/' "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" || true
 	@touch $(STAMP)
 
@@ -33,6 +39,10 @@ test: install
 
 test-fast: install
 	@$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow"
+
+# The unit tests alone (tests/unit: no servers, no subprocess pipelines): the 3.12/3.13 smoke.
+test-unit: install
+	@$(BIN)/python -m pytest -q -rs -n $(TEST_WORKERS) --dist worksteal tests/unit
 
 # Ratio benchmarks (not part of `make test`): prints their tables, writes benchmarks/RESULTS.md.
 bench: install

@@ -94,7 +94,8 @@ def require_torch() -> None:
 
     if importlib.util.find_spec("torch") is None:
         raise ValueError("model.family 'mlp' needs PyTorch, which is not installed: "
-                         "pip install -e '.[torch]'")
+                         "pip install -e '.[torch]' (Python 3.11: a CPU build; on 3.12+ the extra "
+                         "installs nothing, and a plain `pip install torch` takes PyPI's CUDA build, several GB)")
 
 
 class ParamSpace(Section):

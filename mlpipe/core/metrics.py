@@ -69,5 +69,6 @@ def ranked_roc_auc(y: np.ndarray, scores: np.ndarray) -> float:
     negatives = len(positive) - positives
     if positives == 0 or negatives == 0:
         return float(roc_auc_score(y, scores))  # one class: scikit-learn's answer and warning
-    ranks = rankdata(scores)
+    # float64 ranks: SciPy 1.18 (Python 3.12+) ranks float32 scores as float32, whose sums lose digits
+    ranks = rankdata(np.asarray(scores, dtype=np.float64))
     return float((ranks[positive].sum() - positives * (positives + 1) / 2) / (positives * negatives))
