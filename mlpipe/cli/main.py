@@ -21,6 +21,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Tabular ML training pipelines on Prefect + MLflow.")
@@ -65,7 +66,7 @@ def _console_tracebacks(show: bool) -> None:
 def _fail(message: str, debug: bool, error: BaseException | None = None) -> None:
     if debug and error is not None:
         traceback.print_exception(error)
-    err_console.print(f"[bold red]error:[/] {message}")
+    err_console.print(f"[bold red]error:[/] {escape(message)}")  # a message's [brackets] are text, not markup
     raise typer.Exit(code=1)
 
 
