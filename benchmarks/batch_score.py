@@ -7,7 +7,7 @@ A model of `--family` is fitted (as the pipeline fits it: conform -> features ->
 `--repeats` times each:
 - bare: `pandas.read_csv` of the file, then one `predict_proba` of the model on the whole frame
   (the predict alone is timed as well);
-- batch-score: `tasks.scoring.score_dataset`, what the `score` flow's task runs: the file read
+- batch-score: `mlpipe.stages.scoring.score_dataset`, what the `score` flow's task runs: the file read
   in chunks, the model's own conform step, predict, labels, Parquet written atomically.
 Prints the medians, rows/s and the ratios (target: batch-score <= 1.3x the bare predict).
 No Prefect and no MLflow on either side: both load the same fitted object, so the ratio is the

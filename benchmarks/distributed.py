@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/distributed.py [--rows 200000] [--folds 5] [--mlp-rows 100000]
                                                [--epochs 3] [--skip cv,mlp,fixed,loop] [--all-cores]
 
-1. cv:    the 5-fold CV of evaluation (tasks/evaluation_units.fold_scores) on a generated
+1. cv:    the 5-fold CV of evaluation (mlpipe/compute/evaluation_units.fold_scores) on a generated
           churn table of --rows rows, HistGradientBoosting (max_iter 100), local on one thread
           (with --all-cores also with every core's threads) vs Ray tasks on a local Ray with
           2 CPUs (one thread per task). Ray's start is not in the Ray figure (see 3); the
@@ -14,7 +14,7 @@
 3. fixed: the fixed cost of a Ray job: connect (a local `ray.init(num_cpus=2)`, or joining a
           running `ray start --head` cluster through RAY_ADDRESS) and a trivial task's first
           round trip, each in a fresh process.
-4. loop:  the torch-only loop (tasks/torch_loop.train_network) in this process on the CPU.
+4. loop:  the torch-only loop (mlpipe/compute/torch_loop.train_network) in this process on the CPU.
 The default run takes about 3 minutes on 2 cores.
 """
 

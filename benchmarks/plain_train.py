@@ -43,7 +43,7 @@ def without_prefect() -> None:
         replacements[f"create_{kind}_artifact"] = lambda *args, **kwargs: None
     for name, replacement in replacements.items():
         for module in (prefect, prefect.artifacts, *(module for module_name, module in list(sys.modules.items())
-                                                      if module_name.split(".")[0] in ("tasks", "flows"))):
+                                                      if module_name.startswith(("mlpipe.tasks", "mlpipe.flows")))):
             if hasattr(module, name):
                 setattr(module, name, replacement)
 
@@ -103,7 +103,7 @@ def main() -> None:
     elif args.data:
         logging.basicConfig(level=logging.WARNING)
         plain_train(args.data, args.config)
-        # End as `mlpipe` does (flows/cli.run): the interpreter's teardown of the libraries
+        # End as `mlpipe` does (mlpipe.cli.main.run): the interpreter's teardown of the libraries
         # (1.3 s) is neither Prefect's cost nor the pipeline's.
         import atexit
 

@@ -5,7 +5,7 @@
 `--rows` generated rows (data/generate_churn.py: a distinct text ID per row, numbers stored as
 text, six text categories) are written as a CSV. Then `--repeats` times, one after the other:
 - read: `mlpipe.data.reader.read_dataset`, what the `load` task runs;
-- validate: `tasks.validation.validate_dataset` on the frame read, what the `validate` task
+- validate: `mlpipe.data.validation.validate_dataset` on the frame read, what the `validate` task
   runs (row keys, coercions, ID and leak checks), and, timed apart, its result persisted as the
   task's cache persists it (`mlpipe.tasks.caching.CompactPickle`).
 Prints medians (min-max), validate/read, and the target: validate <= 3 s at 1M rows.
