@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -249,6 +250,22 @@ def answering_prefect_api(api_url: str, timeout: float = 0.3) -> bool:
             return response.status == 200 and response.read(16).strip() == b"true"
     except (OSError, ValueError):
         return False
+
+
+def unreachable_prefect_api(timeout: float = 5.0) -> str | None:
+    """The configured PREFECT_API_URL when nothing answers there (connection refused, no such
+    host, no answer within `timeout`), else None. Any HTTP answer counts as a server, an error
+    status included: Prefect Cloud answers its health path only with an API key."""
+    url = os.environ.get("PREFECT_API_URL", "")
+    if not url:
+        return None
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout):
+            return None
+    except urllib.error.HTTPError:
+        return None
+    except (OSError, ValueError):
+        return url
 
 
 @contextlib.contextmanager

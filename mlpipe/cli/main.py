@@ -118,13 +118,17 @@ def _run_flow(flow_name: str, config: Path, overrides: list[str], data: str | No
     """Load the config, run one flow on the configured Prefect server (or the local one
     mlpipe keeps, mlpipe/cli/local_server.py), print its result with `show`, or one error line
     and exit 1."""
-    from mlpipe.cli.local_server import imports_without_gc, prefect_api, server_idle_seconds
+    from mlpipe.cli.local_server import imports_without_gc, prefect_api, server_idle_seconds, unreachable_prefect_api
 
     started = time.perf_counter()
     try:
         server_idle_seconds()
     except ValueError as error:
         _fail(str(error), debug, error)
+    if url := unreachable_prefect_api():  # before Prefect, whose first call would end in a wall of traceback
+        _fail(f"the Prefect API at {url} (PREFECT_API_URL) does not answer: start that server (`make server` "
+              "for http://127.0.0.1:4200/api), or unset PREFECT_API_URL to run on a local server mlpipe starts",
+              debug)
     with prefect_api() as temporary_server:  # boots while the libraries below import
         with imports_without_gc():
             from mlpipe.core.config import ConfigError, load_config
@@ -181,12 +185,16 @@ def tune(
 @app.command()
 def deploy(pool: Annotated[str, typer.Option("--pool", help="Process work pool to create/use")] = "mlpipe-process") -> None:
     """Create the process work pool if missing, then `prefect deploy --all` from prefect.yaml."""
+    from mlpipe.cli.local_server import unreachable_prefect_api
     from mlpipe.core.paths import PACKAGE_ROOT
     from mlpipe.deployments.deploy import DeployError, deploy_all
 
     if not os.environ.get("PREFECT_API_URL"):
         _fail("PREFECT_API_URL is not set: start a server (`make server`) and export "
               "PREFECT_API_URL=http://127.0.0.1:4200/api", debug=False)
+    if url := unreachable_prefect_api():
+        _fail(f"the Prefect API at {url} (PREFECT_API_URL) does not answer: start that server (`make server` "
+              "for http://127.0.0.1:4200/api) before deploying", debug=False)
     try:
         deploy_all(pool, PACKAGE_ROOT, say=console.print)
     except DeployError as error:

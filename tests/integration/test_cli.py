@@ -72,3 +72,20 @@ def test_bad_dataset_exits_nonzero_with_one_line_and_no_traceback(tmp_path, smal
     assert result.stderr.strip().splitlines()[-1].startswith("error: DataValidationError: target 'churn' has unparseable labels")
     assert "Traceback" not in output
     assert not (tmp_path / ".mlpipe" / "mlartifacts").exists()  # nothing was logged
+
+
+def test_a_configured_prefect_api_that_does_not_answer_is_one_error_line(tmp_path):
+    """PREFECT_API_URL pointing at a stopped server: one `error:` line naming the URL, at once,
+    instead of Prefect's traceback after its retries."""
+    from mlpipe.cli.local_server import free_port
+
+    url = f"http://127.0.0.1:{free_port()}/api"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(MLPIPE_HOME=str(tmp_path), PREFECT_API_URL=url)
+    result = subprocess.run([MLPIPE, "train", "--config", str(ROOT / "conf" / "churn.yaml")], capture_output=True,
+                            text=True, timeout=120, env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: the Prefect API at {url} (PREFECT_API_URL) does not answer: start that server (`make server` "
+        "for http://127.0.0.1:4200/api), or unset PREFECT_API_URL to run on a local server mlpipe starts"]
+    assert not (tmp_path / ".mlpipe").exists()  # nothing ran

@@ -225,3 +225,34 @@ def test_commands_and_the_kept_server_import_with_the_garbage_collector_off_then
         assert ref() is None  # a cycle made after the start-up is still collected
     finally:
         gc.unfreeze()
+
+
+def test_a_configured_api_is_unreachable_only_when_nothing_answers(monkeypatch):
+    """Refused: unreachable. Any HTTP answer, an error status included (Prefect Cloud answers
+    its health path only with a key): a server is there. Not configured: nothing to check."""
+    import http.server
+    import threading
+
+    from mlpipe.cli.local_server import free_port, unreachable_prefect_api
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert unreachable_prefect_api() is None
+    refused = f"http://127.0.0.1:{free_port()}/api"
+    monkeypatch.setenv("PREFECT_API_URL", refused)
+    assert unreachable_prefect_api(timeout=2) == refused
+
+    class Forbidden(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(401)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Forbidden)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{server.server_port}/api")
+        assert unreachable_prefect_api(timeout=2) is None
+    finally:
+        server.shutdown()
