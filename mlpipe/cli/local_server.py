@@ -252,20 +252,23 @@ def answering_prefect_api(api_url: str, timeout: float = 0.3) -> bool:
         return False
 
 
-def unreachable_prefect_api(timeout: float = 5.0) -> str | None:
-    """The configured PREFECT_API_URL when nothing answers there (connection refused, no such
-    host, no answer within `timeout`), else None. Any HTTP answer counts as a server, an error
-    status included: Prefect Cloud answers its health path only with an API key."""
-    url = os.environ.get("PREFECT_API_URL", "")
-    if not url:
-        return None
+def nothing_answers(url: str, timeout: float = 5.0) -> bool:
+    """Whether nothing answers a GET of `url`: connection refused, no such host, or no answer
+    within `timeout`. Any HTTP answer counts as a server, an error status included (Prefect
+    Cloud answers its health path only with an API key, a proxy may ask for credentials)."""
     try:
-        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout):
-            return None
+        with urllib.request.urlopen(url, timeout=timeout):
+            return False
     except urllib.error.HTTPError:
-        return None
+        return False
     except (OSError, ValueError):
-        return url
+        return True
+
+
+def unreachable_prefect_api(timeout: float = 5.0) -> str | None:
+    """The configured PREFECT_API_URL when nothing answers there, else None."""
+    url = os.environ.get("PREFECT_API_URL", "")
+    return url if url and nothing_answers(url.rstrip("/") + "/health", timeout) else None
 
 
 @contextlib.contextmanager

@@ -202,6 +202,20 @@ def deploy(pool: Annotated[str, typer.Option("--pool", help="Process work pool t
     console.print(f"deployed prefect.yaml; start a worker with `make worker` (pool {pool})")
 
 
+def _require_tracking_server() -> None:
+    """An MLflow tracking server that does not answer: one error line naming it, at once (the
+    client would retry for minutes in silence, then print a traceback). A local store: nothing."""
+    from mlpipe.adapters.mlflow.tracking import tracking_uri
+    from mlpipe.cli.local_server import nothing_answers
+    from mlpipe.core.lineage import redact_uri
+
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")) and nothing_answers(uri.rstrip("/") + "/health"):
+        _fail(f"the MLflow tracking server at {redact_uri(uri)} (MLFLOW_TRACKING_URI) does not answer: start it "
+              "(`make mlflow-server` for http://127.0.0.1:5000), or unset MLFLOW_TRACKING_URI for the "
+              "project's local store", debug=False)
+
+
 @app.command()
 def rollback(
     to: Annotated[str, typer.Option("--to", help="Version to make champion again")],
@@ -212,6 +226,7 @@ def rollback(
     from mlpipe.adapters.mlflow.aliases import RollbackError
     from mlpipe.adapters.mlflow.aliases import rollback as rollback_to
 
+    _require_tracking_server()
     try:
         previous = rollback_to(model, to, reason)
     except RollbackError as error:
@@ -224,6 +239,7 @@ def history(model: Annotated[str, typer.Option("--model", help="Registered model
     """Which version was champion when, and why (promotions, challengers, rollbacks)."""
     from mlpipe.adapters.mlflow.aliases import promotion_history
 
+    _require_tracking_server()
     table = Table("when", "action", "version", "previous champion", "reason")
     for entry in promotion_history(model):
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(entry["at"]) / 1000))

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 MLPIPE = str(Path(sys.executable).with_name("mlpipe"))
@@ -89,3 +90,21 @@ def test_a_configured_prefect_api_that_does_not_answer_is_one_error_line(tmp_pat
         f"error: the Prefect API at {url} (PREFECT_API_URL) does not answer: start that server (`make server` "
         "for http://127.0.0.1:4200/api), or unset PREFECT_API_URL to run on a local server mlpipe starts"]
     assert not (tmp_path / ".mlpipe").exists()  # nothing ran
+
+
+@pytest.mark.parametrize("command", [["history"], ["rollback", "--to", "1"]])
+def test_a_tracking_server_that_does_not_answer_is_one_error_line(tmp_path, command):
+    """MLFLOW_TRACKING_URI pointing at a stopped server: history and rollback end at once with
+    one line naming it (MLflow's client retried for about 4 minutes in silence, then printed
+    445 lines of traceback)."""
+    from mlpipe.cli.local_server import free_port
+
+    uri = f"http://127.0.0.1:{free_port()}"
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env.update(MLPIPE_HOME=str(tmp_path), MLFLOW_TRACKING_URI=uri)
+    result = subprocess.run([MLPIPE, *command], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"error: the MLflow tracking server at {uri} (MLFLOW_TRACKING_URI) does not answer: start it "
+        "(`make mlflow-server` for http://127.0.0.1:5000), or unset MLFLOW_TRACKING_URI for the project's "
+        "local store"]
