@@ -113,22 +113,29 @@ def _without_heartbeats():
     return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
+def _require_prefect_api(remedy_end: str, debug: bool = False) -> None:
+    """A configured Prefect API (PREFECT_API_URL) that does not answer: one error line naming
+    it, before Prefect's first call would end in a wall of traceback. Not configured: nothing."""
+    from mlpipe.cli.local_server import unreachable_prefect_api
+
+    if url := unreachable_prefect_api():
+        _fail(f"the Prefect API at {url} (PREFECT_API_URL) does not answer: start that server (`make server` "
+              f"for http://127.0.0.1:4200/api){remedy_end}", debug)
+
+
 def _run_flow(flow_name: str, config: Path, overrides: list[str], data: str | None, refresh: bool, debug: bool,
               show: Callable[[object, float, bool], None]) -> None:
     """Load the config, run one flow on the configured Prefect server (or the local one
     mlpipe keeps, mlpipe/cli/local_server.py), print its result with `show`, or one error line
     and exit 1."""
-    from mlpipe.cli.local_server import imports_without_gc, prefect_api, server_idle_seconds, unreachable_prefect_api
+    from mlpipe.cli.local_server import imports_without_gc, prefect_api, server_idle_seconds
 
     started = time.perf_counter()
     try:
         server_idle_seconds()
     except ValueError as error:
         _fail(str(error), debug, error)
-    if url := unreachable_prefect_api():  # before Prefect, whose first call would end in a wall of traceback
-        _fail(f"the Prefect API at {url} (PREFECT_API_URL) does not answer: start that server (`make server` "
-              "for http://127.0.0.1:4200/api), or unset PREFECT_API_URL to run on a local server mlpipe starts",
-              debug)
+    _require_prefect_api(", or unset PREFECT_API_URL to run on a local server mlpipe starts", debug)
     with prefect_api() as temporary_server:  # boots while the libraries below import
         with imports_without_gc():
             from mlpipe.core.config import ConfigError, load_config
@@ -185,16 +192,13 @@ def tune(
 @app.command()
 def deploy(pool: Annotated[str, typer.Option("--pool", help="Process work pool to create/use")] = "mlpipe-process") -> None:
     """Create the process work pool if missing, then `prefect deploy --all` from prefect.yaml."""
-    from mlpipe.cli.local_server import unreachable_prefect_api
     from mlpipe.core.paths import PACKAGE_ROOT
     from mlpipe.deployments.deploy import DeployError, deploy_all
 
     if not os.environ.get("PREFECT_API_URL"):
         _fail("PREFECT_API_URL is not set: start a server (`make server`) and export "
               "PREFECT_API_URL=http://127.0.0.1:4200/api", debug=False)
-    if url := unreachable_prefect_api():
-        _fail(f"the Prefect API at {url} (PREFECT_API_URL) does not answer: start that server (`make server` "
-              "for http://127.0.0.1:4200/api) before deploying", debug=False)
+    _require_prefect_api(" before deploying")
     try:
         deploy_all(pool, PACKAGE_ROOT, say=console.print)
     except DeployError as error:

@@ -4,8 +4,6 @@ both with the old code it ships and, in a process of mlpipe's, rebuilt from toda
 
 from __future__ import annotations
 
-import pytest
-
 import json
 import shutil
 import subprocess
@@ -14,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 FIXTURE = Path(__file__).resolve().parents[2] / "fixtures" / "model_before_layout"
 
@@ -32,11 +31,16 @@ print(json.dumps({{"probability": out["probability"].tolist(), "label": out["lab
 """
 
 
-def load_and_predict(model_dir: Path, setup: str = "") -> dict:
+def run_load_and_predict(model_dir: Path, setup: str = "") -> subprocess.CompletedProcess:
     """Load the model with mlflow.pyfunc in a fresh interpreter (outside the checkout, so no
-    `tasks` folder is on its path) and return its answers for rows.csv."""
+    `tasks` folder is on its path) and predict rows.csv."""
     code = LOAD_AND_PREDICT.format(setup=setup, model=str(model_dir), rows=str(FIXTURE / "rows.csv"))
-    out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=300)
+
+
+def load_and_predict(model_dir: Path, setup: str = "") -> dict:
+    """`run_load_and_predict`'s answers for rows.csv."""
+    out = run_load_and_predict(model_dir, setup)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -78,8 +82,7 @@ def test_without_the_aliases_and_the_shipped_code_the_old_names_do_not_resolve(t
     """The check above is not vacuous: installed, the project has no top-level `tasks`."""
     bare = tmp_path / "model"
     shutil.copytree(FIXTURE, bare, ignore=shutil.ignore_patterns("code"))
-    code = LOAD_AND_PREDICT.format(setup="", model=str(bare), rows=str(FIXTURE / "rows.csv"))
-    out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, timeout=300)
+    out = run_load_and_predict(bare)
     assert out.returncode != 0 and "tasks" in out.stderr
 
 
