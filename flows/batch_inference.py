@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from mlpipe.tasks.ownership import claim_flow_run
+from mlpipe.tasks.scoring import load_model_task, resolve_model_task, score_report_task, score_task
 from prefect import flow
 from pydantic import Field
 
 from mlpipe.stages.scoring import ScoringSummary
-from mlpipe.tasks.scoring import load_model_task, resolve_model_task, score_report_task, score_task
 
 
 @flow(name="score", log_prints=True, validate_parameters=True)
@@ -31,6 +32,7 @@ def score(
     numeric values cannot be parsed are rejected and listed by row number; a column the model
     reads that is missing fails the run.
     """
+    claim_flow_run(sweep_tracking=False)  # label this run with its process; crash what killed processes left
     model = resolve_model_task(model_name=model_name, model_ref=model_ref)
     pipeline = load_model_task(model=model)
     summary = score_task(pipeline=pipeline, model=model, data_uri=data_uri, output_uri=output_uri, id_column=id_column,

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-from prefect import flow
-
-from mlpipe.data.drift import DriftThresholds
-from mlpipe.stages.monitoring import DriftReport
 from mlpipe.tasks.monitoring import (
     champion_task,
     compare_task,
@@ -15,6 +11,11 @@ from mlpipe.tasks.monitoring import (
     publish_drift_task,
     reference_task,
 )
+from mlpipe.tasks.ownership import claim_flow_run
+from prefect import flow
+
+from mlpipe.data.drift import DriftThresholds
+from mlpipe.stages.monitoring import DriftReport
 
 
 @flow(name="drift-monitor", log_prints=True, validate_parameters=True)
@@ -29,6 +30,7 @@ def drift_monitor(data_uri: str, model_name: str = "churn-classifier", model_ref
     report is a markdown and a table artifact and an MLflow run in `experiment`. `model_ref` is
     an alias or a version number.
     """
+    claim_flow_run()  # label this run with its process; settle what killed processes left
     champion = champion_task(model_name=model_name, model_ref=model_ref)
     reference = reference_task(champion=champion)
     current = current_task(data_uri=data_uri, data=champion.config.data, reference=reference)

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-from prefect import flow
-
-from mlpipe.core.config import PipelineConfig
 from mlpipe.flows.preparation import choose_model, prepare_data
-from mlpipe.stages.reports import TrainingSummary
 from mlpipe.tasks.caching import cached_steps, step_key
 from mlpipe.tasks.data import resolve_data_task
 from mlpipe.tasks.evaluation import evaluate_task
+from mlpipe.tasks.ownership import claim_flow_run
 from mlpipe.tasks.promotion import promote_task
 from mlpipe.tasks.registration import register_task
 from mlpipe.tasks.reports import model_card_task, report_task
 from mlpipe.tasks.training import fit_task
+from prefect import flow
+
+from mlpipe.core.config import PipelineConfig
+from mlpipe.stages.reports import TrainingSummary
 
 
 @flow(name="train", log_prints=True, validate_parameters=True)
@@ -31,6 +32,7 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
     chosen family's parameters first. Cached steps key on the dataset fingerprint and their
     config; `refresh` recomputes them.
     """
+    claim_flow_run()  # label this run with its process; settle what killed processes left
     cached = cached_steps(config.cache, refresh)  # cached(task): results persisted, keyed per task
 
     source = resolve_data_task(data=config.data)  # a prefix (`.../`): its newest object

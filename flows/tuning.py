@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from mlpipe.flows.preparation import prepare_data, select_model
+from mlpipe.tasks.caching import cached_steps
+from mlpipe.tasks.ownership import claim_flow_run
+from mlpipe.tasks.tuning import tune_task
 from prefect import flow
 
 from mlpipe.core.config import PipelineConfig
-from mlpipe.flows.preparation import prepare_data, select_model
 from mlpipe.stages.tuning import TuningResult
-from mlpipe.tasks.caching import cached_steps
-from mlpipe.tasks.tuning import tune_task
 
 
 @flow(name="tune", log_prints=True, validate_parameters=True)
@@ -20,6 +21,7 @@ def tune(config: PipelineConfig, refresh: bool = False) -> TuningResult:
     Optuna RDB storage and resumes after an interruption; every trial is a nested MLflow run
     under the study's run.
     """
+    claim_flow_run()  # label this run with its process; settle what killed processes left
     cached = cached_steps(config.cache, refresh)  # cached(task): results persisted, keyed per task
 
     prepared = prepare_data(data=config.data, split=config.split, features=config.features,

@@ -183,10 +183,15 @@ def promote_version(version: RegisteredVersion, evaluation: Evaluation, model, s
     The read of the current champion, the comparison and the alias change happen under the
     registry's promotion lock: a compare-and-set, so runs finishing together cannot both
     promote against a stale champion. Every decision is appended to the promotion history,
-    with the keys of the rows it compared on (hashes, no data)."""
+    with the keys of the rows it compared on (hashes, no data), before the alias moves: a kill
+    in between leaves a pending entry that the next promotion settles, never a silent move."""
     with aliases.promotion_lock(version.name, owner=f"v{version.version}"):
-        decision, keys = _decide_and_apply(version, evaluation, model, split, target, spec, config, threshold, logger)
-        aliases.record_promotion(
+        settled = aliases.settle_pending_entries(version.name)
+        if settled:
+            logger.warning("settled history entries an interrupted promotion left pending: %s", settled)
+        decision, keys = _decide(version, evaluation, model, split, target, spec, config, threshold, logger)
+        moves = decision.alias == CHALLENGER or decision.promoted
+        entry = aliases.record_promotion(
             version.name, version=version.version, alias=decision.alias, previous=decision.champion_version,
             action="promote" if decision.promoted else decision.alias, reason=decision.reason,
             scores={"candidate_score": decision.candidate_score, "champion_score": decision.champion_score,
@@ -195,12 +200,16 @@ def promote_version(version: RegisteredVersion, evaluation: Evaluation, model, s
                     "comparison_positives": decision.comparison_positives},
             flow_run_id=flow_run_id,
             details={"comparison_basis": decision.comparison_basis},
-            comparison_keys=None if keys is None else [format(int(k), "016x") for k in keys])
+            comparison_keys=None if keys is None else [format(int(k), "016x") for k in keys], pending=moves)
+        versions.tag_version(version.name, version.version, decision.tags())
+        if moves:  # the entry first, then the move, then the entry marked done (aliases.py, the history)
+            aliases.set_alias(version.name, decision.alias, version.version)
+            aliases.complete_promotion(entry)
     logger.info("version %s -> %s: %s", version.version, decision.alias, decision.reason)
     return decision
 
 
-def _decide_and_apply(version, evaluation, model, split, target, spec, config, threshold, logger):
+def _decide(version, evaluation, model, split, target, spec, config, threshold, logger):
     current = aliases.alias_version(version.name, CHAMPION)
     champion_score = champion_error = comparison = candidate_on_set = keys = None
     if current is not None and current != version.version:
@@ -220,7 +229,4 @@ def _decide_and_apply(version, evaluation, model, split, target, spec, config, t
                 logger.warning("could not re-score champion v%s: %s", current, champion_error)
     decision = decide_promotion(version.version, evaluation.metrics[config.metric], config, current,
                                 champion_score, champion_error, comparison, candidate_on_set)
-    versions.tag_version(version.name, version.version, decision.tags())
-    if decision.alias == CHALLENGER or decision.promoted:
-        aliases.set_alias(version.name, decision.alias, version.version)
     return decision, keys

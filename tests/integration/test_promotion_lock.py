@@ -11,7 +11,8 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from mlpipe.adapters.mlflow.aliases import PromotionLockTimeout, _process_identity, promotion_lock
+from mlpipe.adapters.mlflow.aliases import PromotionLockTimeout, promotion_lock
+from mlpipe.core.processes import process_identity
 
 LOCK = "m.promotion-lock"
 
@@ -29,7 +30,7 @@ def dead_pid() -> int:
 
 
 def test_a_lock_left_by_a_killed_process_on_this_machine_is_broken_at_once(workspace):
-    leave_lock(dead_pid(), _process_identity())
+    leave_lock(dead_pid(), process_identity())
     started = time.monotonic()
     with promotion_lock("m", owner="v10", wait_s=30):
         assert MlflowClient().get_registered_model(LOCK).tags["owner"] == "v10"
@@ -37,7 +38,7 @@ def test_a_lock_left_by_a_killed_process_on_this_machine_is_broken_at_once(works
 
 
 def test_a_live_holder_with_a_fresh_heartbeat_keeps_the_lock(workspace):
-    leave_lock(os.getpid(), _process_identity())
+    leave_lock(os.getpid(), process_identity())
     with pytest.raises(PromotionLockTimeout):
         with promotion_lock("m", owner="v10", wait_s=1.5):
             pass
@@ -68,7 +69,7 @@ def test_a_lock_released_while_the_store_words_its_refusal_is_taken(workspace, m
     The lock is free then, and the waiter takes it."""
     from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore
 
-    leave_lock(os.getpid(), _process_identity())  # a live holder: nothing else would break it
+    leave_lock(os.getpid(), process_identity())  # a live holder: nothing else would break it
     read = SqlAlchemyStore.get_registered_model
     released = []
 

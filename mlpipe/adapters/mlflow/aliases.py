@@ -9,12 +9,19 @@ import contextlib
 import json
 import os
 import random
-import socket
 import threading
 import time
 
-from mlpipe.adapters.mlflow.tracking import client, ensure_experiment, run_artifact_text, tracking_uri
+from mlpipe.adapters.mlflow.tracking import (
+    OWNER_TAG,
+    client,
+    ensure_experiment,
+    mark_orphaned,
+    run_artifact_text,
+    tracking_uri,
+)
 from mlpipe.adapters.mlflow.versions import tag_version
+from mlpipe.core.processes import owner_token, pid_is_dead, process_identity
 
 CHAMPION = "champion"
 HISTORY_SUFFIX = "-promotions"
@@ -41,27 +48,9 @@ class PromotionLockTimeout(TimeoutError):
     """Another promotion held the lock for longer than we were willing to wait."""
 
 
-def _process_identity() -> str:
-    """This machine and PID namespace: two processes with the same identity can check each
-    other's PIDs (a container with its own PID namespace gets another identity)."""
-    try:
-        namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        namespace = 0
-    return f"{socket.gethostname()}:{namespace}"
-
-
 def _holder_is_dead(tags: dict[str, str]) -> bool:
     """True when the lock's holder ran on this machine (same PID namespace) and its process is gone."""
-    if tags.get("identity") != _process_identity() or not tags.get("pid", "").isdigit():
-        return False
-    try:
-        os.kill(int(tags["pid"]), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return pid_is_dead(tags.get("identity", ""), tags.get("pid", ""), tags.get("started", ""))
 
 
 def _released_meanwhile(error) -> bool:
@@ -89,7 +78,8 @@ def promotion_lock(name: str, owner: str, wait_s: float = 300.0, stale_s: float 
         now = str(time.time())
         try:
             c.create_registered_model(lock, tags={"owner": owner, "acquired": now, "heartbeat": now,
-                                                  "identity": _process_identity(), "pid": str(os.getpid())},
+                                                  "identity": process_identity(), "pid": str(os.getpid()),
+                                                  "started": owner_token().rsplit("|", 1)[1]},
                                       description=f"held while {owner} changes aliases of {name}")
             break
         except MlflowException as error:
@@ -130,20 +120,31 @@ def promotion_lock(name: str, owner: str, wait_s: float = 300.0, stale_s: float 
 
 
 # -- the promotion history ------------------------------------------------------------------------
+# An entry that goes with an alias move is written first as `pending`, complete, and marked
+# `done` once the alias has moved: a process killed in between leaves a pending entry, never a
+# move without one. The next change of the model's aliases (under the lock) settles it from
+# what the registry shows: `done` when the alias points at the entry's version, else
+# `not applied`; an entry whose own writing was cut short (its run still RUNNING) is `not
+# applied` and its run marked orphaned. `promotion_history` leaves `not applied` entries out.
+ENTRY_TAG = "mlpipe.entry"
+PENDING, DONE, NOT_APPLIED = "pending", "done", "not applied"
+
 
 def record_promotion(name: str, *, version: str, alias: str, previous: str | None, action: str, reason: str,
                      scores: dict[str, float] | None = None, flow_run_id: str = "",
-                     details: dict[str, str] | None = None, comparison_keys: list[str] | None = None) -> str:
+                     details: dict[str, str] | None = None, comparison_keys: list[str] | None = None,
+                     pending: bool = False) -> str:
     """Append one entry to `name`'s promotion history: an MLflow run of its own in the
     experiment `<name>-promotions`. Runs are created atomically, so concurrent entries are
     never lost (a tag holding a list would be read-modify-write). `comparison_keys` (the row
-    keys the models were compared on: hashes, no data) go in `comparison_set.json`."""
+    keys the models were compared on: hashes, no data) go in `comparison_set.json`. With
+    `pending`, the entry awaits `complete_promotion` (the alias move it records comes next)."""
     experiment_id = ensure_experiment(name + HISTORY_SUFFIX)
     c = client()
     run = c.create_run(experiment_id, run_name=f"{action}-v{version}", tags={
         "mlpipe.model": name, "mlpipe.version": str(version), "mlpipe.alias": alias,
         "mlpipe.previous_champion": previous or "", "mlpipe.action": action, "mlpipe.reason": reason[:4000],
-        "mlpipe.prefect_flow_run_id": flow_run_id,
+        "mlpipe.prefect_flow_run_id": flow_run_id, ENTRY_TAG: PENDING if pending else DONE, OWNER_TAG: owner_token(),
         **{f"mlpipe.{k}": str(v)[:4000] for k, v in (details or {}).items()}})
     for key, value in (scores or {}).items():
         if value is not None:
@@ -154,8 +155,35 @@ def record_promotion(name: str, *, version: str, alias: str, previous: str | Non
     return run.info.run_id
 
 
+def complete_promotion(run_id: str) -> None:
+    """The alias move a pending entry records has happened."""
+    client().set_tag(run_id, ENTRY_TAG, DONE)
+
+
+def settle_pending_entries(name: str) -> list[tuple[str, str]]:
+    """Settle the pending entries of `name`'s history that a killed process left (call under the
+    promotion lock: no live process is between writing an entry and moving its alias then).
+    Returns (run id, new state) for each."""
+    experiment = client().get_experiment_by_name(name + HISTORY_SUFFIX)
+    if experiment is None:
+        return []
+    settled = []
+    for run in client().search_runs([experiment.experiment_id], f"tags.`{ENTRY_TAG}` = '{PENDING}'"):
+        tags = run.data.tags
+        if run.info.status == "RUNNING":  # cut short while being written: the move never started
+            mark_orphaned(run.info.run_id, "true: its process stopped while writing this history entry")
+            state = NOT_APPLIED
+        else:
+            moved = alias_version(name, tags.get("mlpipe.alias", "")) == tags.get("mlpipe.version")
+            state = DONE if moved else NOT_APPLIED
+        client().set_tag(run.info.run_id, ENTRY_TAG, state)
+        settled.append((run.info.run_id, state))
+    return settled
+
+
 def promotion_history(name: str) -> list[dict[str, str]]:
-    """Every recorded promotion decision and rollback of `name`, oldest first."""
+    """Every recorded promotion decision and rollback of `name`, oldest first (entries whose
+    alias move never happened left out; one still pending says `entry: pending`)."""
     experiment = client().get_experiment_by_name(name + HISTORY_SUFFIX)
     if experiment is None:
         return []
@@ -163,7 +191,7 @@ def promotion_history(name: str) -> list[dict[str, str]]:
                                 max_results=5000)
     return [{"at": str(r.info.start_time), "run_id": r.info.run_id, **{k: str(v) for k, v in r.data.metrics.items()},
              **{k.removeprefix("mlpipe."): v for k, v in r.data.tags.items() if k.startswith("mlpipe.")}}
-            for r in runs]
+            for r in runs if r.data.tags.get(ENTRY_TAG) != NOT_APPLIED]
 
 
 def comparison_keys(history_run_id: str) -> list[str]:
@@ -193,8 +221,11 @@ def rollback(name: str, version: str, reason: str = "manual rollback") -> str | 
     except (MlflowException, OSError, ValueError) as error:
         raise RollbackError(str(error)) from None
     with promotion_lock(name, owner=f"rollback-to-v{version}"):
+        settle_pending_entries(name)
         previous = alias_version(name, CHAMPION)
-        set_alias(name, CHAMPION, version)
+        entry = record_promotion(name, version=version, alias=CHAMPION, previous=previous, action="rollback",
+                                 reason=reason, pending=True)
         tag_version(name, version, {"promotion.alias": CHAMPION, "promotion.reason": f"rollback: {reason}"})
-        record_promotion(name, version=version, alias=CHAMPION, previous=previous, action="rollback", reason=reason)
+        set_alias(name, CHAMPION, version)
+        complete_promotion(entry)
     return previous

@@ -12,7 +12,14 @@ from typing import Any
 
 import pandas as pd
 
-from mlpipe.adapters.mlflow.tracking import client, ensure_experiment, log_run_artifacts, log_step_metrics, tracking_uri
+from mlpipe.adapters.mlflow.tracking import (
+    client,
+    ensure_experiment,
+    log_run_artifacts,
+    log_step_metrics,
+    owner_tags,
+    tracking_uri,
+)
 from mlpipe.core.lineage import LINEAGE_KEY, Lineage
 from mlpipe.core.paths import LIBRARY_ROOT
 from mlpipe.model.legacy import LEGACY_TYPE_PREFIXES, alias_legacy_modules
@@ -146,7 +153,7 @@ def log_and_register(
 
     experiment_id = ensure_experiment(experiment)
     tags = {**lineage.tags(), **(extra_tags or {})}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags={**tags, **owner_tags()}) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         if step_metrics:

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlpipe.adapters.mlflow.tracking import client, ensure_experiment
+from mlpipe.adapters.mlflow.tracking import ORPHANED_TAG, OWNER_TAG, client, ensure_experiment, owner_tags
 from mlpipe.core.lineage import TAG_PREFIX
 
 STUDY_TAG, TRIAL_TAG = "optuna.study", "optuna.trial"
@@ -24,23 +24,26 @@ def study_run(experiment: str, study_name: str) -> tuple[str, str]:
                                  f"tags.`{TAG_PREFIX}kind` = 'study'", max_results=1)
     if found:
         run_id = found[0].info.run_id
+        client().set_tag(run_id, OWNER_TAG, owner_tags()[OWNER_TAG])  # this process resumes it
+        if ORPHANED_TAG in found[0].data.tags:  # a killed attempt's: running again now
+            client().delete_tag(run_id, ORPHANED_TAG)
         client().update_run(run_id, status="RUNNING")
         return experiment_id, run_id
     run = client().create_run(experiment_id, run_name=f"study-{study_name}",
-                              tags={STUDY_TAG: study_name, TAG_PREFIX + "kind": "study"})
+                              tags={STUDY_TAG: study_name, TAG_PREFIX + "kind": "study", **owner_tags()})
     return experiment_id, run.info.run_id
 
 
 def logged_trials(experiment_id: str, parent_run_id: str) -> set[int]:
-    """Numbers of the trials that already have a child run. One left half-written (RUNNING) by a
-    killed run is deleted, so that trial is logged again, whole."""
+    """Numbers of the trials that already have a child run. One left half-written (RUNNING, or
+    marked orphaned since) by a killed run is deleted, so that trial is logged again, whole."""
     numbers: set[int] = set()
     token = None
     while True:
         page = client().search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent_run_id}'",
                                     max_results=1000, page_token=token)
         for run in page:
-            if run.info.status == "RUNNING":
+            if run.info.status == "RUNNING" or ORPHANED_TAG in run.data.tags:  # orphaned: ended by a later sweep
                 client().delete_run(run.info.run_id)
             elif TRIAL_TAG in run.data.tags:
                 numbers.add(int(run.data.tags[TRIAL_TAG]))
@@ -56,7 +59,7 @@ def log_trial_run(experiment_id: str, parent_run_id: str, study_name: str, *, nu
     from mlflow.entities import Metric, Param
 
     tags = {"mlflow.parentRunId": parent_run_id, STUDY_TAG: study_name, TRIAL_TAG: str(number),
-            "optuna.state": state}
+            "optuna.state": state, **owner_tags()}
     if worker is not None:
         tags["optuna.worker"] = str(worker)
     if error:

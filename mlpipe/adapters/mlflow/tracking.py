@@ -18,6 +18,17 @@ from typing import Any
 
 from mlpipe.core.lineage import LINEAGE_KEY, TAG_PREFIX, redact_uri
 from mlpipe.core.paths import project_home
+from mlpipe.core.processes import owner_is_dead, owner_token
+
+# The process that created a run (mlpipe.core.processes): a run left RUNNING by a process that is
+# gone was cut short, and `mark_runs_of_dead_processes` ends it.
+OWNER_TAG = TAG_PREFIX + "owner"
+ORPHANED_TAG = TAG_PREFIX + "orphaned"
+
+
+def owner_tags() -> dict[str, str]:
+    """The tag naming this process as a new run's owner."""
+    return {OWNER_TAG: owner_token()}
 
 
 def tracking_uri() -> str:
@@ -98,7 +109,7 @@ def log_run(*, experiment: str, run_name: str, params: dict[str, str], metrics: 
     import mlflow
 
     experiment_id = ensure_experiment(experiment)
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags or {}) as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags={**(tags or {}), **owner_tags()}) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
         log_run_artifacts(json_artifacts)
@@ -109,9 +120,8 @@ def log_run_artifacts(json_artifacts: dict[str, Any], plots: dict[str, bytes] | 
                       config_yaml: str | None = None, tables: dict[str, list[dict[str, Any]]] | None = None) -> None:
     """Into the active run: `plots/<name>.png`, `config.yaml`, `<name>.json` artifacts, and
     tables (name -> rows) as MLflow table artifacts `<name>.json`."""
-    import pandas as pd
-
     import mlflow
+    import pandas as pd
 
     if plots is not None:
         with tempfile.TemporaryDirectory() as folder:
@@ -154,6 +164,12 @@ def run_url(run_id: str) -> str | None:
     return f"{redact_uri(uri).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
+def mark_orphaned(run_id: str, why: str) -> None:
+    """End a run another process left RUNNING as FAILED, tagged `mlpipe.orphaned` (`why`)."""
+    client().set_tag(run_id, ORPHANED_TAG, why)
+    client().set_terminated(run_id, status="FAILED")
+
+
 def mark_orphaned_runs(experiment: str, lineage_key: str) -> list[str]:
     """Runs of this lineage left RUNNING by a killed attempt (it died while logging, before
     registering): tagged `mlpipe.orphaned` and ended as FAILED, so nobody mistakes their
@@ -165,6 +181,27 @@ def mark_orphaned_runs(experiment: str, lineage_key: str) -> list[str]:
     runs = client().search_runs([found.experiment_id],
                                 f"tags.`{LINEAGE_KEY}` = '{lineage_key}' and attributes.status = 'RUNNING'")
     for run in runs:
-        client().set_tag(run.info.run_id, TAG_PREFIX + "orphaned", "true: its train run stopped while logging")
-        client().set_terminated(run.info.run_id, status="FAILED")
+        mark_orphaned(run.info.run_id, "true: its train run stopped while logging")
     return [run.info.run_id for run in runs]
+
+
+def mark_runs_of_dead_processes() -> list[str]:
+    """Runs of every experiment in the store (training, tuning, promotion history, drift) that
+    an mlpipe process on this machine left RUNNING when it died: marked orphaned, ended FAILED.
+    Runs of live processes, and of processes elsewhere, are left alone."""
+    experiments = [e.experiment_id for e in client().search_experiments(max_results=50000)]
+    marked = []
+    for start in range(0, len(experiments), 100):
+        token = None
+        while True:
+            page = client().search_runs(experiments[start:start + 100],
+                                        f"attributes.status = 'RUNNING' and tags.`{OWNER_TAG}` LIKE '%|%'",
+                                        max_results=1000, page_token=token)
+            for run in page:
+                if owner_is_dead(run.data.tags.get(OWNER_TAG, "")):
+                    mark_orphaned(run.info.run_id, "true: the process running it was killed")
+                    marked.append(run.info.run_id)
+            token = page.token
+            if not token:
+                break
+    return marked

@@ -17,15 +17,17 @@ from mlpipe.adapters.mlflow.aliases import (
     PromotionLockTimeout,
     RollbackError,
     _holder_is_dead,
-    _process_identity,
     alias_version,
     comparison_keys,
+    complete_promotion,
     promotion_history,
     promotion_lock,
     record_promotion,
     rollback,
     set_alias,
+    settle_pending_entries,
 )
+from mlpipe.core.processes import process_identity
 
 
 def test_alias_version_is_none_until_set(register_tiny_model):
@@ -41,7 +43,7 @@ def test_alias_version_is_none_until_set(register_tiny_model):
 def test_holder_liveness_is_checked_only_on_this_machine():
     finished = subprocess.Popen([sys.executable, "-c", "pass"])
     finished.wait()
-    here = _process_identity()
+    here = process_identity()
     assert _holder_is_dead({"identity": here, "pid": str(finished.pid)})
     assert not _holder_is_dead({"identity": here, "pid": str(os.getpid())})
     assert not _holder_is_dead({"identity": "elsewhere:1", "pid": str(finished.pid)})
@@ -101,6 +103,40 @@ def test_history_records_each_decision_in_order(workspace):
     assert comparison_keys(first) == []
 
 
+def test_a_pending_entry_is_settled_from_where_its_alias_points(register_tiny_model):
+    """A process killed between writing an entry and moving the alias leaves it pending; the next
+    change under the lock makes it done when the alias moved, else leaves it out of the history."""
+    register_tiny_model("m")
+    register_tiny_model("m", fingerprint="sha256:bb")
+    moved = record_promotion("m", version="1", alias="champion", previous=None, action="promote", reason="r",
+                             pending=True)
+    set_alias("m", "champion", "1")  # killed before complete_promotion
+    not_moved = record_promotion("m", version="2", alias="champion", previous="1", action="promote", reason="r",
+                                 pending=True)  # killed before set_alias
+    assert [h["entry"] for h in promotion_history("m")] == ["pending", "pending"]
+    assert sorted(settle_pending_entries("m")) == sorted([(moved, "done"), (not_moved, "not applied")])
+    assert [(h["run_id"], h["entry"]) for h in promotion_history("m")] == [(moved, "done")]
+    assert settle_pending_entries("m") == []
+    done = record_promotion("m", version="2", alias="challenger", previous="1", action="challenger", reason="r",
+                            pending=True)
+    set_alias("m", "challenger", "2")
+    complete_promotion(done)
+    assert settle_pending_entries("m") == [] and promotion_history("m")[-1]["entry"] == "done"
+
+
+def test_an_entry_cut_short_while_written_is_orphaned_and_left_out(register_tiny_model):
+    register_tiny_model("m")
+    client = MlflowClient()
+    record_promotion("m", version="1", alias="champion", previous=None, action="promote", reason="r")
+    experiment = client.get_experiment_by_name("m-promotions").experiment_id
+    half = client.create_run(experiment, tags={"mlpipe.version": "1", "mlpipe.alias": "champion",
+                                               "mlpipe.action": "promote", "mlpipe.entry": "pending"}).info.run_id
+    assert settle_pending_entries("m") == [(half, "not applied")]
+    run = client.get_run(half)
+    assert run.info.status == "FAILED" and run.data.tags["mlpipe.orphaned"].startswith("true")
+    assert [h["version"] for h in promotion_history("m")] == ["1"]
+
+
 # -- rollback -------------------------------------------------------------------------------------
 
 def test_rollback_points_champion_back_and_records_it(register_tiny_model):
@@ -112,6 +148,7 @@ def test_rollback_points_champion_back_and_records_it(register_tiny_model):
     assert MlflowClient().get_model_version("m", "1").tags["promotion.reason"] == "rollback: v2 misbehaves"
     last = promotion_history("m")[-1]
     assert (last["action"], last["version"], last["previous_champion"]) == ("rollback", "1", "2")
+    assert last["entry"] == "done"
 
 
 def test_rollback_to_a_missing_version_leaves_champion_alone(register_tiny_model):

@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import gc
 import json
+import subprocess
+import sys
 
 import mlflow
 import pytest
 from mlflow import MlflowClient
 
 from mlpipe.adapters.mlflow.tracking import (
+    OWNER_TAG,
     client,
     ensure_experiment,
     log_run,
     log_step_metrics,
     mark_orphaned_runs,
+    mark_runs_of_dead_processes,
     run_artifact_text,
     run_url,
     tracking_uri,
@@ -78,6 +82,27 @@ def test_runs_left_running_by_a_killed_attempt_are_marked_orphaned(workspace):
     assert client.get_run(other).info.status == "RUNNING"
     assert client.get_run(done.info.run_id).info.status == "FINISHED"
     assert mark_orphaned_runs("exp", "k1") == [] and mark_orphaned_runs("no-such-experiment", "k1") == []
+
+
+def test_runs_of_dead_processes_are_orphaned_in_every_experiment(workspace):
+    from mlpipe.core.processes import owner_token
+
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()
+    client = MlflowClient()
+    dead, alive = owner_token(finished.pid), owner_token()
+    left = [client.create_run(ensure_experiment(name), tags={OWNER_TAG: dead}).info.run_id
+            for name in ("exp", "m-promotions", "exp-tuning")]
+    mine = client.create_run(ensure_experiment("exp"), tags={OWNER_TAG: alive}).info.run_id
+    elsewhere = client.create_run(ensure_experiment("exp"), tags={OWNER_TAG: f"other-host:1|{finished.pid}|1"})
+    untagged = client.create_run(ensure_experiment("exp")).info.run_id
+    assert sorted(mark_runs_of_dead_processes()) == sorted(left)
+    for run_id in left:
+        run = client.get_run(run_id)
+        assert run.info.status == "FAILED" and run.data.tags["mlpipe.orphaned"].startswith("true")
+    for run_id in (mine, elsewhere.info.run_id, untagged):
+        assert client.get_run(run_id).info.status == "RUNNING"
+    assert mark_runs_of_dead_processes() == []
 
 
 def test_the_first_open_of_a_store_pauses_the_collector_and_leaves_it_as_it_was(workspace, monkeypatch,
