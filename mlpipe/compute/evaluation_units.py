@@ -10,6 +10,7 @@ Ray worker that unpickles these functions loads no Prefect, MLflow or matplotlib
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -29,10 +30,36 @@ from mlpipe.core.metrics import ranked_roc_auc
 SCORING = "roc_auc"
 
 
+RUNS_VARIABLE = "MLPIPE_PARALLEL_RUNS"  # how many runs share this machine (a worker's concurrency limit)
+
+
+def free_cores(cores: int, load: float, runs: int = 1) -> int:
+    """Threads a fit may use without spinning against other work: the `cores` this process may
+    run on, less what else keeps them busy (the 1-minute `load` average, of which this process
+    is about 1), and at most an equal share when `runs` runs share the machine; at least 1."""
+    free = int(cores - max(load - 1.0, 0.0) + 0.5)
+    return max(1, min(free, cores // max(runs, 1)))
+
+
+def threads_now() -> int | None:
+    """`free_cores` of this machine now; None (no cap) when OMP_NUM_THREADS says how many."""
+    if os.environ.get("OMP_NUM_THREADS", "").strip():
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    runs = os.environ.get(RUNS_VARIABLE, "1").strip()
+    return free_cores(cores, load, int(runs) if runs.isdigit() else 1)
+
+
 @contextlib.contextmanager
 def estimator_threads(threads: int | None) -> Iterator[None]:
-    """Cap the OpenMP and BLAS threads of fits and predicts run inside (`compute.threads`;
-    None: no cap). Entered in the thread that does the work: an OpenMP cap is per thread."""
+    """Cap the OpenMP and BLAS threads of fits and predicts run inside at `threads`
+    (`compute.threads`; None: the cores free now, `threads_now`, unless OMP_NUM_THREADS is set).
+    Entered in the thread that does the work: an OpenMP cap is per thread."""
+    threads = threads_now() if threads is None else threads
     if threads is None:
         yield
         return

@@ -159,9 +159,11 @@ class ComputeConfig(Section):
     backend: Literal["local", "ray"] = Field("local", description="ray: CV folds and permutation importance as Ray tasks")
     max_retries: int = Field(2, ge=0, description="Ray retries of a task whose worker or node died")
     threads: int | None = Field(
-        None, ge=1, description="Threads each fit and predict may use in this process (OpenMP, BLAS); empty: every "
-                                "core. 1 where other work shares the cores: HistGradientBoosting's OpenMP threads "
-                                "spin against other busy processes and slow each fit several times over")
+        None, ge=1, description="Threads each fit and predict may use in this process (OpenMP, BLAS); empty: the "
+                                "cores free when the fit starts (the cores less the 1-minute load average of other "
+                                "work, at most cores / MLPIPE_PARALLEL_RUNS when a worker runs that many flows at "
+                                "once; OMP_NUM_THREADS, when set, wins): HistGradientBoosting's OpenMP threads spin "
+                                "against other busy processes and slow each fit several times over")
 
 
 class EvaluationConfig(Section):

@@ -3,6 +3,8 @@ compute backends run, equal to scikit-learn's own cross_val_score and permutatio
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -74,5 +76,20 @@ def test_estimator_threads_caps_openmp_and_blas_inside_and_restores_them():
     with estimator_threads(1):
         assert set(threads().values()) == {1}
     assert threads() == before
-    with estimator_threads(None):  # no cap: nothing changes
-        assert threads() == before
+
+
+def test_the_default_threads_are_the_cores_free_now(monkeypatch):
+    from threadpoolctl import threadpool_info
+
+    from mlpipe.compute.evaluation_units import estimator_threads, free_cores, threads_now
+
+    assert free_cores(8, load=1.0) == 8  # only this process busy: every core
+    assert free_cores(8, load=5.2) == 4  # four other busy processes (and some): the rest
+    assert free_cores(2, load=6.0) == 1 and free_cores(8, load=1.0, runs=4) == 2
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert 1 <= threads_now() <= len(os.sched_getaffinity(0))
+    monkeypatch.setenv("MLPIPE_PARALLEL_RUNS", str(len(os.sched_getaffinity(0))))  # a share of one core each
+    with estimator_threads(None):
+        assert {pool["num_threads"] for pool in threadpool_info()} == {1}
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert threads_now() is None  # set by the user (or a test worker): left to OpenMP
