@@ -10,10 +10,12 @@ only when complete, so readers see the old file or the new one, never half of on
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import fsspec
@@ -23,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlpipe.core.lineage import redact_uri
+from mlpipe.core.processes import pid_is_dead, process_identity
 from mlpipe.data.reader import open_chunks, storage_options
 from mlpipe.model.conform import Conform, holds_booleans, require_columns
 
@@ -167,17 +170,19 @@ def write_parquet_atomically(tables: Iterable[pa.Table], output_uri: str, schema
     """Write `tables` as one Parquet file at `output_uri` (a path or any fsspec URI); returns
     the rows written.
 
-    The file is written to a temporary sibling (`<output>.tmp-<uuid>`) and moved into place
-    once complete: a rename locally, a server-side copy on S3, so a reader never sees a partial
-    file. If anything fails (including the iterator producing `tables`), the temporary object is
-    removed and an existing output is left as it was.
+    The file is written to a temporary sibling (`<output>.tmp-<pid>-<uuid>`) and moved into
+    place once complete: a rename locally, a server-side copy on S3, so a reader never sees a
+    partial file. If anything fails (including the iterator producing `tables`), the temporary
+    object is removed and an existing output is left as it was. A temporary file a killed
+    writer on this machine left (its PID gone) is removed by the next write of the same output.
     """
     fs, path = fsspec.core.url_to_fs(output_uri, **storage_options(output_uri))
     if fs.isdir(path):
         raise ValueError(f"output {output_uri} is a folder; point output_uri at a file, e.g. .../predictions.parquet")
     if _is_local(fs):
         fs.makedirs(fs._parent(path), exist_ok=True)  # never on S3: that could create a bucket
-    temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+        _remove_left_by_dead_writers(path)
+    temporary = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex}"
     rows = 0
     try:
         with fs.open(temporary, "wb") as handle, pq.ParquetWriter(handle, schema) as writer:
@@ -193,6 +198,14 @@ def write_parquet_atomically(tables: Iterable[pa.Table], output_uri: str, schema
             pass
         raise
     return rows
+
+
+def _remove_left_by_dead_writers(path: str) -> None:
+    """Local temporary siblings of `path` whose writer (the PID in the name) is gone."""
+    for leftover in Path(path).parent.glob(Path(path).name + ".tmp-*"):
+        pid = leftover.name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
+        if pid_is_dead(process_identity(), pid):
+            leftover.unlink(missing_ok=True)
 
 
 # -- Scoring ----------------------------------------------------------------------------------

@@ -153,6 +153,23 @@ def test_atomic_write_replaces_the_output_and_leaves_no_temp_file(tmp_path):
     assert [p.name for p in output.parent.iterdir()] == ["predictions.parquet"]
 
 
+def test_a_temp_file_a_killed_writer_left_is_removed_by_the_next_write(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    schema = output_schema("id", pa.string())
+    output = tmp_path / "predictions.parquet"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    left = tmp_path / f"predictions.parquet.tmp-{gone.pid}-0123abcd"  # SIGKILLed mid-write
+    writing = tmp_path / f"predictions.parquet.tmp-{os.getpid()}-4567ef00"  # a live writer's
+    left.write_bytes(b"PAR1 partial")
+    writing.write_bytes(b"PAR1 partial")
+    write_parquet_atomically([table(["a"], [0.2], schema)], str(output), schema)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([output.name, writing.name])
+
+
 def test_failed_write_keeps_the_previous_output_and_removes_the_temp_file(tmp_path):
     schema = output_schema("id", pa.string())
     output = tmp_path / "predictions.parquet"
