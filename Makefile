@@ -52,8 +52,10 @@ data: install
 	@$(BIN)/python data/generate_churn.py
 
 # Day 2: a local Prefect server with the UI, an MLflow server, the deployments and a worker.
+# The server leaves a marker (URL, PID) in .mlpipe/ so that this project's commands, and only
+# they, reuse it (mlpipe/cli/project_server.py); the worker stops once its server has gone.
 server: install
-	@$(BIN)/prefect server start --host 127.0.0.1 --port 4200
+	@$(BIN)/python -m mlpipe.cli.project_server --host 127.0.0.1 --port 4200
 
 # MLflow's job runner (seven processes of ~240 MB, for GenAI jobs) is off: the pipelines submit none.
 mlflow-server: install
@@ -65,7 +67,7 @@ deploy: install
 	@$(BIN)/mlpipe deploy
 
 worker: install
-	@$(BIN)/prefect worker start --pool mlpipe-process
+	@$(BIN)/python -m mlpipe.cli.worker --pool mlpipe-process
 
 clean:
 	rm -rf .mlpipe data/.cache .pytest_cache

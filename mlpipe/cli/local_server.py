@@ -234,10 +234,20 @@ def _drain_prefect_workers(timeout: float = 10.0) -> None:
             worker.drain_all(timeout=timeout, at_exit=False)
 
 
-# Where `make server` (`prefect server start`) listens. Set MLPIPE_LOCAL_PREFECT_API to another
-# URL, or to "" to never reuse one.
+# A Prefect server to reuse when PREFECT_API_URL is not set: by default this project's own `make
+# server` (its marker, mlpipe/cli/project_server.py), never whatever answers on a well-known port.
+# MLPIPE_LOCAL_PREFECT_API names another server explicitly, or "" turns reuse off.
 LOCAL_API_VARIABLE = "MLPIPE_LOCAL_PREFECT_API"
-DEFAULT_LOCAL_API = "http://127.0.0.1:4200/api"
+
+
+def local_api_to_reuse() -> str | None:
+    """The server a command without PREFECT_API_URL may reuse (whether it answers is checked after)."""
+    named = os.environ.get(LOCAL_API_VARIABLE)
+    if named is not None:
+        return named or None
+    from mlpipe.cli.project_server import project_server_api
+
+    return project_server_api()
 
 
 def answering_prefect_api(api_url: str, timeout: float = 0.3) -> bool:
@@ -252,17 +262,32 @@ def answering_prefect_api(api_url: str, timeout: float = 0.3) -> bool:
         return False
 
 
-def nothing_answers(url: str, timeout: float = 5.0) -> bool:
-    """Whether nothing answers a GET of `url`: connection refused, no such host, or no answer
-    within `timeout`. Any HTTP answer counts as a server, an error status included (Prefect
-    Cloud answers its health path only with an API key, a proxy may ask for credentials)."""
+def no_answer(url: str, timeout: float = 5.0) -> str | None:
+    """Why nothing answers a GET of `url`, in a few words (connection refused, no such host, no
+    answer within the timeout), or None when something does. Any HTTP answer counts as a server,
+    an error status included (Prefect Cloud answers its health path only with an API key, a
+    proxy may ask for credentials)."""
+    import socket
+
     try:
         with urllib.request.urlopen(url, timeout=timeout):
-            return False
+            return None
     except urllib.error.HTTPError:
-        return False
-    except (OSError, ValueError):
-        return True
+        return None
+    except (OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        if isinstance(reason, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(reason, socket.gaierror):
+            return "no such host"
+        if isinstance(reason, TimeoutError):
+            return f"no answer within {timeout:g} s"
+        return str(reason) or type(reason).__name__
+
+
+def nothing_answers(url: str, timeout: float = 5.0) -> bool:
+    """Whether nothing answers a GET of `url` (see `no_answer`)."""
+    return no_answer(url, timeout) is not None
 
 
 def unreachable_prefect_api(timeout: float = 5.0) -> str | None:
@@ -273,9 +298,9 @@ def unreachable_prefect_api(timeout: float = 5.0) -> str | None:
 
 @contextlib.contextmanager
 def prefect_api() -> Iterator[KeptPrefectServer | TemporaryPrefectServer | None]:
-    """With PREFECT_API_URL set, yield None and use that server. Else, when a local Prefect
-    server already answers (`make server`, MLPIPE_LOCAL_PREFECT_API), use it: no start-up cost,
-    and the runs stay in its UI. Else use the local server mlpipe keeps between commands
+    """With PREFECT_API_URL set, yield None and use that server. Else, when this project's `make
+    server` runs and answers (its marker; or the server MLPIPE_LOCAL_PREFECT_API names), use it:
+    no start-up cost, and the runs stay in its UI. Else use the local server mlpipe keeps between commands
     (started now if none is up; it exits MLPIPE_SERVER_IDLE_S seconds after the last command),
     or with MLPIPE_SERVER_IDLE_S=0 a temporary server that stops with this command. Points
     PREFECT_API_URL at it and yields it (call `.wait()` before the first flow). Enter this before
@@ -283,8 +308,8 @@ def prefect_api() -> Iterator[KeptPrefectServer | TemporaryPrefectServer | None]
     if os.environ.get("PREFECT_API_URL"):
         yield None
         return
-    local = os.environ.get(LOCAL_API_VARIABLE, DEFAULT_LOCAL_API)
-    if answering_prefect_api(local):
+    local = local_api_to_reuse()
+    if local and answering_prefect_api(local):
         os.environ["PREFECT_API_URL"] = local
         try:
             yield None

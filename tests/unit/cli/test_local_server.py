@@ -67,6 +67,64 @@ def test_a_set_api_url_wins(health_server, monkeypatch):
         assert temporary is None and os.environ["PREFECT_API_URL"] == "http://example.invalid/api"
 
 
+def test_a_server_answering_on_a_port_is_not_used_unless_this_project_started_it(health_server, monkeypatch,
+                                                                                tmp_path):
+    """Only `make server`'s marker (its URL and its live process) makes a running server ours."""
+    import subprocess
+    import sys
+
+    from mlpipe.cli.local_server import local_api_to_reuse
+    from mlpipe.cli.project_server import marker_path, project_server_api, write_marker
+
+    monkeypatch.setenv("MLPIPE_HOME", str(tmp_path))
+    monkeypatch.delenv(LOCAL_API_VARIABLE, raising=False)
+    assert answering_prefect_api(health_server) and local_api_to_reuse() is None  # answers, but no marker
+    write_marker(health_server)  # this process, alive
+    assert local_api_to_reuse() == health_server and marker_path().parent == tmp_path / ".mlpipe"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    write_marker(health_server, pid=gone.pid)  # its server exited: the marker names no live process
+    assert project_server_api() is None and local_api_to_reuse() is None
+    monkeypatch.setenv(LOCAL_API_VARIABLE, health_server)  # named explicitly: reused
+    assert local_api_to_reuse() == health_server
+    monkeypatch.setenv(LOCAL_API_VARIABLE, "")
+    assert local_api_to_reuse() is None
+
+
+def test_make_server_marks_the_server_process_itself(tmp_path, monkeypatch):
+    """`python -m mlpipe.cli.project_server` writes the marker, then becomes `prefect server start`:
+    the marker names that process while it runs, and nothing once it is gone."""
+    import json
+    import subprocess
+    import sys
+    import time
+
+    from mlpipe.cli.project_server import project_server_api
+
+    port = free_port()
+    monkeypatch.setenv("MLPIPE_HOME", str(tmp_path))
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")}
+    server = subprocess.Popen([sys.executable, "-m", "mlpipe.cli.project_server", "--port", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    marker = tmp_path / ".mlpipe" / "prefect-server.json"
+    try:
+        deadline = time.monotonic() + 30
+        while not marker.exists():
+            assert server.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        recorded = json.loads(marker.read_text())
+        assert recorded["api_url"] == f"http://127.0.0.1:{port}/api"
+        assert recorded["owner"].split("|")[1] == str(server.pid)
+        assert project_server_api() == recorded["api_url"]
+        os.killpg(server.pid, 9)
+        server.wait()
+        assert project_server_api() is None
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, 9)
+            server.wait()
+
+
 # The local server mlpipe keeps between commands (mlpipe/cli/kept_server.py).
 
 def test_the_lease_watch_stops_only_after_the_lease_was_free_for_the_idle_time(tmp_path):
