@@ -10,12 +10,19 @@ import os
 # Before Prefect is imported: no analytics (it also causes SQLite "database is locked" noise
 # on the temporary server).
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# MLflow's client retries a refused connection 7 times with a backoff factor of 2: about four
+# minutes of silence before a traceback. A command waits at most about 20 s for a tracking server
+# that went away (retries after 0, 2, 4 and 8 s, plus up to 1 s of jitter each), saying so at each
+# retry; set these variables to wait longer (docs/operations.md).
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "4")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
 
+import contextlib
 import logging
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -29,9 +36,26 @@ console = Console(highlight=False, soft_wrap=True)
 err_console = Console(highlight=False, soft_wrap=True, stderr=True)
 
 
+class _RetryLine(logging.Filter):
+    """urllib3's warning at each retry of an HTTP call (MLflow's client) as one line saying what
+    it waits for and why, instead of the retry object's repr."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Retrying (") and len(record.args or ()) == 3:
+            retry, error, _path = record.args
+            cause = "connection refused" if "refused" in str(error).lower() else type(error).__name__
+            server = os.environ.get("MLFLOW_TRACKING_URI", "the server")
+            from mlpipe.core.lineage import redact_uri
+
+            record.msg, record.args = "waiting for %s (%s): retrying, %s attempt(s) left", (
+                redact_uri(server), cause, getattr(retry, "total", "?"))
+        return True
+
+
 @app.callback()
 def main() -> None:
     """Tabular ML training pipelines on Prefect + MLflow."""
+    logging.getLogger("urllib3.connectionpool").addFilter(_RetryLine())
 
 
 # Prefect's log and event workers log under their class names, not under `prefect`: draining
@@ -113,21 +137,80 @@ def _without_heartbeats():
     return temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
 
 
-def _require_prefect_api(remedy_end: str, debug: bool = False) -> None:
-    """A configured Prefect API (PREFECT_API_URL) that does not answer: one error line naming
-    it, before Prefect's first call would end in a wall of traceback. Not configured: nothing."""
-    from mlpipe.cli.local_server import unreachable_prefect_api
+PREFECT_REMEDY = ("start it (`make server` for http://127.0.0.1:4200/api), or unset PREFECT_API_URL to run on a "
+                  "local server mlpipe starts")
+TRACKING_REMEDY = ("start it (`make mlflow-server` for http://127.0.0.1:5000), or unset MLFLOW_TRACKING_URI for the "
+                   "project's local store")
 
-    if url := unreachable_prefect_api():
-        _fail(f"the Prefect API at {url} (PREFECT_API_URL) does not answer: start that server (`make server` "
-              f"for http://127.0.0.1:4200/api){remedy_end}", debug)
+
+def _unreachable(tracking: bool = True, prefect: bool = True) -> tuple[str, str, str, str] | None:
+    """(what, URL, cause, remedy) of the first configured server that does not answer: the MLflow
+    tracking server (an http MLFLOW_TRACKING_URI), then the Prefect API (PREFECT_API_URL); None
+    when those asked about answer or are not configured."""
+    from mlpipe.cli.local_server import no_answer
+    from mlpipe.core.lineage import redact_uri
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "") if tracking else ""  # unset: the local store, nothing to reach
+    if uri.startswith(("http://", "https://")) and (cause := no_answer(uri.rstrip("/") + "/health")):
+        return "the MLflow tracking server", redact_uri(uri), cause, TRACKING_REMEDY
+    url = os.environ.get("PREFECT_API_URL", "") if prefect else ""
+    if url and (cause := no_answer(url.rstrip("/") + "/health")):
+        return "the Prefect API", url, cause, PREFECT_REMEDY
+    return None
+
+
+def _fail_unreachable(found: tuple[str, str, str, str], debug: bool, error: BaseException | None = None,
+                      remedy: str | None = None) -> None:
+    what, url, cause, default_remedy = found
+    _fail(f"cannot reach {what} at {url}: {cause}; {remedy or default_remedy}", debug, error)
+
+
+def _require_servers(debug: bool = False, tracking: bool = True, prefect: bool = True,
+                     remedy: str | None = None) -> None:
+    """Configured servers that do not answer: one `error: cannot reach ...` line, at once, before
+    Prefect's or MLflow's client would retry for minutes and end in a wall of traceback."""
+    if found := _unreachable(tracking, prefect):
+        _fail_unreachable(found, debug, remedy=remedy)
+
+
+@contextlib.contextmanager
+def _servers_named_on_error(debug: bool, tracking: bool = True, prefect: bool = True) -> Iterator[None]:
+    """An error raised inside, while a configured server no longer answers: the one `cannot
+    reach` line instead of the client's traceback (kept with --debug)."""
+    try:
+        yield
+    except Exception as error:
+        if found := _unreachable(tracking, prefect):
+            _fail_unreachable(found, debug, error)
+        raise
 
 
 def _run_flow(flow_name: str, config: Path, overrides: list[str], data: str | None, refresh: bool, debug: bool,
               show: Callable[[object, float, bool], None]) -> None:
-    """Load the config, run one flow on the configured Prefect server (or the local one
-    mlpipe keeps, mlpipe/cli/local_server.py), print its result with `show`, or one error line
-    and exit 1."""
+    """Load the config, run the train or tune flow (`_run_on_prefect`)."""
+
+    def prepare() -> Callable[[], object]:
+        from mlpipe.core.config import ConfigError, load_config
+
+        try:
+            pipeline_config = load_config(config, overrides, data)
+        except ConfigError as error:
+            _fail(str(error), debug, error)
+        if flow_name == "tune":
+            from mlpipe.flows.tuning import tune as flow_fn
+        else:
+            from mlpipe.flows.training import train as flow_fn
+        return lambda: flow_fn(config=pipeline_config, refresh=refresh, return_state=True)
+
+    _run_on_prefect(flow_name, prepare, debug, show)
+
+
+def _run_on_prefect(flow_name: str, prepare: Callable[[], Callable[[], object]], debug: bool,
+                    show: Callable[[object, float, bool], None]) -> None:
+    """Run one flow on the configured Prefect server (or the local one mlpipe keeps,
+    mlpipe/cli/local_server.py): `prepare()` (while the server boots) returns the call that runs
+    it. Print its result with `show`, or one error line and exit 1; a server that stops answering
+    meanwhile is named in that line."""
     from mlpipe.cli.local_server import imports_without_gc, prefect_api, server_idle_seconds
 
     started = time.perf_counter()
@@ -135,35 +218,39 @@ def _run_flow(flow_name: str, config: Path, overrides: list[str], data: str | No
         server_idle_seconds()
     except ValueError as error:
         _fail(str(error), debug, error)
-    _require_prefect_api(", or unset PREFECT_API_URL to run on a local server mlpipe starts", debug)
+    _require_servers(debug)
     with prefect_api() as temporary_server:  # boots while the libraries below import
         with imports_without_gc():
-            from mlpipe.core.config import ConfigError, load_config
-
-            try:
-                pipeline_config = load_config(config, overrides, data)
-            except ConfigError as error:
-                _fail(str(error), debug, error)
-
-            if flow_name == "tune":
-                from mlpipe.flows.tuning import tune as flow_fn
-            else:
-                from mlpipe.flows.training import train as flow_fn
+            run_flow = prepare()
+            from mlpipe.tasks.ownership import owned_by_this_process
 
         _console_tracebacks(debug)
-        if temporary_server is None:
-            state = flow_fn(config=pipeline_config, refresh=refresh, return_state=True)
-        else:
-            temporary_server.wait()
-            with _without_heartbeats():
-                state = flow_fn(config=pipeline_config, refresh=refresh, return_state=True)
+        try:
+            if temporary_server is None:
+                with owned_by_this_process():  # a later run marks it Crashed if this process is killed
+                    state = run_flow()
+            else:
+                temporary_server.wait()
+                with _without_heartbeats(), owned_by_this_process():
+                    state = run_flow()
+        except Exception as error:  # the engine's own calls to a server that went away
+            _fail_on_error(error, flow_name, debug)
         _quiet_shutdown_noise()
         if not state.is_completed():
             error = state.result(raise_on_failure=False)
             if isinstance(error, BaseException):
-                _fail(f"{type(error).__name__}: {error}", debug, error)
+                _fail_on_error(error, flow_name, debug)
             _fail(f"the {flow_name} flow ended {state.type.value}: {state.message}", debug)
         show(state.result(), time.perf_counter() - started, temporary_server is not None)
+
+
+def _fail_on_error(error: BaseException, flow_name: str, debug: bool) -> None:
+    """One line for a failed run: `cannot reach ...` when a configured server no longer answers
+    (it went away during the run), else the error itself."""
+    _quiet_shutdown_noise()
+    if found := _unreachable():
+        _fail_unreachable(found, debug, error)
+    _fail(f"{type(error).__name__}: {error}", debug, error)
 
 
 @app.command()
@@ -189,8 +276,57 @@ def tune(
     _run_flow("tune", config, [*(overrides or []), *extra], data, refresh, debug, _print_tuning)
 
 
+ModelOption = Annotated[str, typer.Option("--model", help="Registered model name")]
+RefOption = Annotated[str, typer.Option("--ref", help="Alias (champion, challenger) or version number")]
+
+
 @app.command()
-def deploy(pool: Annotated[str, typer.Option("--pool", help="Process work pool to create/use")] = "mlpipe-process") -> None:
+def score(
+    data: Annotated[str, typer.Option("--data", help="Dataset to score (CSV or Parquet, local or s3://)")],
+    output: Annotated[str, typer.Option("--output", help="Parquet file to write (atomically)")],
+    model: ModelOption = "churn-classifier", ref: RefOption = "champion", debug: DebugOption = False,
+) -> None:
+    """Run the `score` flow: a registered model over a dataset, predictions out as Parquet."""
+
+    def prepare() -> Callable[[], object]:
+        from mlpipe.flows.batch_inference import score as score_flow
+
+        return lambda: score_flow(data_uri=data, output_uri=output, model_name=model, model_ref=ref,
+                                  return_state=True)
+
+    def show(summary, seconds: float, _temporary: bool) -> None:
+        console.print(f"scored     {summary.rows_scored} of {summary.rows_in} rows ({summary.rows_rejected} rejected) "
+                      f"with {summary.model_name} v{summary.model_version}")
+        console.print(f"output     {summary.output_uri}")
+        console.print(f"time       {seconds:.1f} s")
+
+    _run_on_prefect("score", prepare, debug, show)
+
+
+@app.command()
+def drift(
+    data: Annotated[str, typer.Option("--data", help="New data to compare with the model's training data")],
+    model: ModelOption = "churn-classifier", ref: RefOption = "champion", debug: DebugOption = False,
+) -> None:
+    """Run the `drift-monitor` flow: has new data drifted from what the model was trained on?"""
+
+    def prepare() -> Callable[[], object]:
+        from mlpipe.flows.monitoring import drift_monitor
+
+        return lambda: drift_monitor(data_uri=data, model_name=model, model_ref=ref, return_state=True)
+
+    def show(report, seconds: float, _temporary: bool) -> None:
+        verdict = "drifted: " + "; ".join(report.reasons) if report.drifted else "no drift"
+        console.print(f"drift      {report.model_name} v{report.model_version}: {verdict}")
+        console.print(f"rows       {report.rows_current} new vs {report.rows_reference} trained on")
+        console.print(f"time       {seconds:.1f} s")
+
+    _run_on_prefect("drift-monitor", prepare, debug, show)
+
+
+@app.command()
+def deploy(pool: Annotated[str, typer.Option("--pool", help="Process work pool to create/use")] = "mlpipe-process",
+           debug: DebugOption = False) -> None:
     """Create the process work pool if missing, then `prefect deploy --all` from prefect.yaml."""
     from mlpipe.core.paths import PACKAGE_ROOT
     from mlpipe.deployments.deploy import DeployError, deploy_all
@@ -198,26 +334,13 @@ def deploy(pool: Annotated[str, typer.Option("--pool", help="Process work pool t
     if not os.environ.get("PREFECT_API_URL"):
         _fail("PREFECT_API_URL is not set: start a server (`make server`) and export "
               "PREFECT_API_URL=http://127.0.0.1:4200/api", debug=False)
-    _require_prefect_api(" before deploying")
+    _require_servers(debug, tracking=False, remedy="start it (`make server`), then deploy again")
     try:
-        deploy_all(pool, PACKAGE_ROOT, say=console.print)
+        with _servers_named_on_error(debug, tracking=False):
+            deploy_all(pool, PACKAGE_ROOT, say=console.print)
     except DeployError as error:
         _fail(str(error), debug=False)
     console.print(f"deployed prefect.yaml; start a worker with `make worker` (pool {pool})")
-
-
-def _require_tracking_server() -> None:
-    """An MLflow tracking server that does not answer: one error line naming it, at once (the
-    client would retry for minutes in silence, then print a traceback). A local store: nothing."""
-    from mlpipe.adapters.mlflow.tracking import tracking_uri
-    from mlpipe.cli.local_server import nothing_answers
-    from mlpipe.core.lineage import redact_uri
-
-    uri = tracking_uri()
-    if uri.startswith(("http://", "https://")) and nothing_answers(uri.rstrip("/") + "/health"):
-        _fail(f"the MLflow tracking server at {redact_uri(uri)} (MLFLOW_TRACKING_URI) does not answer: start it "
-              "(`make mlflow-server` for http://127.0.0.1:5000), or unset MLFLOW_TRACKING_URI for the "
-              "project's local store", debug=False)
 
 
 @app.command()
@@ -225,29 +348,35 @@ def rollback(
     to: Annotated[str, typer.Option("--to", help="Version to make champion again")],
     model: Annotated[str, typer.Option("--model", help="Registered model name")] = "churn-classifier",
     reason: Annotated[str, typer.Option("--reason", help="Recorded in the promotion history")] = "manual rollback",
+    debug: DebugOption = False,
 ) -> None:
     """Point `champion` back at an earlier version (it must load); recorded in the history."""
     from mlpipe.adapters.mlflow.aliases import RollbackError
     from mlpipe.adapters.mlflow.aliases import rollback as rollback_to
 
-    _require_tracking_server()
+    _require_servers(debug, prefect=False)
     try:
-        previous = rollback_to(model, to, reason)
+        with _servers_named_on_error(debug, prefect=False):
+            previous = rollback_to(model, to, reason)
     except RollbackError as error:
         _fail(f"rollback of {model} to v{to} failed: {error}", debug=False)
     console.print(f"{model}: champion v{previous} -> v{to} ({reason})")
 
 
 @app.command()
-def history(model: Annotated[str, typer.Option("--model", help="Registered model name")] = "churn-classifier") -> None:
+def history(model: Annotated[str, typer.Option("--model", help="Registered model name")] = "churn-classifier",
+            debug: DebugOption = False) -> None:
     """Which version was champion when, and why (promotions, challengers, rollbacks)."""
     from mlpipe.adapters.mlflow.aliases import promotion_history
 
-    _require_tracking_server()
+    _require_servers(debug, prefect=False)
     table = Table("when", "action", "version", "previous champion", "reason")
-    for entry in promotion_history(model):
+    with _servers_named_on_error(debug, prefect=False):
+        entries = promotion_history(model)
+    for entry in entries:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(entry["at"]) / 1000))
-        table.add_row(when, entry.get("action", ""), entry.get("version", ""), entry.get("previous_champion", ""),
+        action = entry.get("action", "") + (" (pending)" if entry.get("entry") == "pending" else "")
+        table.add_row(when, action, entry.get("version", ""), entry.get("previous_champion", ""),
                       entry.get("reason", ""))
     console.print(table)
 

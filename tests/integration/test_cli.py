@@ -87,8 +87,8 @@ def test_a_configured_prefect_api_that_does_not_answer_is_one_error_line(tmp_pat
                             text=True, timeout=120, env=env, cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f"error: the Prefect API at {url} (PREFECT_API_URL) does not answer: start that server (`make server` "
-        "for http://127.0.0.1:4200/api), or unset PREFECT_API_URL to run on a local server mlpipe starts"]
+        f"error: cannot reach the Prefect API at {url}: connection refused; start it (`make server` for "
+        "http://127.0.0.1:4200/api), or unset PREFECT_API_URL to run on a local server mlpipe starts"]
     assert not (tmp_path / ".mlpipe").exists()  # nothing ran
 
 
@@ -105,6 +105,6 @@ def test_a_tracking_server_that_does_not_answer_is_one_error_line(tmp_path, comm
     result = subprocess.run([MLPIPE, *command], capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
-        f"error: the MLflow tracking server at {uri} (MLFLOW_TRACKING_URI) does not answer: start it "
+        f"error: cannot reach the MLflow tracking server at {uri}: connection refused; start it "
         "(`make mlflow-server` for http://127.0.0.1:5000), or unset MLFLOW_TRACKING_URI for the project's "
         "local store"]
