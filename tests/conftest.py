@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # Minutes-long end-to-end tests, longest first (seconds on 2 cores); other system tests count 20 s.
-LONG_TESTS = {"test_deployments.py": 180, "test_readme.py": 115, "test_retraining_year.py": 75,
-              "test_promotion.py": 55}
+LONG_TESTS = {"test_crash_random.py": 480, "test_postgres.py": 240, "test_deployments.py": 180, "test_readme.py": 115,
+              "test_retraining_year.py": 75, "test_promotion.py": 55}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -236,20 +236,21 @@ def s3_env(s3_endpoint, s3_bucket, monkeypatch):
 
 @pytest.fixture
 def start_mlflow_server(tmp_path):
-    """`start_mlflow_server(workers)` runs `mlflow server` (SQLite store and artifacts under
-    tmp_path) until the test ends, and returns its URL once it answers /health."""
+    """`start_mlflow_server(workers)` runs `mlflow server` (SQLite store, or `backend_store_uri`,
+    and artifacts under tmp_path) until the test ends, and returns its URL once it answers /health."""
     import signal
 
     from mlpipe.cli.local_server import free_port, wait_healthy
 
     started = []
 
-    def start(workers: int = 1) -> str:
+    def start(workers: int = 1, backend_store_uri: str | None = None) -> str:
         port = free_port()
         log = open(tmp_path / "mlflow.log", "w")
         process = subprocess.Popen(
             [str(Path(sys.executable).with_name("mlflow")), "server", "--backend-store-uri",
-             f"sqlite:///{tmp_path / 'mlflow.db'}", "--artifacts-destination", str(tmp_path / "artifacts"),
+             backend_store_uri or f"sqlite:///{tmp_path / 'mlflow.db'}", "--artifacts-destination",
+             str(tmp_path / "artifacts"),
              "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         started.append(process)
@@ -260,6 +261,23 @@ def start_mlflow_server(tmp_path):
     for process in started:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (tests/postgres.py): the machine's own binaries,
+    started in a temporary folder on a free port; `postgres.create_database(name)` returns a URL.
+    Skips, saying why, where no PostgreSQL server binaries are installed."""
+    from mlpipe.cli.local_server import free_port
+    from tests.postgres import Postgres, find_binaries
+
+    binaries = find_binaries()
+    if binaries is None:
+        pytest.skip("no PostgreSQL server binaries (initdb, pg_ctl): install PostgreSQL (e.g. apt-get install "
+                    "postgresql) or set PG_BIN to run the PostgreSQL-backed tests")
+    server = Postgres(binaries, free_port()).start()
+    yield server
+    server.stop()
 
 
 def _read_until(read, done, timeout: float, every: float):
