@@ -25,7 +25,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlpipe.core.lineage import redact_uri
-from mlpipe.core.processes import pid_is_dead, process_identity
 from mlpipe.data.reader import open_chunks, storage_options
 from mlpipe.model.conform import Conform, holds_booleans, require_columns
 
@@ -202,6 +201,8 @@ def write_parquet_atomically(tables: Iterable[pa.Table], output_uri: str, schema
 
 def _remove_left_by_dead_writers(path: str) -> None:
     """Local temporary siblings of `path` whose writer (the PID in the name) is gone."""
+    from mlpipe.core.processes import pid_is_dead, process_identity
+
     for leftover in Path(path).parent.glob(Path(path).name + ".tmp-*"):
         pid = leftover.name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
         if pid_is_dead(process_identity(), pid):
