@@ -2,7 +2,9 @@
 keeps retrying a server that has gone (one ignored SIGTERM for 45 s): here, once the server has
 not answered its health check for MLPIPE_WORKER_SERVER_GRACE_S seconds (default 60), the worker
 is stopped (SIGTERM, then SIGKILL 10 s later) and this exits 1 with one line saying why. A
-SIGTERM or Ctrl-C to this process reaches the worker the same way, also bounded.
+SIGTERM or Ctrl-C to this process reaches the worker the same way, also bounded. When the work
+pool has a concurrency limit (flow runs at once), the worker's flow runs get it as
+MLPIPE_PARALLEL_RUNS, so each fit takes its share of the cores (`compute.threads`).
 
     python -m mlpipe.cli.worker [--pool mlpipe-process]      (PREFECT_API_URL names the server)
 """
@@ -53,6 +55,19 @@ def watch(args: list[str], api_url: str, grace_s: float, poll_s: float = 5.0, st
     return process.returncode
 
 
+def parallel_runs_of(pool: str) -> int | None:
+    """The concurrency limit of work pool `pool` (how many flow runs it runs at once), or None
+    when it has none or cannot be read."""
+    from prefect.client.orchestration import get_client
+
+    try:
+        with get_client(sync_client=True) as client:
+            limit = client.read_work_pool(pool).concurrency_limit
+    except Exception:  # noqa: BLE001 - no pool yet, or no answer: the worker reports that itself
+        return None
+    return limit if limit and limit > 0 else None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="A Prefect worker that stops when its server has gone.")
     parser.add_argument("--pool", default="mlpipe-process")
@@ -69,6 +84,12 @@ def main(argv: list[str] | None = None) -> None:
         grace_s = float(os.environ.get(GRACE_VARIABLE) or DEFAULT_GRACE_S)
     except ValueError:
         sys.exit(f"error: {GRACE_VARIABLE}={os.environ[GRACE_VARIABLE]!r}: expected seconds")
+    from mlpipe.compute.evaluation_units import RUNS_VARIABLE
+
+    if not os.environ.get(RUNS_VARIABLE) and (runs := parallel_runs_of(options.pool)):
+        os.environ[RUNS_VARIABLE] = str(runs)  # the flow runs' environment: a share of the cores each
+        print(f"worker: pool {options.pool} runs up to {runs} flows at once; each fit uses at most 1/{runs} of "
+              "the cores", file=sys.stderr, flush=True)
     prefect = os.path.join(os.path.dirname(sys.executable), "prefect")
     sys.exit(watch([prefect, "worker", "start", "--pool", options.pool], api_url, grace_s))
 
