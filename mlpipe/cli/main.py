@@ -52,6 +52,34 @@ class _RetryLine(logging.Filter):
         return True
 
 
+class _PrefectRetryLine(logging.Filter):
+    """Prefect's client says only at DEBUG that it retries a call: each such record becomes one
+    WARNING line saying what it waits for; the logger's other records pass as its level did."""
+
+    def __init__(self, level: int):
+        super().__init__()
+        self.level = level
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "Another attempt will be made in " not in message:
+            return record.levelno >= self.level
+        wait = message.split("Another attempt will be made in ", 1)[1].split("s. ", 1)[0]
+        attempt = message.rsplit("This is attempt ", 1)[-1].rstrip(".")
+        record.msg, record.args = "waiting for the Prefect API at %s: no answer; retrying in %.1f s (attempt %s)", (
+            os.environ.get("PREFECT_API_URL", "?"), float(wait), attempt)
+        record.levelno, record.levelname, record.exc_info, record.exc_text = logging.WARNING, "WARNING", None, None
+        return True
+
+
+def _say_prefect_retries() -> None:
+    """After Prefect has set up its logging: its client's retries, one line each (`_PrefectRetryLine`)."""
+    client_logger = logging.getLogger("prefect.client")
+    if not any(isinstance(f, _PrefectRetryLine) for f in client_logger.filters):
+        client_logger.addFilter(_PrefectRetryLine(client_logger.getEffectiveLevel()))
+        client_logger.setLevel(logging.DEBUG)
+
+
 @app.callback()
 def main() -> None:
     """Tabular ML training pipelines on Prefect + MLflow."""
@@ -225,6 +253,7 @@ def _run_on_prefect(flow_name: str, prepare: Callable[[], Callable[[], object]],
             from mlpipe.tasks.ownership import owned_by_this_process
 
         _console_tracebacks(debug)
+        _say_prefect_retries()
         try:
             if temporary_server is None:
                 with owned_by_this_process():  # a later run marks it Crashed if this process is killed

@@ -81,3 +81,20 @@ def test_mlflow_retries_are_bounded_and_each_says_what_it_waits_for(monkeypatch)
     message = record.getMessage()
     assert message.startswith("waiting for http://") and "connection refused" in message
     assert "3 attempt(s) left" in message and "secret" not in message
+
+
+def test_prefect_client_retries_are_one_warning_line_each(monkeypatch):
+    """Prefect's client logs its retries at DEBUG only: the CLI shows each as one line saying
+    what it waits for, and still hides the client's other DEBUG records."""
+    from mlpipe.cli import main
+
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    line = main._PrefectRetryLine(logging.INFO)
+    retry = logging.LogRecord("prefect.client", logging.DEBUG, __file__, 1,
+                              "Encountered retryable exception during request. Another attempt will be made in "
+                              "2.13s. This is attempt 2/6.", None, None)
+    other = logging.LogRecord("prefect.client", logging.DEBUG, __file__, 1, "Connecting to API", None, None)
+    assert line.filter(retry) and not line.filter(other)
+    assert retry.levelno == logging.WARNING
+    assert retry.getMessage() == ("waiting for the Prefect API at http://127.0.0.1:9/api: no answer; retrying in "
+                                  "2.1 s (attempt 2/6)")
