@@ -58,6 +58,7 @@ class DriftReport:
     reasons: tuple[str, ...]
     thresholds: DriftThresholds
     mlflow_run_id: str = ""
+    rows_prediction_reference: int = 0  # the champion's holdout rows, which its reference predictions are on
 
     @property
     def drifted_features(self) -> list[FeatureDrift]:
@@ -73,7 +74,8 @@ class DriftReport:
             "drifted": self.drifted, "reasons": list(self.reasons),
             "data_uri": redact_uri(self.data_uri), "reference_uri": redact_uri(self.reference_uri),
             "model_name": self.model_name, "model_version": self.model_version,
-            "rows_reference": self.rows_reference, "rows_current": self.rows_current,
+            "rows_reference": self.rows_reference,
+            "rows_prediction_reference": self.rows_prediction_reference, "rows_current": self.rows_current,
             "prediction_psi": self.prediction_psi, "mean_prediction_reference": self.mean_prediction_reference,
             "mean_prediction_current": self.mean_prediction_current,
             "thresholds": self.thresholds.model_dump(), "features": [f.row() for f in self.features],
@@ -93,6 +95,7 @@ def compare_datasets(reference: pd.DataFrame, current: pd.DataFrame, numeric: li
         data_uri=data_uri, reference_uri=reference_uri, model_name=model_name, model_version=model_version,
         rows_reference=len(reference), rows_current=len(current), features=tuple(features),
         prediction_psi=shift, mean_prediction_reference=mean(np.asarray(reference_proba)),
+        rows_prediction_reference=len(reference_proba),
         mean_prediction_current=mean(np.asarray(current_proba)), drifted=drifted, reasons=tuple(reasons),
         thresholds=thresholds)
 
@@ -138,7 +141,7 @@ def drift_markdown(report: DriftReport) -> str:
     """The `drift-report` markdown artifact."""
     t = report.thresholds
     verdict = "**drifted**: retraining is triggered" if report.drifted else "no drift beyond the thresholds"
-    reasons = "\n".join(f"- {r}" for r in report.reasons) or "- none"
+    reasons = "".join(f"- {r}\n" for r in report.reasons) + ("\n" if report.reasons else "")
     rows = "\n".join(
         f"| {f.feature} | {f.kind} | {f.psi:.4f} | {f.unseen_share:.1%} | {f.missing_ref:.1%} -> {f.missing_cur:.1%} "
         f"| {'**yes**: ' + '; '.join(f.reasons) if f.drifted else 'no'} |"
@@ -147,14 +150,14 @@ def drift_markdown(report: DriftReport) -> str:
 
 **Verdict:** {verdict}.
 
-{reasons}
-
-| | |
+{reasons}| new data | `{redact_uri(report.data_uri)}` ({report.rows_current} rows) |
 |---|---|
-| new data | `{redact_uri(report.data_uri)}` ({report.rows_current} rows) |
-| training data (reference) | `{redact_uri(report.reference_uri)}` ({report.rows_reference} rows) |
+| reference | features: the champion's training data `{redact_uri(report.reference_uri)}` \
+({report.rows_reference} rows); predictions: its holdout ({report.rows_prediction_reference} rows the champion \
+never trained on) |
 | prediction psi | {report.prediction_psi:.4f} (threshold {t.prediction_psi:g}) |
-| mean predicted probability | {report.mean_prediction_reference:.4f} -> {report.mean_prediction_current:.4f} |
+| mean predicted probability | {report.mean_prediction_reference:.4f} (holdout) -> {report.mean_prediction_current:.4f} \
+(new data) |
 | drifted features | {len(report.drifted_features)} of {len(report.features)} (verdict at {t.min_drifted_features}) |
 | MLflow run | `{report.mlflow_run_id or '-'}` |
 

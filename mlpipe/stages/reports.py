@@ -41,11 +41,10 @@ def decision_markdown(summary: TrainingSummary) -> str:
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in summary.headline_metrics().items())
     return f"""# {summary.model_name} v{summary.version} -> `{d.alias}`
 
-**Decision:** {"promoted to champion" if d.promoted else f"alias `{d.alias}`"}. {d.reason}.
+**Decision:** {decision_sentence(summary.version, d)}
 
-| | |
-|---|---|
 | candidate {d.metric} | {d.candidate_score:.4f} |
+|---|---|
 | previous champion | {champion} |
 | comparison set | {_comparison_text(d)} |
 | dataset | `{redact_uri(summary.dataset_uri)}` |
@@ -58,6 +57,16 @@ def decision_markdown(summary: TrainingSummary) -> str:
 |---|---|
 {rows}
 """
+
+
+def decision_sentence(version: str, d: PromotionDecision) -> str:
+    """The decision as one sentence: what happened to the version and why."""
+    if d.promoted:
+        return f"v{version} is the new champion: {d.reason}."
+    if d.alias == "champion":
+        return f"v{version} stays champion; nothing changed ({d.reason})."
+    kept = f"the champion stays v{d.champion_version}" if d.champion_version else "no version is champion yet"
+    return f"v{version} is the challenger and {kept}: {d.reason}."
 
 
 def _comparison_text(d: PromotionDecision) -> str:
@@ -89,12 +98,11 @@ def model_card(*, name: str, version: str, decision: PromotionDecision, metrics:
     else:
         versus = "no champion scored" if d.champion_version in (None, version) else "champion not scored"
     lines = [
-        f"**{name} v{version}** predicts the probability that `{data.target}` is `{label}` for one row of raw "
+        f"{name} v{version} predicts the probability that {data.target} is {label} for one row of raw "
         f"data (columns as in the training file); label at threshold {config.evaluation.threshold}.",
         "",
-        "| | |",
-        "|---|---|",
         f"| decision | **{d.alias}**{' (promoted)' if d.promoted else ''}: {d.reason} |",
+        "|---|---|",
         f"| comparison set | {_comparison_text(d)}; {versus} |",
         f"| data | `{redact_uri(data.uri)}` |",
         f"| fingerprint | `{fingerprint}` |",
@@ -119,8 +127,8 @@ def model_description(name: str, target: str, positive_label, champion: str | No
     serving = (f"Serve `models:/{name}@champion` (now **v{champion}**)" if champion
                else "No version has passed the promotion gate yet: nothing is `champion`")
     other = f"; `@challenger` (v{challenger}) is the latest version that did not replace it" if challenger else ""
-    return (f"Binary classifier: the probability that `{target}` is `{label}`, from raw rows of the training "
-            f"table (mlpipe). {serving}{other}. A version becomes champion only when it passes the absolute gate "
+    return (f"Binary classifier that predicts the probability that {target} is {label} from one raw row of the "
+            f"training table (trained by mlpipe). {serving}{other}. A version becomes champion only when it passes the absolute gate "
             "and is not worse than the champion on rows neither model trained on. Each version's description is "
             "its model card.\n")
 

@@ -225,7 +225,7 @@ def test_grown_snapshot_is_compared_on_unseen_rows_and_described_by_a_model_card
     assert compared.isdisjoint(trained) and compared & set(older_keys)  # old rows, only unseen ones
 
     card = client.get_model_version(MODEL, second.version).description
-    for text in (f"**{MODEL} v{second.version}** predicts the probability that `churn` is `Yes`", "| rows | 2100 (",
+    for text in (f"{MODEL} v{second.version} predicts the probability that churn is Yes", "| rows | 2100 (",
                  "hash split, holdout 0.2, seed 42, keyed on customer_id", "hist_gradient_boosting (",
                  "| holdout | roc_auc ", "| cross-validation | roc_auc ", f"rows neither trained on",
                  str(grown), second.dataset_fingerprint, second.run_id, "| Prefect flow run |"):
