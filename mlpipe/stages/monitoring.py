@@ -156,8 +156,8 @@ def drift_markdown(report: DriftReport) -> str:
 ({report.rows_reference} rows); predictions: its holdout ({report.rows_prediction_reference} rows the champion \
 never trained on) |
 | prediction psi | {report.prediction_psi:.4f} (threshold {t.prediction_psi:g}) |
-| mean predicted probability | {report.mean_prediction_reference:.4f} (holdout) -> {report.mean_prediction_current:.4f} \
-(new data) |
+| mean predicted probability | {report.mean_prediction_reference:.4f} (holdout) -> \
+{report.mean_prediction_current:.4f} (new data) |
 | drifted features | {len(report.drifted_features)} of {len(report.features)} (verdict at {t.min_drifted_features}) |
 | MLflow run | `{report.mlflow_run_id or '-'}` |
 

@@ -128,9 +128,9 @@ def model_description(name: str, target: str, positive_label, champion: str | No
                else "No version has passed the promotion gate yet: nothing is `champion`")
     other = f"; `@challenger` (v{challenger}) is the latest version that did not replace it" if challenger else ""
     return (f"Binary classifier that predicts the probability that {target} is {label} from one raw row of the "
-            f"training table (trained by mlpipe). {serving}{other}. A version becomes champion only when it passes the absolute gate "
-            "and is not worse than the champion on rows neither model trained on. Each version's description is "
-            "its model card.\n")
+            f"training table (trained by mlpipe). {serving}{other}. A version becomes champion only when it passes "
+            "the absolute gate and is not worse than the champion on rows neither model trained on. Each version's "
+            "description is its model card.\n")
 
 
 def flow_run_link(flow_run_id: str, environ) -> str | None:
