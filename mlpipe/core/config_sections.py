@@ -20,8 +20,24 @@ class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the key path and the fix."""
 
 
+def form_type(prop: dict) -> None:
+    """Prefect's run form has no input for a `null` type: an optional field whose default is None
+    showed 'Property is type "None"'. Such a field is given its one other type and no default; left
+    empty, it is omitted and stays None (and Prefect's parameter check still accepts null for it).
+    A field's `json_schema_extra` (a flow parameter's too)."""
+    kinds = prop.get("anyOf", [])
+    if {"type": "null"} in kinds and len(kinds) == 2 and "default" in prop and prop["default"] is None:
+        del prop["anyOf"], prop["default"]
+        prop.update(next(kind for kind in kinds if kind != {"type": "null"}))
+
+
+def _form_types(schema: dict, _model) -> None:
+    for prop in schema.get("properties", {}).values():
+        form_type(prop)
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_form_types)
 
 
 CSV_DELIMITERS = (",", ";", "\t", "|")  # what detection chooses from, in order of preference
