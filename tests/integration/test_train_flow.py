@@ -110,6 +110,18 @@ def test_auto_selection_is_cached_and_a_blend_serves_raw_rows(task_states, flow_
     states = task_states(second.state_details.flow_run_id, "select-model", "fit")
     assert states["select-model"] == "Cached" and states["fit"] == "Cached", states
     assert second.result().reused_version and second.result().version == first.result().version
+    with get_client(sync_client=True) as prefect:  # a run from the cache still shows the leaderboard
+        boards = [a for a in prefect.read_artifacts() if a.key == "model-leaderboard"]
+    assert {first.state_details.flow_run_id, second.state_details.flow_run_id} <= {a.flow_run_id for a in boards}
+
+    # a byte-identical copy under another path: the cache keys on the content, not the path
+    copy = workspace / "incoming" / "2026-12-01.csv"
+    copy.parent.mkdir()
+    copy.write_bytes(small_churn_csv.read_bytes())
+    third = train(config=fast_config(*auto, data=copy), return_state=True)
+    states = task_states(third.state_details.flow_run_id, "select-model", "fit", "evaluate")
+    assert states["select-model"] == states["fit"] == states["evaluate"] == "Cached", states
+    assert third.result().reused_version and third.result().dataset_uri == str(copy)
     client = MlflowClient()
     version = client.get_model_version(MODEL, first.result().version)
     assert version.tags["mlpipe.model_family"] in {"logistic_regression", "random_forest", "soft_voting"}
