@@ -239,17 +239,23 @@ def rollback(
 
 
 @app.command()
-def history(model: Annotated[str, typer.Option("--model", help="Registered model name")] = "churn-classifier") -> None:
+def history(model: Annotated[str, typer.Option("--model", help="Registered model name")] = "churn-classifier",
+            show_all: Annotated[bool, typer.Option("--all", help="Also the reruns that changed nothing")] = False,
+            ) -> None:
     """Which version was champion when, and why (promotions, challengers, rollbacks)."""
-    from mlpipe.adapters.mlflow.aliases import promotion_history
+    from mlpipe.adapters.mlflow.aliases import is_no_op, promotion_history
 
     _require_tracking_server()
     table = Table("when", "action", "version", "previous champion", "reason")
-    for entry in promotion_history(model):
+    entries = promotion_history(model)
+    shown = entries if show_all else [entry for entry in entries if not is_no_op(entry)]
+    for entry in shown:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(entry["at"]) / 1000))
         table.add_row(when, entry.get("action", ""), entry.get("version", ""), entry.get("previous_champion", ""),
                       entry.get("reason", ""))
     console.print(table)
+    if len(shown) < len(entries):
+        console.print(f"{len(entries) - len(shown)} rerun(s) of the champion that changed nothing not shown (--all)")
 
 
 def _print_tuning(result, seconds: float, temporary_server: bool) -> None:

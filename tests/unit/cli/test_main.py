@@ -11,6 +11,30 @@ from rich.console import Console
 from mlpipe.cli import main
 
 
+def test_history_hides_reruns_that_changed_nothing_unless_all(workspace, monkeypatch):
+    from typer.testing import CliRunner
+
+    from mlpipe.adapters.mlflow.aliases import record_promotion
+
+    record_promotion("m", version="1", alias="champion", previous=None, action="promote", reason="no champion yet")
+    for _ in range(2):
+        record_promotion("m", version="1", alias="champion", previous="1", action="champion",
+                         reason="version 1 is already the champion")
+    record_promotion("m", version="2", alias="challenger", previous="1", action="challenger", reason="worse")
+    monkeypatch.setattr(main, "console", Console(file=io.StringIO(), width=200, highlight=False, soft_wrap=True))
+
+    def history(*args: str) -> str:
+        main.console.file = io.StringIO()
+        result = CliRunner().invoke(main.app, ["history", "--model", "m", *args])
+        assert result.exit_code == 0, result.output
+        return main.console.file.getvalue()
+
+    default, everything = history(), history("--all")
+    assert "no champion yet" in default and "worse" in default and "already the champion" not in default
+    assert "2 rerun(s) of the champion that changed nothing not shown (--all)" in default
+    assert everything.count("already the champion") == 2 and "not shown" not in everything
+
+
 def test_an_error_line_prints_brackets_as_written(monkeypatch):
     out = io.StringIO()
     monkeypatch.setattr(main, "err_console", Console(file=out, highlight=False, soft_wrap=True))
