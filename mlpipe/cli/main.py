@@ -81,6 +81,15 @@ def _server_line(temporary_server: bool) -> str:
     return f"ran on {kept}; with `make server` running, runs use it and stay in its UI"
 
 
+def _mlflow_hint(summary) -> str:
+    """Where to see the run: a tracking server's page of the version, or, for a local store, the
+    command that serves it (`mlflow ui` takes a database URI, never a server's)."""
+    uri = summary.tracking_uri
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/#/models/{summary.model_name}/versions/{summary.version}"
+    return f"mlflow ui --backend-store-uri {uri} --port 5000, then http://127.0.0.1:5000"
+
+
 def _print_summary(summary, seconds: float, temporary_server: bool) -> None:
     d = summary.decision
     table = Table(title=f"holdout metrics  {summary.model_name} v{summary.version}", show_header=False)
@@ -92,7 +101,7 @@ def _print_summary(summary, seconds: float, temporary_server: bool) -> None:
                   + ("  (identical rerun: existing version, nothing new registered)" if summary.reused_version else ""))
     console.print(f"decision   [{colour}]{d.alias}[/]: {d.reason}")
     console.print(f"data       {summary.dataset_uri}  fingerprint {summary.dataset_fingerprint[:30]}")
-    console.print(f"mlflow     run {summary.run_id}  ->  mlflow ui --backend-store-uri {summary.tracking_uri}")
+    console.print(f"mlflow     run {summary.run_id}  ->  {_mlflow_hint(summary)}")
     console.print("prefect    " + _server_line(temporary_server))
     console.print(f"time       {seconds:.1f} s")
 

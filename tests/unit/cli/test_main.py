@@ -35,6 +35,16 @@ def test_history_hides_reruns_that_changed_nothing_unless_all(workspace, monkeyp
     assert everything.count("already the champion") == 2 and "not shown" not in everything
 
 
+def test_the_summary_points_at_a_tracking_server_or_says_how_to_serve_a_local_store():
+    from types import SimpleNamespace
+
+    server = SimpleNamespace(tracking_uri="http://127.0.0.1:5000/", model_name="churn-classifier", version="3")
+    assert main._mlflow_hint(server) == "http://127.0.0.1:5000/#/models/churn-classifier/versions/3"
+    local = SimpleNamespace(tracking_uri="sqlite:////p/.mlpipe/mlflow.db", model_name="m", version="1")
+    assert main._mlflow_hint(local) == ("mlflow ui --backend-store-uri sqlite:////p/.mlpipe/mlflow.db --port 5000, "
+                                        "then http://127.0.0.1:5000")
+
+
 def test_an_error_line_prints_brackets_as_written(monkeypatch):
     out = io.StringIO()
     monkeypatch.setattr(main, "err_console", Console(file=out, highlight=False, soft_wrap=True))
