@@ -261,3 +261,27 @@ def test_spawned_workers_end_when_the_tuning_process_is_killed(workspace, tiny_c
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.mark.usefixtures("prefect_server")
+@pytest.mark.slow  # over 10 s
+def test_a_finished_study_run_against_a_new_tracking_store_logs_its_runs_there(workspace, fast_config,
+                                                                                new_mlflow_store, monkeypatch):
+    """The same study (same storage, data, family and space) run again with MLFLOW_TRACKING_URI
+    pointing at another store: that store gets the study's parent run, with the best trial, and
+    its trials, rather than nothing (the cached result named a run in the first store)."""
+    import mlflow
+
+    from mlpipe.flows.tuning import tune
+
+    config = fast_config("tuning.trials=2", "tuning.cv_folds=2")
+    first = tune(config=config)
+    other = new_mlflow_store(workspace / "other.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    mlflow.set_tracking_uri(other)
+    again = tune(config=config)
+    assert again.study_name == first.study_name and again.best_value == first.best_value
+    parent = MlflowClient(other).get_run(again.parent_run_id)
+    assert parent.data.metrics[f"best_cv_{again.metric}"] == pytest.approx(first.best_value)
+    assert parent.data.tags["optuna.best_trial"] == str(first.best_trial)
+    assert len(child_runs(again.parent_run_id)) == 2
