@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -103,8 +103,10 @@ class PromotionDecision:
     comparison_positives: int | None = None
     comparison_basis: str = ""
 
-    def tags(self) -> dict[str, str]:
-        return {f"promotion.{k}": "" if v is None else str(v) for k, v in asdict(self).items() if k != "version"}
+    def version_tags(self) -> dict[str, str]:
+        """What the version carries: its alias and why. The scores and the comparison are in the
+        promotion history (`mlpipe history`) and the model card."""
+        return {"promotion.alias": self.alias, "promotion.reason": self.reason}
 
 
 def decide_promotion(version: str, candidate_score: float, config: PromotionConfig,
@@ -220,7 +222,7 @@ def _decide_and_apply(version, evaluation, model, split, target, spec, config, t
                 logger.warning("could not re-score champion v%s: %s", current, champion_error)
     decision = decide_promotion(version.version, evaluation.metrics[config.metric], config, current,
                                 champion_score, champion_error, comparison, candidate_on_set)
-    versions.tag_version(version.name, version.version, decision.tags())
+    versions.tag_version(version.name, version.version, decision.version_tags())
     if decision.alias == CHALLENGER or decision.promoted:
         aliases.set_alias(version.name, decision.alias, version.version)
     return decision, keys

@@ -179,12 +179,13 @@ def test_train_with_tuning_registers_the_best_params(workspace, fast_config):
 
     client = MlflowClient()
     version = client.get_model_version("churn-classifier", summary.version)
-    name, best_trial = version.tags["tuning.study_name"], int(version.tags["tuning.best_trial"])
+    tags = client.get_run(version.run_id).data.tags  # the run's: the version keeps its lineage
+    name, best_trial = tags["tuning.study_name"], int(tags["tuning.best_trial"])
     trial = study(workspace, name).trials[best_trial]
     params = client.get_run(version.run_id).data.params
     for key, value in trial.params.items():
         assert params[f"model.params.hist_gradient_boosting.{key}"] == str(value)
-    assert len(child_runs(version.tags["tuning.parent_run_id"])) == 4
+    assert len(child_runs(tags["tuning.parent_run_id"])) == 4
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -200,7 +201,7 @@ def test_train_with_auto_and_tuning_tunes_the_selected_family(workspace, fast_co
     version = client.get_model_version("churn-classifier", summary.version)
     family = version.tags["mlpipe.model_family"]
     assert family in {"logistic_regression", "random_forest"}  # never a blend: a study tunes one family
-    assert version.tags["tuning.study_name"].startswith(f"churn-{family}-")
+    assert client.get_run(version.run_id).data.tags["tuning.study_name"].startswith(f"churn-{family}-")
     run = client.get_run(version.run_id)
     assert run.data.params["model.family"] == family
     board = client.load_table(run.info.experiment_id, "model_leaderboard.json", run_ids=[run.info.run_id])
