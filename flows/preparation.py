@@ -61,8 +61,10 @@ def prepare_data(*, data: DataConfig, split: SplitConfig, features: FeaturesConf
         frame=cached(load_task)(fingerprint=fingerprint, fmt=data.format, csv=data.csv),
         fingerprint=fingerprint, data=data, min_class_rows=min_class_rows)
     rows = split_task(validated=validated, split=split)
-    spec, preprocessor = cached(features_task)(numeric=validated.report.numeric_features,
-                                               categorical=validated.report.categorical_features, features=features)
+    report = validated.report
+    spec, preprocessor = cached(features_task)(
+        numeric=report.numeric_features, categorical=report.categorical_features, features=features,
+        na_values=list(data.na_values), column_na_values={c: sorted(t) for c, t in report.auto_na_values.items()})
     # The content's fingerprint, not the path: a byte-identical copy elsewhere reuses every fit.
     content = data.model_copy(update={"uri": ""})
     return PreparedData(fingerprint, validated, rows, spec, preprocessor,

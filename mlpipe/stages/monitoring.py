@@ -10,6 +10,7 @@ and logging.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -35,7 +36,7 @@ from mlpipe.data.drift import (
 from mlpipe.data.reader import dataset_format
 from mlpipe.data.splitting import split_validated
 from mlpipe.data.validation import DataValidationError, ValidatedData
-from mlpipe.model.conform import numeric_values
+from mlpipe.model.conform import numeric_values, read_tokens_as_missing
 
 DRIFT_EVENT = "mlpipe.drift.detected"
 
@@ -102,11 +103,13 @@ def compare_datasets(reference: pd.DataFrame, current: pd.DataFrame, numeric: li
 
 # -- the new dataset, cleaned like the training data (pure) --------------------------------------
 
-def align_current(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
+def align_current(frame: pd.DataFrame, numeric: list[str], categorical: list[str], na_values: Sequence[str] = (),
+                  column_na_values: Mapping[str, Mapping[str, int]] | None = None) -> pd.DataFrame:
     """The columns the model reads, cleaned as validation cleaned the training data (numbers
-    stored as text coerced; the target, IDs and other columns dropped), without requiring the
-    target: new data usually has no labels yet. Text that is not a number where training had
-    numbers becomes missing, so it shows up as a missing-rate change instead of failing."""
+    stored as text coerced, the missing-value tokens and blanks missing; the target, IDs and
+    other columns dropped), without requiring the target: new data usually has no labels yet.
+    Text that is not a number where training had numbers becomes missing, so it shows up as a
+    missing-rate change instead of failing."""
     if frame.shape[1] == 0 or frame.empty:
         raise DataValidationError("the new dataset is empty: nothing to compare")
     absent = [c for c in [*numeric, *categorical] if c not in frame.columns]
@@ -114,10 +117,13 @@ def align_current(frame: pd.DataFrame, numeric: list[str], categorical: list[str
         raise DataValidationError(f"the new dataset lacks feature {absent[0]!r}, which the model reads "
                                   f"(missing: {absent[:5]})", absent[0])
     out = pd.DataFrame(index=frame.index)
+    def tokens(column: str) -> tuple[str, ...]:
+        return (*na_values, *(column_na_values or {}).get(column, ()))
+
     for column in numeric:
-        out[column] = numeric_values(frame[column])[0]  # text that is not a number: missing
+        out[column] = numeric_values(frame[column], tokens(column))[0]  # text that is not a number: missing
     for column in categorical:
-        out[column] = frame[column]
+        out[column] = read_tokens_as_missing(frame[column], tokens(column))[0]
     return out
 
 

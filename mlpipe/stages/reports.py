@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from mlpipe.adapters.mlflow.models import RegisteredVersion
 from mlpipe.core.lineage import redact_uri
+from mlpipe.data.profile import tokens_text
 from mlpipe.stages.promotion import PromotionDecision
 
 CARD_METRICS = ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "log_loss", "brier")
@@ -81,7 +82,8 @@ def _link(text: str, url: str | None) -> str:
 
 def model_card(*, name: str, version: str, decision: PromotionDecision, metrics: dict[str, float], config,
                fingerprint: str, rows: int, positive_rate: float, split, time_range: tuple[str, str] | None,
-               run_id: str, run_url: str | None, flow_run_id: str, flow_run_url: str | None) -> str:
+               run_id: str, run_url: str | None, flow_run_id: str, flow_run_url: str | None,
+               reading: list[str] = ()) -> str:
     """A model version's registry description: what it predicts, what it learned from, how good
     it is and why it got its alias, in a few lines of markdown."""
     data, model = config.data, config.model
@@ -107,6 +109,7 @@ def model_card(*, name: str, version: str, decision: PromotionDecision, metrics:
         f"| data | `{redact_uri(data.uri)}` |",
         f"| fingerprint | `{fingerprint}` |",
         f"| rows | {rows} ({positives} positive, {positive_rate:.1%}) |",
+        *(f"| reading | {line} |" for line in reading),
     ]
     if time_range:
         lines.append(f"| time range | {time_range[0]} .. {time_range[1]} |")
@@ -133,6 +136,21 @@ def model_description(name: str, target: str, positive_label, champion: str | No
             "description is its model card.\n")
 
 
+def reading_notes(report) -> list[str]:
+    """What reading the data decided on its own, for the model card: unlabeled rows dropped,
+    tokens read as missing in numeric columns, and the data.na_values tokens met."""
+    notes = []
+    if report.unlabeled_rows:
+        notes.append(f"{report.unlabeled_rows} unlabeled rows dropped (target missing or unparseable)")
+    notes += [f"`{c}`: {tokens_text(t)} read as missing (found in a numeric column)"
+              for c, t in report.auto_na_values.items()]
+    met = {c: t for c, t in report.missing_tokens.items() if set(t) - {""}}
+    if met:
+        notes.append("data.na_values read as missing: " + "; ".join(
+            f"`{c}` {tokens_text({k: v for k, v in t.items() if k})}" for c, t in list(met.items())[:8]))
+    return notes
+
+
 def flow_run_link(flow_run_id: str, environ) -> str | None:
     """The Prefect UI page of a flow run, only on a server someone configured (PREFECT_UI_URL, or
     PREFECT_API_URL): the local server `mlpipe` starts itself (it names its API in
@@ -157,7 +175,8 @@ def write_model_card(version: RegisteredVersion, decision: PromotionDecision, me
         name=version.name, version=version.version, decision=decision, metrics=metrics, config=config,
         fingerprint=str(fingerprint), rows=validation_report.rows, positive_rate=validation_report.positive_rate,
         split=split_params, time_range=time_range, run_id=version.run_id, run_url=run_url(version.run_id),
-        flow_run_id=flow_run_id, flow_run_url=flow_run_link(flow_run_id, environ))
+        flow_run_id=flow_run_id, flow_run_url=flow_run_link(flow_run_id, environ),
+        reading=reading_notes(validation_report))
     if card != existing:  # an identical rerun keeps the card of the run that made the version
         describe_version(version.name, version.version, card)
     describe_model(version.name, model_description(

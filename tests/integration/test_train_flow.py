@@ -70,7 +70,7 @@ def test_train_registers_champion_with_lineage_and_serves_raw_rows(workspace, fa
 
     with get_client(sync_client=True) as prefect:
         artifacts = {a.key for a in prefect.read_artifacts() if a.flow_run_id == state.state_details.flow_run_id}
-    assert {"promotion-decision", "holdout-metrics"} <= artifacts
+    assert {"promotion-decision", "holdout-metrics", "data-profile"} <= artifacts
 
 
 def test_worse_model_becomes_challenger_and_champion_stays(workspace, fast_config):

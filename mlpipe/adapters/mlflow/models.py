@@ -75,16 +75,19 @@ def trusted_types(model) -> list[str]:
 
 
 def model_signature(columns: list[str]):
-    """Every input column by name, typed `Any`; outputs `probability` (double) and `label` (long).
+    """Every input column by name, typed `Any` and optional; outputs `probability` (double) and
+    `label` (long).
 
-    The model conforms raw values itself (`mlpipe.model.conform`), so the signature names the columns
-    (a missing one is refused, named) and leaves their values to the model: a `double` column
-    would refuse int64 frames and numbers stored as text, a `long` one floats with gaps, and
-    both the blanks real exports hold."""
+    The model conforms raw values itself (`mlpipe.model.conform`), so the signature names the
+    columns and leaves their values to the model: a `double` column would refuse int64 frames
+    and numbers stored as text, a `long` one floats with gaps, and both the blanks real exports
+    hold. The columns are optional so that the model's own check refuses a missing one: its
+    message names every missing column in one short sentence, where MLflow's schema check puts
+    them after a printout of the input and the whole schema."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
-    return ModelSignature(inputs=Schema([ColSpec(AnyType(), name) for name in columns]),
+    return ModelSignature(inputs=Schema([ColSpec(AnyType(), name, required=False) for name in columns]),
                           outputs=Schema([ColSpec("double", "probability"), ColSpec("long", "label")]))
 
 
