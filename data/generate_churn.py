@@ -10,7 +10,8 @@ through a known logistic model, so a good classifier reaches a holdout roc_auc o
 
 `--dirty` writes the same customers as people export them from a spreadsheet or a European
 database: semicolon-delimited, ints kept as ints (with gaps), numbers stored as text with blanks,
-a True/False column with gaps, and optionally a decimal comma.
+a True/False column with gaps, missing values written as `?` and `N/A` in numeric and text
+columns (and `unknown` in one numeric column), a few `?` targets, and optionally a decimal comma.
 """
 
 from __future__ import annotations
@@ -97,7 +98,10 @@ def generate_churn(rows: int = 5000, seed: int = 7, month: int | None = None, pr
 def dirty_export(frame: pd.DataFrame, seed: int = 7) -> pd.DataFrame:
     """`frame` (from `generate_churn`) with the types of a messy export: `support_calls` as ints
     with gaps, `monthly_charges` as text with a few blanks, `paperless_billing` as True/False with
-    gaps. The values themselves are unchanged (blanks and gaps are missing values)."""
+    gaps; missing values written as tokens: `?` in `tenure` and `internet_service`, `N/A` in
+    `contract` and `prev_month_minutes`, `unknown` in `support_calls` (which no default
+    `data.na_values` names: validation finds it), and `?` for a few targets (unlabeled rows).
+    The other values are unchanged (blanks, gaps and tokens are missing values)."""
     rng = np.random.default_rng(seed + 1)
     rows = len(frame)
     out = frame.copy()
@@ -107,6 +111,12 @@ def dirty_export(frame: pd.DataFrame, seed: int = 7) -> pd.DataFrame:
     paperless = (out["paperless_billing"] == "Yes").astype(object)
     paperless[rng.random(rows) < 0.03] = None
     out["paperless_billing"] = paperless
+    for column, token, share in (("tenure", "?", 0.005), ("internet_service", "?", 0.004), ("contract", "N/A", 0.006),
+                                 ("prev_month_minutes", "N/A", 0.004), ("support_calls", "unknown", 0.003),
+                                 ("churn", "?", 0.002)):
+        values = out[column].astype(object)
+        values[rng.random(rows) < share] = token
+        out[column] = values
     return out
 
 

@@ -31,6 +31,15 @@ def score(
     model's own, evaluation's threshold), model_name, model_version, scored_at. Rows whose
     numeric values cannot be parsed are rejected and listed by row number; a column the model
     reads that is missing fails the run.
+
+    Args:
+        data_uri: The dataset to score: a CSV or Parquet file, local or s3://.
+        output_uri: Where the Parquet predictions are written (local or s3://), atomically.
+        model_name: The registered model in MLflow.
+        model_ref: An alias (champion, challenger) or a version number.
+        id_column: The column that identifies a row in the output (row_number when missing).
+        chunk_rows: Rows read and scored at a time.
+        threshold: The label's probability threshold; empty: the model's own (evaluation's).
     """
     claim_flow_run(sweep_tracking=False)  # label this run with its process; crash what killed processes left
     model = resolve_model_task(model_name=model_name, model_ref=model_ref)

@@ -29,6 +29,13 @@ def drift_monitor(data_uri: str, model_name: str = "churn-classifier", model_ref
     and the change in missing rate; for the model: the PSI of its predicted probabilities. The
     report is a markdown and a table artifact and an MLflow run in `experiment`. `model_ref` is
     an alias or a version number.
+
+    Args:
+        data_uri: The new dataset: a CSV or Parquet file, local or s3://.
+        model_name: The registered model in MLflow.
+        model_ref: An alias (champion, challenger) or a version number.
+        thresholds: When a feature, or the model's predictions, count as drifted.
+        experiment: The MLflow experiment the drift report is logged to.
     """
     claim_flow_run()  # label this run with its process; settle what killed processes left
     champion = champion_task(model_name=model_name, model_ref=model_ref)

@@ -17,7 +17,7 @@ from mlpipe.stages.training import candidate_families
 from mlpipe.tasks.caching import step_key
 from mlpipe.tasks.data import fingerprint_task, load_task, split_task
 from mlpipe.tasks.features import features_task
-from mlpipe.tasks.training import select_model_task
+from mlpipe.tasks.training import publish_leaderboard_task, select_model_task
 from mlpipe.tasks.tuning import tune_task
 from mlpipe.tasks.validation import validate_task
 
@@ -61,10 +61,14 @@ def prepare_data(*, data: DataConfig, split: SplitConfig, features: FeaturesConf
         frame=cached(load_task)(fingerprint=fingerprint, fmt=data.format, csv=data.csv),
         fingerprint=fingerprint, data=data, min_class_rows=min_class_rows)
     rows = split_task(validated=validated, split=split)
-    spec, preprocessor = cached(features_task)(numeric=validated.report.numeric_features,
-                                               categorical=validated.report.categorical_features, features=features)
+    report = validated.report
+    spec, preprocessor = cached(features_task)(
+        numeric=report.numeric_features, categorical=report.categorical_features, features=features,
+        na_values=list(data.na_values), column_na_values={c: sorted(t) for c, t in report.auto_na_values.items()})
+    # The content's fingerprint, not the path: a byte-identical copy elsewhere reuses every fit.
+    content = data.model_copy(update={"uri": ""})
     return PreparedData(fingerprint, validated, rows, spec, preprocessor,
-                        data_key=step_key(fingerprint, data, split, features))
+                        data_key=step_key(fingerprint, content, split, features))
 
 
 def choose_model(*, prepared: PreparedData, config: PipelineConfig, tune: bool, cached) -> ModelChoice:
@@ -92,6 +96,7 @@ def select_model(*, prepared: PreparedData, config: PipelineConfig, allow_blend:
         model=config.model, metric=config.promotion.metric, folds=config.evaluation.cv_folds,
         candidates=candidate_families(config.model), allow_blend=allow_blend, data_key=prepared.data_key,
         max_rows=config.evaluation.cv_max_rows, threads=config.compute.threads)
+    publish_leaderboard_task(selection=selection)  # a cached selection publishes it too
     return ModelChoice(selection.model, selection.tags(), {"model_leaderboard": selection.table()},
                        selection.picked_cv_scores("roc_auc", config.evaluation.cv_folds, config.split.seed,
                                                   config.evaluation.cv_max_rows))

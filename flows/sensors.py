@@ -11,7 +11,12 @@ from prefect import flow
 def new_data_sensor(prefix: str = "data/incoming/", patterns: list[str] = ["*.csv", "*.parquet"]) -> list[str]:  # noqa: B006
     """List `prefix` (a local folder or s3:// prefix) and emit one `mlpipe.dataset.arrived`
     event per object not seen before (by URI + ETag or content hash). What was seen is kept
-    in a Prefect Variable on the server, so the same object emits once across runs."""
+    in a Prefect Variable on the server, so the same object emits once across runs.
+
+    Args:
+        prefix: The folder or s3:// prefix watched for new dataset objects.
+        patterns: The file name patterns that count as datasets.
+    """
     claim_flow_run(sweep_tracking=False)  # label this run with its process; crash what killed processes left
     arrived = find_new_objects(prefix=prefix, patterns=patterns)
     emit_arrivals(prefix=prefix, arrived=arrived)

@@ -31,6 +31,13 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
     registry description is a model card. With `tuning.enabled`, an Optuna study picks the
     chosen family's parameters first. Cached steps key on the dataset fingerprint and their
     config; `refresh` recomputes them.
+
+    Args:
+        config: The pipeline's whole configuration, as in conf/churn.yaml: the data, split,
+            features, model, tuning, evaluation, promotion, tracking, cache and compute sections.
+        refresh: Recompute every cached step (load, validate, features, select model, tune, fit,
+            evaluate) and overwrite its stored result, instead of reusing results keyed on the same
+            data, config and code. Off: a rerun on the same data reuses them.
     """
     claim_flow_run()  # label this run with its process; settle what killed processes left
     cached = cached_steps(config.cache, refresh)  # cached(task): results persisted, keyed per task

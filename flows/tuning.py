@@ -20,6 +20,13 @@ def tune(config: PipelineConfig, refresh: bool = False) -> TuningResult:
     the study tunes the family that cross-validates best (never a blend). The study lives in
     Optuna RDB storage and resumes after an interruption; every trial is a nested MLflow run
     under the study's run.
+
+    Args:
+        config: The pipeline's whole configuration, as in conf/churn.yaml; `tuning` says how many
+            trials, on which backend, over which search spaces.
+        refresh: Recompute every cached step (load, validate, features, select model, tune, fit,
+            evaluate) and overwrite its stored result, instead of reusing results keyed on the same
+            data, config and code. Off: a rerun on the same data reuses them.
     """
     claim_flow_run()  # label this run with its process; settle what killed processes left
     cached = cached_steps(config.cache, refresh)  # cached(task): results persisted, keyed per task

@@ -48,13 +48,27 @@ class NamedInputs(CachePolicy):
                                   **kwargs)
 
 
-def cache_key(*inputs: str) -> CachePolicy:
+@dataclass
+class TrackingStore(CachePolicy):
+    """Keys on the MLflow tracking store (MLFLOW_TRACKING_URI, or the project's own): for a step
+    whose result names runs in that store (a study's parent run), so that pointing the pipeline
+    at another store runs the step again, and that store gets its runs."""
+
+    def compute_key(self, task_ctx, inputs: dict[str, Any] | None, flow_parameters, **kwargs) -> str | None:
+        from mlpipe.adapters.mlflow.tracking import tracking_uri
+
+        return tracking_uri()
+
+
+def cache_key(*inputs: str, tracking_store: bool = False) -> CachePolicy:
     """The cache policy of a cached step, saying in one place what its key is made of: the
-    task's source, the pipeline's code, and exactly these inputs. Frames are never among them:
-    a fingerprint, a config section or a `data_key` (`step_key`) stands for them."""
+    task's source, the pipeline's code, and exactly these inputs (and, with `tracking_store`,
+    the MLflow store its result lives in). Frames are never among them: a fingerprint, a config
+    section or a `data_key` (`step_key`) stands for them."""
     if not inputs:
         raise ValueError("name the inputs the cache key is made of")
-    return TASK_SOURCE + PipelineCode() + NamedInputs(names=tuple(inputs))
+    policy = TASK_SOURCE + PipelineCode() + NamedInputs(names=tuple(inputs))
+    return policy + TrackingStore() if tracking_store else policy
 
 
 def key_inputs(task) -> tuple[str, ...] | None:

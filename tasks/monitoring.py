@@ -50,8 +50,10 @@ def reference_task(*, champion: Champion) -> ValidatedData:
 @task(name="load-current", cache_policy=NO_CACHE, **IO_RETRIES)
 def current_task(*, data_uri: str, data: DataConfig, reference: ValidatedData) -> pd.DataFrame:
     """Read the new dataset and keep the model's columns, cleaned like the reference."""
+    report = reference.report
     frame = align_current(read_dataset(data_uri, current_format(data_uri, data.format), data.csv),
-                          reference.report.numeric_features, reference.report.categorical_features)
+                          report.numeric_features, report.categorical_features, data.na_values,
+                          report.auto_na_values)
     get_run_logger().info("read %d new rows from %s", len(frame), redact_uri(data_uri))
     return frame
 

@@ -43,7 +43,7 @@ def score_task(*, pipeline, model: ScoringModel, data_uri: str, output_uri: str,
     for message in summary.warnings:
         logger.warning(message)
     for problem in summary.rejected[:5]:
-        logger.warning("row %d rejected: %s %r is %s", problem.row, problem.column, problem.value, problem.problem)
+        logger.warning("%s rejected: %s %r is %s", problem.location, problem.column, problem.value, problem.problem)
     logger.info("scored %d of %d rows with %s v%s -> %s", summary.rows_scored, summary.rows_in,
                 summary.model_name, summary.model_version, summary.output_uri)
     return summary
@@ -57,8 +57,9 @@ def score_report_task(*, summary: ScoringSummary) -> ScoringSummary:
                                          f"{summary.rows_scored} scored, {summary.rows_rejected} rejected")
     if summary.rows_rejected:
         create_table_artifact(key="batch-score-rejected",
-                              table=[{"row": r.row, "column": r.column, "value": r.value, "problem": r.problem}
-                                     for r in summary.rejected],
+                              table=[{"where": r.location, "row": r.row, "column": r.column, "value": r.value,
+                                      "problem": r.problem} for r in summary.rejected],
                               description=f"{summary.rows_rejected} rejected rows (first {len(summary.rejected)} "
-                                          "problems; row = 0-based data row of the input)")
+                                          "problems; where = file line of a CSV input (the header is line 1), "
+                                          "else row index; row = 0-based data row)")
     return summary

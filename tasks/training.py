@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from sklearn.pipeline import Pipeline
 
 from mlpipe.adapters.ray_cluster import is_ray_system_failure
@@ -23,10 +24,8 @@ def select_model_task(*, train: pd.DataFrame, target: str, spec: FeatureSpec, pr
                       data_key: str, max_rows: int | None = None, threads: int | None = None) -> ModelSelection:
     """Resolve `model.family: auto` by cross-validation on the train split; cached on (data,
     model config, metric, folds, the candidate list as resolved: a newly registered family
-    misses the cache). `allow_blend` is off when tuning follows: a study tunes one family. Publishes
-    the leaderboard as a Prefect table artifact."""
-    from prefect.artifacts import create_table_artifact
-
+    misses the cache). `allow_blend` is off when tuning follows: a study tunes one family. The
+    leaderboard artifact is `publish_leaderboard_task`'s, which a run from the cache runs too."""
     release_before_step(train)
     with estimator_threads(threads):
         selection = select_model(train, target, spec, preprocessor, model.model_copy(update={"candidates": candidates}),
@@ -39,9 +38,18 @@ def select_model_task(*, train: pd.DataFrame, target: str, spec: FeatureSpec, pr
         logger.warning("model selection budget spent: %s not tried", ", ".join(selection.not_tried))
     logger.info("model family: %s (%s; candidates compared on %d of %d train rows)", selection.model.family,
                 selection.reason, selection.rows, len(train))
-    create_table_artifact(key="model-leaderboard", table=selection.table(),
-                          description=f"model.family auto: {selection.model.family} ({selection.reason})")
     return selection
+
+
+@task(name="leaderboard", cache_policy=NO_CACHE)
+def publish_leaderboard_task(*, selection: ModelSelection) -> None:
+    """The candidates' cross-validation scores as the run's `model-leaderboard` table artifact,
+    whether selection ran in this run or came from the cache."""
+    from prefect.artifacts import create_table_artifact
+
+    create_table_artifact(key="model-leaderboard", table=selection.table(),
+                          description=f"model.family auto: {selection.model.family} ({selection.reason}); "
+                                      f"candidates compared on {selection.rows} train rows")
 
 
 @task(name="fit", cache_policy=cache_key("target", "spec", "model", "data_key"), persist_result=True,

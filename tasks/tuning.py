@@ -14,8 +14,10 @@ from mlpipe.stages.tuning import TuningResult, run_study
 from mlpipe.tasks.caching import cache_key
 
 
+# Keyed on the tracking store too: the result names the study's parent run, which lives there.
 @task(name="tune", cache_policy=cache_key("target", "spec", "model", "tuning", "experiment", "fingerprint",
-                                          "data_key"), persist_result=True, cache_result_in_memory=False)
+                                          "data_key", tracking_store=True), persist_result=True,
+      cache_result_in_memory=False)
 def tune_task(*, train: pd.DataFrame, target: str, spec: FeatureSpec, preprocessor, model: ModelConfig,
               tuning: TuningConfig, experiment: str, fingerprint: str, data_key: str) -> TuningResult:
     """Run (or resume) the Optuna study; cached on (data, search space, trial budget)."""

@@ -35,8 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 # Minutes-long end-to-end tests, longest first (seconds on 2 cores); other system tests count 20 s.
-LONG_TESTS = {"test_crash_random.py": 480, "test_postgres.py": 240, "test_deployments.py": 180, "test_readme.py": 115,
-              "test_retraining_year.py": 75, "test_server_restart.py": 60, "test_promotion.py": 55}
+LONG_TESTS = {"test_crash_random.py": 480, "test_postgres.py": 240, "test_deployments.py": 180, "test_browser.py": 120,
+              "test_readme.py": 115, "test_retraining_year.py": 75, "test_server_restart.py": 60,
+              "test_promotion.py": 55}
 
 
 def pytest_collection_modifyitems(config, items):

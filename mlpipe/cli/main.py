@@ -133,6 +133,15 @@ def _server_line(temporary_server: bool) -> str:
     return f"ran on {kept}; with `make server` running, runs use it and stay in its UI"
 
 
+def _mlflow_hint(summary) -> str:
+    """Where to see the run: a tracking server's page of the version, or, for a local store, the
+    command that serves it (`mlflow ui` takes a database URI, never a server's)."""
+    uri = summary.tracking_uri
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/#/models/{summary.model_name}/versions/{summary.version}"
+    return f"mlflow ui --backend-store-uri {uri} --port 5000, then http://127.0.0.1:5000"
+
+
 def _print_summary(summary, seconds: float, temporary_server: bool) -> None:
     d = summary.decision
     table = Table(title=f"holdout metrics  {summary.model_name} v{summary.version}", show_header=False)
@@ -144,7 +153,7 @@ def _print_summary(summary, seconds: float, temporary_server: bool) -> None:
                   + ("  (identical rerun: existing version, nothing new registered)" if summary.reused_version else ""))
     console.print(f"decision   [{colour}]{d.alias}[/]: {d.reason}")
     console.print(f"data       {summary.dataset_uri}  fingerprint {summary.dataset_fingerprint[:30]}")
-    console.print(f"mlflow     run {summary.run_id}  ->  mlflow ui --backend-store-uri {summary.tracking_uri}")
+    console.print(f"mlflow     run {summary.run_id}  ->  {_mlflow_hint(summary)}")
     console.print("prefect    " + _server_line(temporary_server))
     console.print(f"time       {seconds:.1f} s")
 
@@ -394,20 +403,24 @@ def rollback(
 
 @app.command()
 def history(model: Annotated[str, typer.Option("--model", help="Registered model name")] = "churn-classifier",
+            show_all: Annotated[bool, typer.Option("--all", help="Also the reruns that changed nothing")] = False,
             debug: DebugOption = False) -> None:
     """Which version was champion when, and why (promotions, challengers, rollbacks)."""
-    from mlpipe.adapters.mlflow.aliases import promotion_history
+    from mlpipe.adapters.mlflow.aliases import is_no_op, promotion_history
 
     _require_servers(debug, prefect=False)
     table = Table("when", "action", "version", "previous champion", "reason")
     with _servers_named_on_error(debug, prefect=False):
         entries = promotion_history(model)
-    for entry in entries:
+    shown = entries if show_all else [entry for entry in entries if not is_no_op(entry)]
+    for entry in shown:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(int(entry["at"]) / 1000))
         action = entry.get("action", "") + (" (pending)" if entry.get("entry") == "pending" else "")
         table.add_row(when, action, entry.get("version", ""), entry.get("previous_champion", ""),
                       entry.get("reason", ""))
     console.print(table)
+    if len(shown) < len(entries):
+        console.print(f"{len(entries) - len(shown)} rerun(s) of the champion that changed nothing not shown (--all)")
 
 
 def _print_tuning(result, seconds: float, temporary_server: bool) -> None:

@@ -30,7 +30,9 @@ class ModelConfig(Section):
                     "soft_voting: average the probabilities of `members`",
     )
     params: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Estimator parameters per family; the one of `family` is used"
+        default_factory=dict, description="Estimator parameters per family, a JSON object of objects; the one of "
+        "`family` is used (auto: each candidate's own), a family not named keeps the library's defaults. Example: "
+        '{"random_forest": {"n_estimators": 200, "min_samples_leaf": 3}, "logistic_regression": {"C": 0.5}}'
     )
     candidates: list[str] | None = Field(
         None, description="Families `auto` compares, in this order (default: every registered candidate)"
@@ -170,7 +172,10 @@ class TuningConfig(Section):
                           "default sqlite:///<project>/data/.optuna/studies.db"
     )
     spaces: dict[str, dict[str, ParamSpace]] = Field(
-        default_factory=_default_spaces, description="Per family, each tuned parameter's search space")
+        default_factory=_default_spaces, description="Per family, each tuned parameter's search space, a JSON "
+        "object: family -> parameter -> {type: int|float|log_float|categorical, low, high, step, choices}; it "
+        'replaces the built-in spaces. Example: {"random_forest": {"n_estimators": {"type": "int", "low": 100, '
+        '"high": 500, "step": 100}, "max_features": {"type": "categorical", "choices": ["sqrt", 0.5]}}}')
 
     @model_validator(mode="after")
     def _known_params(self) -> "TuningConfig":

@@ -20,8 +20,24 @@ class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the key path and the fix."""
 
 
+def form_type(prop: dict) -> None:
+    """Prefect's run form has no input for a `null` type: an optional field whose default is None
+    showed 'Property is type "None"'. Such a field is given its one other type and no default; left
+    empty, it is omitted and stays None (and Prefect's parameter check still accepts null for it).
+    A field's `json_schema_extra` (a flow parameter's too)."""
+    kinds = prop.get("anyOf", [])
+    if {"type": "null"} in kinds and len(kinds) == 2 and "default" in prop and prop["default"] is None:
+        del prop["anyOf"], prop["default"]
+        prop.update(next(kind for kind in kinds if kind != {"type": "null"}))
+
+
+def _form_types(schema: dict, _model) -> None:
+    for prop in schema.get("properties", {}).values():
+        form_type(prop)
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, json_schema_extra=_form_types)
 
 
 CSV_DELIMITERS = (",", ";", "\t", "|")  # what detection chooses from, in order of preference
@@ -62,6 +78,13 @@ class CsvConfig(Section):
         return self
 
 
+# What `data.na_values` defaults to: the spellings of "missing" that exports write and that no
+# real value of a column would be. Left out on purpose: "None"/"none" (a plan or a discount
+# called "None" is a real category), "-" (zero in accounting exports, a real code in some
+# lists) and "0". A numeric column's own rare tokens are found anyway (`data.auto_na_share`).
+DEFAULT_NA_VALUES = ("?", "NA", "N/A", "n/a", "#N/A", "NaN", "nan", "null", "NULL")
+
+
 class DataConfig(Section):
     """Where the dataset lives and what its columns mean."""
 
@@ -82,6 +105,19 @@ class DataConfig(Section):
     id_unique_ratio: float = Field(
         1.0, gt=0, le=1, description="Text or integer columns with this share of unique values are IDs"
     )
+    na_values: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_NA_VALUES),
+        description="Text read as missing in every column, in training and by the registered model (compared "
+                    "stripped; blanks are always missing). Not 'None' or '-', which can be real values")
+    auto_na_share: float = Field(
+        0.01, ge=0, lt=0.5, description="A numeric column whose non-numeric values are at most this share of "
+                                        "its rows, and at most 3 tokens without digits (e.g. 'unknown'), reads "
+                                        "them as missing, with a warning; 0: refuse them")
+    unlabeled_rows: Literal["drop", "fail"] = Field(
+        "drop", description="Rows whose target is missing or unparseable: drop (at most max_unlabeled_share of "
+                            "the rows, with a warning) or fail")
+    max_unlabeled_share: float = Field(
+        0.01, ge=0, lt=0.5, description="unlabeled_rows=drop: above this share of the rows, fail instead")
 
 
 class SplitConfig(Section):

@@ -251,12 +251,14 @@ _ARROW_TEXT = pd.ArrowDtype(pa.string())
 def _parsed_csv(uri: str, text, header: list[str], wanted: list[str], as_text: list[str],
                 chunk_rows: int | None, dialect: CsvDialect) -> Iterator[pd.DataFrame]:
     """The data rows, parsed by position (so a row wider than the header is an error, never
-    silently cut), then named and narrowed to `wanted`."""
+    silently cut), then named and narrowed to `wanted`. Only an empty field is missing here:
+    tokens such as "?" or "N/A" stay text, for validation to count and read as missing by
+    `data.na_values` (and the model, by the same list), and "None" stays a category."""
     position = {name: i for i, name in enumerate(header)}
     try:
         reader = pd.read_csv(text, header=None, sep=dialect.delimiter, decimal=dialect.decimal,
                              dtype={position[c]: _ARROW_TEXT for c in as_text}, chunksize=chunk_rows,
-                             index_col=False, skip_blank_lines=True)
+                             index_col=False, skip_blank_lines=True, keep_default_na=False, na_values=[""])
         for chunk in [reader] if chunk_rows is None else reader:
             if chunk.shape[1] != len(header):
                 raise _width_error(uri, header, chunk.shape[1], dialect)
@@ -322,3 +324,55 @@ def count_rows(uri: str) -> int:
             last = chunk[-1:]
     lines += last != b"\n"  # a last line without a newline
     return max(lines - 1, 0)
+
+
+# -- Where a row is: what people open ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RowLocator:
+    """Turns 0-based row positions of a table into places a person can open: line numbers of a
+    CSV file (1-based, the header is line 1; a quoted field over several lines, or blank lines,
+    counted as the file has them), else "row index" positions (Parquet files and frames).
+    Messages that point at rows all say it through `describe`."""
+
+    uri: str | None = None  # a CSV file: file lines; None: a frame's row index
+    options: CsvConfig | None = None
+
+    def describe(self, positions: Sequence[int], limit: int = 5) -> str:
+        """e.g. "lines 3, 240" or "row index 1, 238", with "..." when more than `limit`."""
+        shown = [int(p) for p in positions[:limit]]
+        more = ", ..." if len(positions) > limit else ""
+        if self.uri is None:
+            return f"row index {', '.join(map(str, shown))}{more}"
+        lines = csv_record_lines(self.uri, shown, self.options)
+        word = "line" if len(positions) == 1 else "lines"
+        return f"{word} {', '.join(str(lines[p]) for p in shown)}{more}"
+
+
+def row_locator(uri: str, fmt: str = "auto", options: CsvConfig | None = None) -> RowLocator:
+    """The locator for a table read from `uri`: file lines for a CSV, row index for Parquet."""
+    return RowLocator(uri, options) if dataset_format(uri, fmt) == "csv" else RowLocator()
+
+
+def csv_record_lines(uri: str, positions: Sequence[int], options: CsvConfig | None = None) -> dict[int, int]:
+    """The 1-based file line on which each 0-based data row in `positions` starts, read with
+    the file's own dialect (only as far as the last position asked for)."""
+    wanted = set(positions)
+    found: dict[int, int] = {}
+    fs, path = filesystem(uri)
+    with fs.open(path, "rb", compression="infer") as handle:
+        head = handle.read(SAMPLE_BYTES)
+        dialect, _ = detect_dialect(head, options, at_end=len(head) < SAMPLE_BYTES, uri=uri)
+        text = io.TextIOWrapper(io.BufferedReader(_Rejoined(head, handle)), encoding=dialect.codec, newline="")
+        records = csv.reader(text, delimiter=dialect.delimiter)
+        next(records, None)  # the header
+        row, line = 0, records.line_num + 1
+        for record in records:
+            if record:  # pandas skips blank lines: they are no row
+                if row in wanted:
+                    found[row] = line
+                    if len(found) == len(wanted):
+                        break
+                row += 1
+            line = records.line_num + 1
+    return {p: found.get(p, p + 2) for p in positions}

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -188,7 +189,7 @@ def newer_than(series: pd.Series, recorded: str) -> np.ndarray:
 @dataclass(frozen=True)
 class SplitParams:
     """How a model's rows were split: enough to tell later, for any row, whether that model
-    trained on it. Recorded as model-version tags (`mlpipe.split.*`)."""
+    trained on it. Recorded as one model-version tag, `mlpipe.split` (JSON)."""
 
     method: str  # "hash", "time" or "random"
     holdout_fraction: float
@@ -199,12 +200,15 @@ class SplitParams:
     key_scheme: str = ROW_KEY_SCHEME  # how row_keys hashed: keys of two schemes cannot be matched
 
     def tags(self) -> dict[str, str]:
-        return {"mlpipe.split." + k: "" if v is None else str(v) for k, v in asdict(self).items()}
+        return {"mlpipe.split": json.dumps(asdict(self), sort_keys=True)}  # one tag: a version's page lists each
 
     @classmethod
     def from_tags(cls, tags: dict[str, str]) -> "SplitParams | None":
-        """The params recorded on a version, or None for a version registered without them."""
-        get = lambda k: tags.get("mlpipe.split." + k) or None  # noqa: E731
+        """The params recorded on a version (its `mlpipe.split` tag, or the `mlpipe.split.*` tags
+        of a version registered before there was one), or None for a version without them."""
+        recorded = json.loads(tags["mlpipe.split"]) if "mlpipe.split" in tags else {
+            k.removeprefix("mlpipe.split."): v for k, v in tags.items() if k.startswith("mlpipe.split.")}
+        get = lambda k: None if recorded.get(k) in (None, "") else str(recorded[k])  # noqa: E731
         if get("method") is None:
             return None
         return cls(method=get("method"), holdout_fraction=float(get("holdout_fraction") or 0),

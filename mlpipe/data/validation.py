@@ -15,9 +15,18 @@ import pandas as pd
 from mlpipe.core.config import DataConfig
 from mlpipe.core.errors import DataValidationError, name_list
 from mlpipe.core.metrics import ranked_roc_auc
-from mlpipe.data.reader import looks_decimal_comma
+from mlpipe.data.profile import column_profile, tokens_text
+from mlpipe.data.reader import RowLocator, looks_decimal_comma
 from mlpipe.data.splitting import key_name, row_keys
-from mlpipe.model.conform import coerce_numeric_text, is_numeric, mostly_text
+from mlpipe.model.conform import (
+    coerce_numeric_text,
+    is_numeric,
+    mostly_text,
+    numeric_values,
+    read_tokens_as_missing,
+)
+
+AUTO_TOKENS_MAX = 3  # distinct non-numeric values a numeric column may hold and still read them as missing
 
 
 @dataclass
@@ -31,6 +40,11 @@ class ValidationReport:
     coerced_columns: dict[str, int] = field(default_factory=dict)  # column -> blanks made missing
     positive_rate: float = 0.0
     warnings: list[str] = field(default_factory=list)
+    missing_tokens: dict[str, dict[str, int]] = field(default_factory=dict)  # column -> data.na_values token -> rows
+    auto_na_values: dict[str, dict[str, int]] = field(default_factory=dict)  # numeric column -> token found -> rows
+    unlabeled_rows: int = 0  # rows dropped for a missing or unparseable target
+    dropped_columns: dict[str, str] = field(default_factory=dict)  # column -> why it is not a feature
+    profile: list[dict] = field(default_factory=list)  # a row per column: `mlpipe.data.profile`
 
     @property
     def features(self) -> list[str]:
@@ -52,35 +66,73 @@ def _fail(message: str, column: str | None = None) -> None:
     raise DataValidationError(message, column)
 
 
-def map_target(series: pd.Series, column: str, positive_label) -> pd.Series:
-    """Map a binary target to 0/1, failing on missing values, a single class or odd labels."""
-    missing = series.isna()
-    if missing.any():
-        rows = np.flatnonzero(missing.to_numpy())[:5].tolist()
-        _fail(f"target {column!r} has {int(missing.sum())} missing values (rows {rows}...); "
-              "drop or label those rows", column)
-    as_text = series.astype("string").str.strip()
-    labels = pd.unique(as_text) if positive_label is not None else pd.unique(series)
+def map_target(series: pd.Series, column: str, positive_label) -> tuple[pd.Series, np.ndarray]:
+    """The binary target as 0/1, and a mask of the rows it leaves unlabeled: missing, or a label
+    that is neither class (with `positive_label`: the positive label and the commonest other
+    one; without: 0 and 1). Fails when the positive label never appears or one class is left."""
+    missing = series.isna().to_numpy()
+    labels = series[~missing].astype("string").str.strip().unique()
     if len(labels) < 2:
-        _fail(f"target {column!r} has a single class ({labels[0]!r}); a classifier needs two", column)
+        _fail(f"target {column!r} has a single class ({labels[0] if len(labels) else None!r}); a classifier needs two",
+              column)
     if positive_label is None:
         numeric = pd.to_numeric(series, errors="coerce")
-        bad = sorted({str(v) for v, n in zip(series, numeric) if pd.isna(n) or n not in (0, 1)})
-        if bad:
-            _fail(f"target {column!r} has labels {bad[:5]} that are not 0/1; set data.positive_label "
-                  "to the value that means the positive class", column)
-        return numeric.astype("int64")
+        unlabeled = missing | ~numeric.isin([0, 1]).to_numpy()
+        y = numeric.where(~unlabeled, 0).astype("int64")
+        if y[~unlabeled].nunique() < 2:
+            odd = sorted({str(v) for v in series[unlabeled & ~missing]})[:5]
+            _fail(f"target {column!r} has a single class among its 0/1 labels{f' (other labels: {odd})' if odd else ''}"
+                  "; a classifier needs two (set data.positive_label when the target is not 0/1)", column)
+        return y, unlabeled
+    as_text = series.astype("string").str.strip()
     positive = str(positive_label).strip()
-    if not (as_text == positive).any():
+    is_positive = (as_text == positive).to_numpy(dtype=bool, na_value=False)
+    if not is_positive.any():
         _fail(f"target {column!r} never takes the positive label {positive!r} "
-              f"(values: {sorted(set(as_text))[:5]}); set data.positive_label", column)
-    if len(labels) > 2:
-        counts = as_text[as_text != positive].value_counts()
-        negative, odd = counts.index[0], sorted(counts.index[1:])
-        rows = np.flatnonzero(as_text.isin(odd).to_numpy())[:5].tolist()
-        _fail(f"target {column!r} has unparseable labels {odd[:5]} (rows {rows}...): expected {positive!r} and "
-              f"one other label ({negative!r}); fix or drop those rows", column)
-    return (as_text == positive).astype("int64")
+              f"(values: {sorted(set(as_text.dropna()))[:5]}); set data.positive_label", column)
+    others = as_text[~is_positive & ~missing].value_counts()
+    if others.empty:
+        _fail(f"target {column!r} has a single class ({positive!r}); a classifier needs two", column)
+    negative = others.index[0]
+    unlabeled = ~is_positive & ~(as_text == negative).to_numpy(dtype=bool, na_value=False)
+    return pd.Series(is_positive.astype("int64"), index=series.index), unlabeled
+
+
+def _drop_unlabeled(target: pd.Series, unlabeled: np.ndarray, config: DataConfig, rows: RowLocator,
+                    report: ValidationReport) -> None:
+    """Refuse the unlabeled rows (data.unlabeled_rows=fail, or more than data.max_unlabeled_share
+    of the rows), naming what the target holds there and where; else record and warn about
+    them, for the caller to drop."""
+    count = int(unlabeled.sum())
+    if not count:
+        return
+    column, share = config.target, count / len(target)
+    missing = int(target[unlabeled].isna().sum())
+    odd = target[unlabeled].dropna().astype("string").str.strip().value_counts()
+    tokens = tokens_text(report.missing_tokens.get(column, {}))
+    found = ", ".join([*(f"{label!r} x{n}" for label, n in odd.head(5).items()),
+                       *([f"missing x{missing}" + (f" (written {tokens})" if tokens else "")] if missing else [])])
+    where = rows.describe(target.index[unlabeled])
+    if config.unlabeled_rows == "fail" or share > config.max_unlabeled_share:
+        why = ("data.unlabeled_rows is fail" if config.unlabeled_rows == "fail" else
+               f"more than data.max_unlabeled_share={config.max_unlabeled_share:g} of the rows")
+        _fail(f"target {column!r} leaves {count} rows ({share:.1%}) unlabeled: {found} ({where}); {why}: label "
+              "them, fix the export, or set data.positive_label / data.na_values", column)
+    report.unlabeled_rows = count
+    report.warnings.append(f"target {column!r}: dropped {count} unlabeled row(s) ({found}; {where}); "
+                           "data.unlabeled_rows=fail refuses them instead")
+
+
+def _read_tokens(frame: pd.DataFrame, config: DataConfig, report: ValidationReport) -> pd.DataFrame:
+    """Every text column with the data.na_values tokens (and whitespace-only values) made
+    missing, each one found recorded in `report.missing_tokens`."""
+    changed = {}
+    for column in frame.columns:
+        values, found = read_tokens_as_missing(frame[column], config.na_values)
+        if found:
+            changed[column] = values
+            report.missing_tokens[column] = found
+    return frame.assign(**changed) if changed else frame
 
 
 def _delimiter_hint(columns) -> str:
@@ -195,9 +247,36 @@ def _coerce_numbers_stored_as_text(features: pd.DataFrame, report: ValidationRep
                     "became missing values")
 
 
-def _check_values(features: pd.DataFrame, report: ValidationReport) -> None:
-    """Column by column: warn about numbers with a decimal comma, fail on a column mixing
-    numbers and text, and make infinite numbers missing in place (with a warning)."""
+def _numeric_column_tokens(features: pd.DataFrame, column: str, bad: pd.Series, config: DataConfig,
+                           rows: RowLocator, report: ValidationReport) -> None:
+    """A numeric column holding some text: a few rare tokens without digits ("?", "unknown") are
+    read as missing, with a warning; else it is refused, naming the tokens and the setting."""
+    counts = bad.astype("string").str.strip().value_counts()
+    share = len(bad) / len(features)
+    tokens = [str(t) for t in counts.index]
+    tokens_only = len(tokens) <= AUTO_TOKENS_MAX and not any(ch.isdigit() for t in tokens for ch in t)
+    where = rows.describe(bad.index)
+    if tokens_only and share <= config.auto_na_share:
+        features[column] = numeric_values(features[column], tokens)[0]
+        report.auto_na_values[column] = {t: int(n) for t, n in counts.items()}
+        report.warnings.append(
+            f"column {column!r} is numeric but holds {tokens_text(dict(counts))} ({share:.2%} of the rows; "
+            f"{where}): read as missing, here and by the registered model; list them in data.na_values to say so, or set "
+            "data.auto_na_share=0 to refuse them")
+        return
+    head = (f"column {column!r} mixes numbers and text: {len(bad)} values ({share:.1%} of the rows) are not numbers "
+            f"({tokens_text(dict(counts))}; {where})")
+    if tokens_only:  # too many to guess: the user says what they mean
+        _fail(f"{head}; if they mean missing, add them to data.na_values (the defaults are replaced: keep those you "
+              f"need), or raise data.auto_na_share above {share:.3f}", column)
+    _fail(f"{head}; fix them in the export (if some mean missing, add those to data.na_values), or add the column "
+          "to data.drop_columns", column)
+
+
+def _check_values(features: pd.DataFrame, config: DataConfig, rows: RowLocator, report: ValidationReport) -> None:
+    """Column by column: warn about numbers with a decimal comma; read a numeric column's rare
+    text tokens as missing, or fail on a column mixing numbers and text; and make infinite
+    numbers missing in place (with a warning)."""
     for column in features.columns:
         if looks_decimal_comma(features[column]):
             report.warnings.append(f"column {column!r} holds numbers with a decimal comma (e.g. "
@@ -205,9 +284,7 @@ def _check_values(features: pd.DataFrame, report: ValidationReport) -> None:
                                    "to ',' to read them as numbers")
         bad = mixed_type_values(features[column])
         if bad is not None:
-            rows = bad.index[:5].tolist()
-            _fail(f"column {column!r} mixes numbers and text: {len(bad)} values are not numbers "
-                  f"(e.g. {bad.iloc[0]!r}, rows {rows}); fix them or add the column to data.drop_columns", column)
+            _numeric_column_tokens(features, column, bad, config, rows, report)
         if is_numeric(features[column]):
             infinite = np.isinf(features[column].to_numpy(dtype=float, na_value=np.nan))
             if infinite.any():
@@ -226,9 +303,11 @@ def _drop_id_columns(features: pd.DataFrame, config: DataConfig, report: Validat
         values = features[column].dropna()
         if len(features) > 1 and len(values) == len(features) and _unique_per_row(values, config.id_unique_ratio):
             ids.append(column)
+            report.dropped_columns[column] = "ID: unique per row"
             report.warnings.append(f"column {column!r} is unique per row and looks like an ID: "
                                    "dropped from the features (list it in data.id_columns to silence this)")
     report.id_columns = ids
+    report.dropped_columns.update({c: "ID: data.id_columns" for c in config.id_columns if c in ids})
     return features.drop(columns=ids)
 
 
@@ -236,6 +315,7 @@ def _drop_constant_columns(features: pd.DataFrame, report: ValidationReport) -> 
     """`features` without the columns that hold a single value, each one warned about in `report`."""
     constant = [c for c in features.columns if _single_valued(features[c])]
     for column in constant:
+        report.dropped_columns[column] = "a single value"
         report.warnings.append(f"column {column!r} has a single value: dropped from the features")
     return features.drop(columns=constant)
 
@@ -258,21 +338,31 @@ def _check_leaks(features: pd.DataFrame, y: pd.Series, config: DataConfig) -> No
                   "(recorded after the outcome?); add it to data.drop_columns", column)
 
 
-def validate_dataset(frame: pd.DataFrame, config: DataConfig, min_class_rows: int = 2) -> ValidatedData:
+def validate_dataset(frame: pd.DataFrame, config: DataConfig, min_class_rows: int = 2,
+                     rows: RowLocator | None = None) -> ValidatedData:
     """Check `frame` against the contract in `config`; see the module docstring. Each class
-    needs `min_class_rows` rows (cross-validation folds + a holdout)."""
+    needs `min_class_rows` rows (cross-validation folds + a holdout). `rows` says where a row
+    is in messages: file lines when the frame was read from a CSV file, else its row index."""
+    rows = rows or RowLocator()
     report = ValidationReport(rows=len(frame))
     _check_shape(frame, config)
     target = config.target
     key_columns = [c for c in config.id_columns if c in frame.columns]
+    frame = _read_tokens(frame, config, report)  # "?" hashes as the missing value it means
     keys = row_keys(frame, key_columns)  # before any column is dropped or coerced
-    frame = frame.drop(columns=[c for c in config.drop_columns if c in frame.columns])
-    y = map_target(frame[target], target, config.positive_label)
+    report.dropped_columns = {c: "data.drop_columns" for c in config.drop_columns if c in frame.columns}
+    dropped = frame[list(report.dropped_columns)]
+    frame = frame.drop(columns=list(report.dropped_columns))
+    y, unlabeled = map_target(frame[target], target, config.positive_label)
+    _drop_unlabeled(frame[target], unlabeled, config, rows, report)
+    if report.unlabeled_rows:
+        frame, y, keys = frame[~unlabeled], y[~unlabeled], keys[~unlabeled]
     _check_class_sizes(y, target, min_class_rows)
     features = frame.drop(columns=[target])
     _check_no_empty_column(features)
     _coerce_numbers_stored_as_text(features, report)
-    _check_values(features, report)
+    _check_values(features, config, rows, report)
+    profiled = features
     features = _drop_id_columns(features, config, report)
     features = _drop_constant_columns(features, report)
     _check_leaks(features, y, config)
@@ -282,6 +372,7 @@ def validate_dataset(frame: pd.DataFrame, config: DataConfig, min_class_rows: in
     report.numeric_features = [c for c in features.columns if is_numeric(features[c])]
     report.categorical_features = [c for c in features.columns if c not in report.numeric_features]
     report.positive_rate = float(y.mean())
+    report.profile = column_profile(profiled, target=target, dropped=dropped, report=report)
     clean = features  # a frame of its own (copy-on-write): a deep copy would be a third whole table
     clean[target] = y.to_numpy()
     return ValidatedData(frame=clean, target=target, report=report, row_keys=keys, key_name=key_name(key_columns))

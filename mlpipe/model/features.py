@@ -7,6 +7,7 @@ in `__init__`, fitted state in attributes ending in `_`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -291,6 +292,8 @@ class FeatureSpec:
 
     numeric: tuple[str, ...]
     categorical: tuple[str, ...]
+    na_values: tuple[str, ...] = ()  # read as missing in every column (data.na_values)
+    column_na_values: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (column, tokens validation found there)
 
     @property
     def columns(self) -> list[str]:
@@ -364,15 +367,19 @@ def _require(known: set[str], feature: str, *columns: str) -> None:
                 "categorical feature of this dataset (missing, or dropped as an ID)", column)
 
 
-def feature_spec(numeric: list[str], categorical: list[str], config: FeaturesConfig) -> FeatureSpec:
-    """Roles of the raw columns; derived-feature inputs must be numeric."""
+def feature_spec(numeric: list[str], categorical: list[str], config: FeaturesConfig, na_values: Sequence[str] = (),
+                 column_na_values: Mapping[str, Sequence[str]] | None = None) -> FeatureSpec:
+    """Roles of the raw columns, and the tokens read as missing (everywhere, and per column);
+    derived-feature inputs must be numeric."""
     for name, column in [(r.name, c) for r in config.ratios for c in (r.numerator, r.denominator)] + [
         (c.name, column) for c in config.changes for column in (c.previous, c.current)
     ] + [(b.name, b.column) for b in config.buckets]:
         if column in categorical:
             raise DataValidationError(
                 f"derived feature {name!r} needs numeric column {column!r}, but it holds text", column)
-    return FeatureSpec(tuple(numeric), tuple(categorical))
+    columns = {*numeric, *categorical}
+    per_column = tuple((c, tuple(t)) for c, t in sorted((column_na_values or {}).items()) if c in columns)
+    return FeatureSpec(tuple(numeric), tuple(categorical), tuple(na_values), per_column)
 
 
 def raw_feature_frame(frame, spec: FeatureSpec):
@@ -410,5 +417,7 @@ def model_pipeline(spec: FeatureSpec, preprocessor: ColumnTransformer, estimator
                    threshold: float = 0.5) -> ModelPipeline:
     """The unfitted model for `spec`: raw rows are conformed first, so every client can send
     rows as they stand in the training file."""
-    return ModelPipeline([("conform", Conform(numeric=spec.numeric, categorical=spec.categorical)),
+    conform = Conform(numeric=spec.numeric, categorical=spec.categorical, na_values=spec.na_values,
+                      column_na_values={column: list(tokens) for column, tokens in spec.column_na_values} or None)
+    return ModelPipeline([("conform", conform),
                           ("features", preprocessor), ("model", estimator)], threshold=threshold)

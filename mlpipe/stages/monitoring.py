@@ -10,6 +10,7 @@ and logging.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -35,7 +36,7 @@ from mlpipe.data.drift import (
 from mlpipe.data.reader import dataset_format
 from mlpipe.data.splitting import split_validated
 from mlpipe.data.validation import DataValidationError, ValidatedData
-from mlpipe.model.conform import numeric_values
+from mlpipe.model.conform import numeric_values, read_tokens_as_missing
 
 DRIFT_EVENT = "mlpipe.drift.detected"
 
@@ -58,6 +59,7 @@ class DriftReport:
     reasons: tuple[str, ...]
     thresholds: DriftThresholds
     mlflow_run_id: str = ""
+    rows_prediction_reference: int = 0  # the champion's holdout rows, which its reference predictions are on
 
     @property
     def drifted_features(self) -> list[FeatureDrift]:
@@ -73,7 +75,8 @@ class DriftReport:
             "drifted": self.drifted, "reasons": list(self.reasons),
             "data_uri": redact_uri(self.data_uri), "reference_uri": redact_uri(self.reference_uri),
             "model_name": self.model_name, "model_version": self.model_version,
-            "rows_reference": self.rows_reference, "rows_current": self.rows_current,
+            "rows_reference": self.rows_reference,
+            "rows_prediction_reference": self.rows_prediction_reference, "rows_current": self.rows_current,
             "prediction_psi": self.prediction_psi, "mean_prediction_reference": self.mean_prediction_reference,
             "mean_prediction_current": self.mean_prediction_current,
             "thresholds": self.thresholds.model_dump(), "features": [f.row() for f in self.features],
@@ -93,17 +96,20 @@ def compare_datasets(reference: pd.DataFrame, current: pd.DataFrame, numeric: li
         data_uri=data_uri, reference_uri=reference_uri, model_name=model_name, model_version=model_version,
         rows_reference=len(reference), rows_current=len(current), features=tuple(features),
         prediction_psi=shift, mean_prediction_reference=mean(np.asarray(reference_proba)),
+        rows_prediction_reference=len(reference_proba),
         mean_prediction_current=mean(np.asarray(current_proba)), drifted=drifted, reasons=tuple(reasons),
         thresholds=thresholds)
 
 
 # -- the new dataset, cleaned like the training data (pure) --------------------------------------
 
-def align_current(frame: pd.DataFrame, numeric: list[str], categorical: list[str]) -> pd.DataFrame:
+def align_current(frame: pd.DataFrame, numeric: list[str], categorical: list[str], na_values: Sequence[str] = (),
+                  column_na_values: Mapping[str, Mapping[str, int]] | None = None) -> pd.DataFrame:
     """The columns the model reads, cleaned as validation cleaned the training data (numbers
-    stored as text coerced; the target, IDs and other columns dropped), without requiring the
-    target: new data usually has no labels yet. Text that is not a number where training had
-    numbers becomes missing, so it shows up as a missing-rate change instead of failing."""
+    stored as text coerced, the missing-value tokens and blanks missing; the target, IDs and
+    other columns dropped), without requiring the target: new data usually has no labels yet.
+    Text that is not a number where training had numbers becomes missing, so it shows up as a
+    missing-rate change instead of failing."""
     if frame.shape[1] == 0 or frame.empty:
         raise DataValidationError("the new dataset is empty: nothing to compare")
     absent = [c for c in [*numeric, *categorical] if c not in frame.columns]
@@ -111,10 +117,13 @@ def align_current(frame: pd.DataFrame, numeric: list[str], categorical: list[str
         raise DataValidationError(f"the new dataset lacks feature {absent[0]!r}, which the model reads "
                                   f"(missing: {absent[:5]})", absent[0])
     out = pd.DataFrame(index=frame.index)
+    def tokens(column: str) -> tuple[str, ...]:
+        return (*na_values, *(column_na_values or {}).get(column, ()))
+
     for column in numeric:
-        out[column] = numeric_values(frame[column])[0]  # text that is not a number: missing
+        out[column] = numeric_values(frame[column], tokens(column))[0]  # text that is not a number: missing
     for column in categorical:
-        out[column] = frame[column]
+        out[column] = read_tokens_as_missing(frame[column], tokens(column))[0]
     return out
 
 
@@ -138,7 +147,7 @@ def drift_markdown(report: DriftReport) -> str:
     """The `drift-report` markdown artifact."""
     t = report.thresholds
     verdict = "**drifted**: retraining is triggered" if report.drifted else "no drift beyond the thresholds"
-    reasons = "\n".join(f"- {r}" for r in report.reasons) or "- none"
+    reasons = "".join(f"- {r}\n" for r in report.reasons) + ("\n" if report.reasons else "")
     rows = "\n".join(
         f"| {f.feature} | {f.kind} | {f.psi:.4f} | {f.unseen_share:.1%} | {f.missing_ref:.1%} -> {f.missing_cur:.1%} "
         f"| {'**yes**: ' + '; '.join(f.reasons) if f.drifted else 'no'} |"
@@ -147,14 +156,14 @@ def drift_markdown(report: DriftReport) -> str:
 
 **Verdict:** {verdict}.
 
-{reasons}
-
-| | |
+{reasons}| new data | `{redact_uri(report.data_uri)}` ({report.rows_current} rows) |
 |---|---|
-| new data | `{redact_uri(report.data_uri)}` ({report.rows_current} rows) |
-| training data (reference) | `{redact_uri(report.reference_uri)}` ({report.rows_reference} rows) |
+| reference | features: the champion's training data `{redact_uri(report.reference_uri)}` \
+({report.rows_reference} rows); predictions: its holdout ({report.rows_prediction_reference} rows the champion \
+never trained on) |
 | prediction psi | {report.prediction_psi:.4f} (threshold {t.prediction_psi:g}) |
-| mean predicted probability | {report.mean_prediction_reference:.4f} -> {report.mean_prediction_current:.4f} |
+| mean predicted probability | {report.mean_prediction_reference:.4f} (holdout) -> \
+{report.mean_prediction_current:.4f} (new data) |
 | drifted features | {len(report.drifted_features)} of {len(report.features)} (verdict at {t.min_drifted_features}) |
 | MLflow run | `{report.mlflow_run_id or '-'}` |
 

@@ -7,7 +7,7 @@ from typing import Any, NamedTuple
 import pandas as pd
 
 from mlpipe.core.config import PipelineConfig
-from mlpipe.data.reader import fingerprint_dataset, read_dataset
+from mlpipe.data.reader import fingerprint_dataset, read_dataset, row_locator
 from mlpipe.data.splitting import split_validated
 from mlpipe.data.validation import validate_dataset
 from mlpipe.model.features import FeatureSpec, build_preprocessor, feature_spec
@@ -28,8 +28,12 @@ def prepare_rows(config: PipelineConfig) -> PreparedRows:
     features tasks wrap, without Prefect or its cache: for benchmarks and scripts. The `train`
     and `tune` flows run the same steps as cached tasks (flows/preparation.py)."""
     fingerprint = fingerprint_dataset(config.data.uri)
-    validated = validate_dataset(read_dataset(config.data.uri, config.data.format, config.data.csv), config.data)
+    data = config.data
+    validated = validate_dataset(read_dataset(data.uri, data.format, data.csv), data,
+                                 rows=row_locator(data.uri, data.format, data.csv))
     split = split_validated(validated, config.split)
     train, holdout = split.train, split.holdout
-    spec = feature_spec(validated.report.numeric_features, validated.report.categorical_features, config.features)
+    report = validated.report
+    spec = feature_spec(report.numeric_features, report.categorical_features, config.features, data.na_values,
+                        {c: sorted(t) for c, t in report.auto_na_values.items()})
     return PreparedRows(train, holdout, spec, build_preprocessor(spec, config.features), str(fingerprint))

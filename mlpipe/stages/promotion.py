@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -103,8 +103,10 @@ class PromotionDecision:
     comparison_positives: int | None = None
     comparison_basis: str = ""
 
-    def tags(self) -> dict[str, str]:
-        return {f"promotion.{k}": "" if v is None else str(v) for k, v in asdict(self).items() if k != "version"}
+    def version_tags(self) -> dict[str, str]:
+        """What the version carries: its alias and why. The scores and the comparison are in the
+        promotion history (`mlpipe history`) and the model card."""
+        return {"promotion.alias": self.alias, "promotion.reason": self.reason}
 
 
 def decide_promotion(version: str, candidate_score: float, config: PromotionConfig,
@@ -201,7 +203,7 @@ def promote_version(version: RegisteredVersion, evaluation: Evaluation, model, s
             flow_run_id=flow_run_id,
             details={"comparison_basis": decision.comparison_basis},
             comparison_keys=None if keys is None else [format(int(k), "016x") for k in keys], pending=moves)
-        versions.tag_version(version.name, version.version, decision.tags())
+        versions.tag_version(version.name, version.version, decision.version_tags())
         if moves:  # the entry first, then the move, then the entry marked done (aliases.py, the history)
             aliases.set_alias(version.name, decision.alias, version.version)
             aliases.complete_promotion(entry)

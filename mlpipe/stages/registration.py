@@ -8,6 +8,7 @@ the MLflow work through the adapter, and the thin `@task` at the bottom.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -37,6 +38,13 @@ def _ray_tags(model) -> dict[str, str]:
     return {"mlpipe.ray_job_id": job} if job else {}
 
 
+def _data_params(report) -> dict[str, str]:
+    """What reading the data decided on its own, as run params: the rows dropped for an
+    unlabeled target and the tokens read as missing in numeric columns (column -> tokens)."""
+    return {"data.unlabeled_rows_dropped": str(report.unlabeled_rows),
+            "data.auto_na_values": json.dumps({c: sorted(t) for c, t in report.auto_na_values.items()})}
+
+
 def run_record(model, evaluation, holdout: pd.DataFrame, columns: list[str], config, validation_report,
                extra_tags: dict[str, str] | None = None,
                tables: dict[str, list[dict]] | None = None) -> dict[str, Any]:
@@ -48,7 +56,8 @@ def run_record(model, evaluation, holdout: pd.DataFrame, columns: list[str], con
     return dict(
         example=holdout[columns].head(5),
         params={**safe_config.flat_params(),
-                **{f"evaluation.{kind}_rows_used": str(rows) for kind, rows in evaluation.sample_rows.items()}},
+                **{f"evaluation.{kind}_rows_used": str(rows) for kind, rows in evaluation.sample_rows.items()},
+                **_data_params(validation_report)},
         metrics=evaluation.metrics,
         plots=evaluation.plots,
         extra_json={"confusion_matrix": {"labels": [0, 1], "matrix": evaluation.confusion},
@@ -56,13 +65,16 @@ def run_record(model, evaluation, holdout: pd.DataFrame, columns: list[str], con
                     "validation": {"rows": validation_report.rows,
                                    "coerced_columns": validation_report.coerced_columns,
                                    "id_columns": validation_report.id_columns,
+                                   "missing_tokens": validation_report.missing_tokens,
+                                   "auto_na_values": validation_report.auto_na_values,
+                                   "unlabeled_rows_dropped": validation_report.unlabeled_rows,
                                    "warnings": validation_report.warnings}},
         config_yaml=yaml.safe_dump(safe_config.model_dump(mode="json"), sort_keys=False),
         extra_tags={"mlpipe.model_family": config.model.family,
                     **{k: redact_uri(v) if k == TAG_PREFIX + "dataset_prefix" else v
                        for k, v in (extra_tags or {}).items()},
                     **getattr(evaluation, "tags", {}), **_ray_tags(model)},
-        tables=tables,
+        tables={"data_profile": validation_report.profile, **(tables or {})},
         step_metrics=getattr(model[-1], "history_", None),
     )
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from mlpipe.adapters.mlflow.models import RegisteredVersion
 from mlpipe.core.lineage import redact_uri
+from mlpipe.data.profile import tokens_text
 from mlpipe.stages.promotion import PromotionDecision
 
 CARD_METRICS = ("roc_auc", "pr_auc", "accuracy", "precision", "recall", "f1", "log_loss", "brier")
@@ -41,11 +42,10 @@ def decision_markdown(summary: TrainingSummary) -> str:
     rows = "\n".join(f"| {k} | {v:.4f} |" for k, v in summary.headline_metrics().items())
     return f"""# {summary.model_name} v{summary.version} -> `{d.alias}`
 
-**Decision:** {"promoted to champion" if d.promoted else f"alias `{d.alias}`"}. {d.reason}.
+**Decision:** {decision_sentence(summary.version, d)}
 
-| | |
-|---|---|
 | candidate {d.metric} | {d.candidate_score:.4f} |
+|---|---|
 | previous champion | {champion} |
 | comparison set | {_comparison_text(d)} |
 | dataset | `{redact_uri(summary.dataset_uri)}` |
@@ -60,6 +60,16 @@ def decision_markdown(summary: TrainingSummary) -> str:
 """
 
 
+def decision_sentence(version: str, d: PromotionDecision) -> str:
+    """The decision as one sentence: what happened to the version and why."""
+    if d.promoted:
+        return f"v{version} is the new champion: {d.reason}."
+    if d.alias == "champion":
+        return f"v{version} stays champion; nothing changed ({d.reason})."
+    kept = f"the champion stays v{d.champion_version}" if d.champion_version else "no version is champion yet"
+    return f"v{version} is the challenger and {kept}: {d.reason}."
+
+
 def _comparison_text(d: PromotionDecision) -> str:
     if d.comparison_rows is None:
         return "none (no champion to compare with)" if d.champion_version is None else "the whole holdout"
@@ -72,7 +82,8 @@ def _link(text: str, url: str | None) -> str:
 
 def model_card(*, name: str, version: str, decision: PromotionDecision, metrics: dict[str, float], config,
                fingerprint: str, rows: int, positive_rate: float, split, time_range: tuple[str, str] | None,
-               run_id: str, run_url: str | None, flow_run_id: str, flow_run_url: str | None) -> str:
+               run_id: str, run_url: str | None, flow_run_id: str, flow_run_url: str | None,
+               reading: list[str] = ()) -> str:
     """A model version's registry description: what it predicts, what it learned from, how good
     it is and why it got its alias, in a few lines of markdown."""
     data, model = config.data, config.model
@@ -89,16 +100,16 @@ def model_card(*, name: str, version: str, decision: PromotionDecision, metrics:
     else:
         versus = "no champion scored" if d.champion_version in (None, version) else "champion not scored"
     lines = [
-        f"**{name} v{version}** predicts the probability that `{data.target}` is `{label}` for one row of raw "
+        f"{name} v{version} predicts the probability that {data.target} is {label} for one row of raw "
         f"data (columns as in the training file); label at threshold {config.evaluation.threshold}.",
         "",
-        "| | |",
-        "|---|---|",
         f"| decision | **{d.alias}**{' (promoted)' if d.promoted else ''}: {d.reason} |",
+        "|---|---|",
         f"| comparison set | {_comparison_text(d)}; {versus} |",
         f"| data | `{redact_uri(data.uri)}` |",
         f"| fingerprint | `{fingerprint}` |",
         f"| rows | {rows} ({positives} positive, {positive_rate:.1%}) |",
+        *(f"| reading | {line} |" for line in reading),
     ]
     if time_range:
         lines.append(f"| time range | {time_range[0]} .. {time_range[1]} |")
@@ -119,10 +130,25 @@ def model_description(name: str, target: str, positive_label, champion: str | No
     serving = (f"Serve `models:/{name}@champion` (now **v{champion}**)" if champion
                else "No version has passed the promotion gate yet: nothing is `champion`")
     other = f"; `@challenger` (v{challenger}) is the latest version that did not replace it" if challenger else ""
-    return (f"Binary classifier: the probability that `{target}` is `{label}`, from raw rows of the training "
-            f"table (mlpipe). {serving}{other}. A version becomes champion only when it passes the absolute gate "
-            "and is not worse than the champion on rows neither model trained on. Each version's description is "
-            "its model card.\n")
+    return (f"Binary classifier that predicts the probability that {target} is {label} from one raw row of the "
+            f"training table (trained by mlpipe). {serving}{other}. A version becomes champion only when it passes "
+            "the absolute gate and is not worse than the champion on rows neither model trained on. Each version's "
+            "description is its model card.\n")
+
+
+def reading_notes(report) -> list[str]:
+    """What reading the data decided on its own, for the model card: unlabeled rows dropped,
+    tokens read as missing in numeric columns, and the data.na_values tokens met."""
+    notes = []
+    if report.unlabeled_rows:
+        notes.append(f"{report.unlabeled_rows} unlabeled rows dropped (target missing or unparseable)")
+    notes += [f"`{c}`: {tokens_text(t)} read as missing (found in a numeric column)"
+              for c, t in report.auto_na_values.items()]
+    met = {c: t for c, t in report.missing_tokens.items() if set(t) - {""}}
+    if met:
+        notes.append("data.na_values read as missing: " + "; ".join(
+            f"`{c}` {tokens_text({k: v for k, v in t.items() if k})}" for c, t in list(met.items())[:8]))
+    return notes
 
 
 def flow_run_link(flow_run_id: str, environ) -> str | None:
@@ -149,7 +175,8 @@ def write_model_card(version: RegisteredVersion, decision: PromotionDecision, me
         name=version.name, version=version.version, decision=decision, metrics=metrics, config=config,
         fingerprint=str(fingerprint), rows=validation_report.rows, positive_rate=validation_report.positive_rate,
         split=split_params, time_range=time_range, run_id=version.run_id, run_url=run_url(version.run_id),
-        flow_run_id=flow_run_id, flow_run_url=flow_run_link(flow_run_id, environ))
+        flow_run_id=flow_run_id, flow_run_url=flow_run_link(flow_run_id, environ),
+        reading=reading_notes(validation_report))
     if card != existing:  # an identical rerun keeps the card of the run that made the version
         describe_version(version.name, version.version, card)
     describe_model(version.name, model_description(

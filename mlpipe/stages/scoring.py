@@ -2,9 +2,10 @@
 
 The input is read in chunks (CSV rows or Parquet batches), so memory stays flat whatever its
 size. Each chunk goes through the model's own conform step (`mlpipe.model.conform`), the same one
-`mlflow.pyfunc` and `mlflow models serve` use: numbers stored as text parsed, blanks and +-inf
-missing, categories as text. A value that is not a number in a numeric column rejects its row,
-reported by its 0-based data-row number in the input; every other row is scored. Predictions are written to a temporary sibling of the output and moved into place
+`mlflow.pyfunc` and `mlflow models serve` use: numbers stored as text parsed, blanks, the model's
+missing-value tokens and +-inf missing, categories as text. A value that is not a number in a
+numeric column rejects its row, reported by its file line (CSV) or row index (Parquet); every
+other row is scored. Predictions are written to a temporary sibling of the output and moved into place
 only when complete, so readers see the old file or the new one, never half of one.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mlpipe.core.lineage import redact_uri
-from mlpipe.data.reader import open_chunks, storage_options
+from mlpipe.data.reader import csv_record_lines, open_chunks, row_locator, storage_options
 from mlpipe.model.conform import Conform, holds_booleans, require_columns
 
 NUMERIC_TYPES = frozenset({"double", "float", "long", "integer"})
@@ -64,6 +65,7 @@ class RejectedRow:
     column: str
     value: str
     problem: str
+    location: str = ""  # what a person opens: "line 239" of a CSV file, else "row index 237"
 
 
 @dataclass
@@ -332,14 +334,25 @@ def score_dataset(pipeline, model: ScoringModel, data_uri: str, output_uri: str,
         scorer = _ChunkScorer(pipeline, model, id_column if has_id else None, threshold, scored_at, schema)
         write_parquet_atomically(scorer.tables(source.chunks, progress), output_uri, schema)
 
+    rejected = _located(scorer.rejected, data_uri)
     if scorer.rows_rejected:
         warnings.append(f"{scorer.rows_rejected} of {scorer.rows_in} rows were rejected (values that are not "
                         "numbers in numeric columns) and not scored")
     return ScoringSummary(
         rows_in=scorer.rows_in, rows_scored=scorer.rows_scored, rows_rejected=scorer.rows_rejected,
-        rejected=scorer.rejected, output_uri=redact_uri(output_uri), model_name=model.name,
+        rejected=rejected, output_uri=redact_uri(output_uri), model_name=model.name,
         model_version=model.version, scored_at=scored_at, data_uri=redact_uri(data_uri), model_ref=model.ref,
         id_column=written_id, threshold=threshold, rows_positive=scorer.rows_positive, warnings=warnings)
+
+
+def _located(rejected: list[RejectedRow], data_uri: str) -> list[RejectedRow]:
+    """The rejected rows with their place in the input: file lines for a CSV (one read of the
+    file up to the last of them), row index for Parquet."""
+    if not rejected:
+        return rejected
+    locator = row_locator(data_uri)
+    lines = csv_record_lines(data_uri, [r.row for r in rejected]) if locator.uri else {}
+    return [replace(r, location=f"line {lines[r.row]}" if lines else f"row index {r.row}") for r in rejected]
 
 
 def _cell(text: str) -> str:
@@ -352,11 +365,11 @@ def summary_markdown(summary: ScoringSummary) -> str:
     rate = f"{summary.rows_positive / summary.rows_scored:.1%}" if summary.rows_scored else "n/a"
     rejected = ""
     if summary.rows_rejected:
-        shown = "\n".join(f"| {r.row} | {_cell(r.column)} | {_cell(r.value)} | {r.problem} |"
+        shown = "\n".join(f"| {r.location} | {_cell(r.column)} | {_cell(r.value)} | {r.problem} |"
                           for r in summary.rejected[:10])
         rejected = f"""
 ## Rejected rows (first {min(10, len(summary.rejected))}; all sampled ones in `batch-score-rejected`)
-| row | column | value | problem |
+| where | column | value | problem |
 |---|---|---|---|
 {shown}
 """

@@ -109,11 +109,11 @@ REFUSED = {
                        "target column 'churn' is missing"),
     "single-class target": (lambda t: (csv(t, base().assign(churn="No")), []), DataValidationError, "single class"),
     "target with nan": (lambda t: (csv(t, base().assign(churn=base()["churn"].where(base().index % 97 != 0))), []),
-                        DataValidationError, "missing values"),
+                        DataValidationError, "rows (1.0%) unlabeled: missing x"),
     "unknown positive label": (lambda t: (csv(t, base()), ["data.positive_label=Churned"]), DataValidationError,
                                "never takes the positive label 'Churned'"),
     "unparseable target labels": (lambda t: (csv(t, base().assign(churn=base()["churn"].where(
-        base().index % 50 != 0, "maybe"))), []), DataValidationError, "unparseable labels ['maybe']"),
+        base().index % 50 != 0, "maybe"))), []), DataValidationError, "unlabeled: 'maybe' x"),
     "feature all null": (with_column(support_calls=lambda f: np.nan), DataValidationError, "'support_calls' is entirely empty"),
     "duplicate column names": (lambda t: (write(t, "d.csv", base().to_csv(index=False).replace(
         "gender,", "partner,", 1).encode()), []), DatasetError, "duplicate column names ['partner']"),

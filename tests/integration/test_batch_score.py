@@ -57,6 +57,9 @@ def test_scores_csv_with_champion_and_reports_rejected_rows(workspace, fast_conf
     assert (summary.rows_in, summary.rows_rejected) == (len(frame), len(BAD_VALUES))
     assert [(r.row, r.column, r.value, r.problem) for r in summary.rejected] == [
         (row, column, value, "not a number") for row, column, value in BAD_VALUES]
+    lines = data.read_text().splitlines()  # the places a person opens: file lines, the header is line 1
+    assert [r.location for r in summary.rejected] == [f"line {row + 2}" for row, _, _ in BAD_VALUES]
+    assert all(value in lines[row + 1] for row, _, value in BAD_VALUES)
     written = pd.read_parquet(output)
     assert len(written) == summary.rows_scored == len(frame) - len(BAD_VALUES)
     assert set(written["model_version"]) == {champion_version()} == {summary.model_version}
@@ -72,6 +75,7 @@ def test_scores_csv_with_champion_and_reports_rejected_rows(workspace, fast_conf
     table = artifacts["batch-score-rejected"].data
     rows = json.loads(table) if isinstance(table, str) else table
     assert [r["row"] for r in rows] == [row for row, _, _ in BAD_VALUES]
+    assert [r["where"] for r in rows] == [f"line {row + 2}" for row, _, _ in BAD_VALUES]
 
 
 @pytest.mark.slow  # over 10 s

@@ -70,7 +70,7 @@ def test_bad_dataset_exits_nonzero_with_one_line_and_no_traceback(tmp_path, smal
 
     output = result.stdout + result.stderr
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("error: DataValidationError: target 'churn' has unparseable labels")
+    assert result.stderr.strip().splitlines()[-1].startswith("error: DataValidationError: target 'churn' leaves")
     assert "Traceback" not in output
     assert not (tmp_path / ".mlpipe" / "mlartifacts").exists()  # nothing was logged
 

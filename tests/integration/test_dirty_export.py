@@ -1,9 +1,13 @@
 """A CSV as people export it (semicolons, ints with gaps, numbers as text with blanks, True/False
-with gaps) trains with nothing but the target named: the dialect is detected, the types inferred."""
+with gaps, `?` / `N/A` / `unknown` for missing values, a few `?` targets) trains with nothing but
+the target and its positive label named: the dialect is detected, the types inferred, the tokens
+read as missing and the unlabeled rows dropped, each said in a warning with its file lines."""
 
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import pytest
 
@@ -26,10 +30,26 @@ def test_dirty_export_trains_with_only_the_target_named(workspace, dirty_churn_c
     loaded = [r.getMessage() for r in caplog.records if r.getMessage().startswith("read 1500 rows")]
     assert loaded == ["read 1500 rows x 15 columns; CSV semicolon-delimited (detected), decimal '.', utf-8"]
     warnings = "\n".join(summary.warnings)
-    for column in ("monthly_charges", "total_charges"):  # numbers stored as text, with blanks
-        assert f"column '{column}' holds numbers stored as text: coerced" in warnings
+    assert "target 'churn': dropped 3 unlabeled row(s) (missing x3 (written '?' x3); lines " in warnings
+    assert "column 'support_calls' is numeric but holds 'unknown' x" in warnings  # no default token: found
     assert "'customer_id' is unique per row and looks like an ID" in warnings
     assert "decimal comma" not in warnings and "semicolon" not in warnings
+
+    # What reading decided is in the run (params, the profile table) and in the model card.
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    version = client.get_model_version(summary.model_name, summary.version)
+    params = client.get_run(version.run_id).data.params
+    assert params["data.unlabeled_rows_dropped"] == "3"
+    assert list(json.loads(params["data.auto_na_values"])) == ["support_calls"]
+    profile = json.loads(Path(client.download_artifacts(version.run_id, "data_profile.json", str(workspace))).read_text())
+    rows = {row[0]: dict(zip(profile["columns"], row)) for row in profile["data"]}
+    assert rows["tenure"]["tokens_read_as_missing"].startswith("'?' x") and rows["tenure"]["type"] == "numeric"
+    assert rows["contract"]["tokens_read_as_missing"].startswith("'N/A' x")
+    assert rows["customer_id"]["role"] == "ID: unique per row"
+    assert "| reading | 3 unlabeled rows dropped (target missing or unparseable) |" in version.description
+    assert "`support_calls`: 'unknown' x" in version.description
 
     from sklearn.compose import ColumnTransformer
 

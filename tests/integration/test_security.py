@@ -45,7 +45,7 @@ def test_secrets_appear_in_no_param_tag_artifact_log_or_flow_parameter(workspace
     version = client.get_model_version("churn-classifier", summary.version)
     recorded += [json.dumps(version.tags), version.description,  # the model card
                  client.get_registered_model("churn-classifier").description]
-    for run_id in {version.run_id, version.tags["tuning.parent_run_id"]}:
+    for run_id in {version.run_id, client.get_run(version.run_id).data.tags["tuning.parent_run_id"]}:
         run = client.get_run(run_id)
         recorded += [json.dumps(run.data.params), json.dumps(run.data.tags)]
         folder = Path(client.download_artifacts(run_id, "", str(tmp_path / run_id)))

@@ -9,6 +9,8 @@ import pytest
 from mlflow import MlflowClient
 from prefect.client.orchestration import get_client
 
+from mlpipe.adapters.mlflow import aliases
+from mlpipe.data.splitting import SplitParams
 from mlpipe.data.validation import DataValidationError
 from mlpipe.flows.training import train
 
@@ -68,7 +70,7 @@ def test_train_registers_champion_with_lineage_and_serves_raw_rows(workspace, fa
 
     with get_client(sync_client=True) as prefect:
         artifacts = {a.key for a in prefect.read_artifacts() if a.flow_run_id == state.state_details.flow_run_id}
-    assert {"promotion-decision", "holdout-metrics"} <= artifacts
+    assert {"promotion-decision", "holdout-metrics", "data-profile"} <= artifacts
 
 
 def test_worse_model_becomes_challenger_and_champion_stays(workspace, fast_config):
@@ -84,7 +86,10 @@ def test_worse_model_becomes_challenger_and_champion_stays(workspace, fast_confi
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == first.version
     challenger = client.get_model_version_by_alias(MODEL, "challenger")
     assert str(challenger.version) == worse.version != first.version
-    assert challenger.tags["promotion.champion_version"] == first.version
+    (entry,) = [h for h in aliases.promotion_history(MODEL) if h["version"] == worse.version]
+    assert entry["previous_champion"] == first.version and entry["action"] == "challenger"
+    assert set(challenger.tags) == {*LINEAGE_TAGS, "mlpipe.model_family", "mlpipe.split", "promotion.alias",
+                                    "promotion.reason"}  # the rest is on the run and in the model card
 
 
 def test_failing_gate_becomes_challenger_even_without_champion(workspace, fast_config):
@@ -110,10 +115,22 @@ def test_auto_selection_is_cached_and_a_blend_serves_raw_rows(task_states, flow_
     states = task_states(second.state_details.flow_run_id, "select-model", "fit")
     assert states["select-model"] == "Cached" and states["fit"] == "Cached", states
     assert second.result().reused_version and second.result().version == first.result().version
+    with get_client(sync_client=True) as prefect:  # a run from the cache still shows the leaderboard
+        boards = [a for a in prefect.read_artifacts() if a.key == "model-leaderboard"]
+    assert {first.state_details.flow_run_id, second.state_details.flow_run_id} <= {a.flow_run_id for a in boards}
+
+    # a byte-identical copy under another path: the cache keys on the content, not the path
+    copy = workspace / "incoming" / "2026-12-01.csv"
+    copy.parent.mkdir()
+    copy.write_bytes(small_churn_csv.read_bytes())
+    third = train(config=fast_config(*auto, data=copy), return_state=True)
+    states = task_states(third.state_details.flow_run_id, "select-model", "fit", "evaluate")
+    assert states["select-model"] == states["fit"] == states["evaluate"] == "Cached", states
+    assert third.result().reused_version and third.result().dataset_uri == str(copy)
     client = MlflowClient()
     version = client.get_model_version(MODEL, first.result().version)
     assert version.tags["mlpipe.model_family"] in {"logistic_regression", "random_forest", "soft_voting"}
-    assert version.tags["mlpipe.model_selection"]
+    assert client.get_run(version.run_id).data.tags["mlpipe.model_selection"]
     # evaluation took the picked model's CV from selection (same folds) instead of refitting it
     run = client.get_run(version.run_id)
     assert run.data.tags["mlpipe.cv_source"].startswith("model selection's folds")
@@ -200,8 +217,7 @@ def test_flow_parameters_are_the_typed_config_form():
 
 def test_grown_snapshot_is_compared_on_unseen_rows_and_described_by_a_model_card(workspace, fast_config,
                                                                                 small_churn_csv, generate_churn):
-    from mlpipe.adapters.mlflow import aliases
-    from mlpipe.data.splitting import SplitParams, hash_holdout_side, row_keys
+    from mlpipe.data.splitting import hash_holdout_side, row_keys
 
     older = pd.read_csv(small_churn_csv)
     grown = workspace / "grown.csv"
@@ -212,7 +228,8 @@ def test_grown_snapshot_is_compared_on_unseen_rows_and_described_by_a_model_card
     d = second.decision
     client = MlflowClient()
     tags = client.get_model_version(MODEL, second.version).tags
-    assert tags["mlpipe.split.method"] == "hash" and tags["mlpipe.split.key"] == "id:customer_id"
+    recorded = SplitParams.from_tags(tags)
+    assert recorded.method == "hash" and recorded.key == "id:customer_id"
     assert d.champion_version == first.version and d.comparison_rows > 100 and d.champion_score is not None
     assert "same hash split" in d.comparison_basis and f"the same {d.comparison_rows} rows" in d.reason
     # the recorded comparison set: the champion trained on none of these customers
@@ -225,7 +242,7 @@ def test_grown_snapshot_is_compared_on_unseen_rows_and_described_by_a_model_card
     assert compared.isdisjoint(trained) and compared & set(older_keys)  # old rows, only unseen ones
 
     card = client.get_model_version(MODEL, second.version).description
-    for text in (f"**{MODEL} v{second.version}** predicts the probability that `churn` is `Yes`", "| rows | 2100 (",
+    for text in (f"{MODEL} v{second.version} predicts the probability that churn is Yes", "| rows | 2100 (",
                  "hash split, holdout 0.2, seed 42, keyed on customer_id", "hist_gradient_boosting (",
                  "| holdout | roc_auc ", "| cross-validation | roc_auc ", f"rows neither trained on",
                  str(grown), second.dataset_fingerprint, second.run_id, "| Prefect flow run |"):
@@ -238,8 +255,7 @@ def test_grown_snapshot_is_compared_on_unseen_rows_and_described_by_a_model_card
 def test_champion_without_split_parameters_follows_the_policy(workspace, fast_config):
     first = train(config=fast_config())
     client = MlflowClient()
-    for key in [k for k in client.get_model_version(MODEL, first.version).tags if k.startswith("mlpipe.split.")]:
-        client.delete_model_version_tag(MODEL, first.version, key)  # as if registered before this change
+    client.delete_model_version_tag(MODEL, first.version, "mlpipe.split")  # as if registered before split tags
 
     kept = train(config=fast_config("model.params.hist_gradient_boosting.max_iter=81"))
     assert kept.decision.alias == "challenger" and kept.decision.champion_score is None
@@ -279,7 +295,7 @@ def test_time_split_compares_only_on_rows_newer_than_the_champion(workspace, fas
     second = train(config=fast_config("split.time_column=month", "split.holdout_fraction=0.3", data=paths[1]))
 
     client = MlflowClient()
-    assert client.get_model_version(MODEL, first.version).tags["mlpipe.split.max_train_time"] == "2.0"
+    assert SplitParams.from_tags(client.get_model_version(MODEL, first.version).tags).max_train_time == "2.0"
     d = second.decision
     assert "month after 2.0, the newest row champion v1 trained on" in d.comparison_basis
     assert d.comparison_rows == 630 and d.champion_score is not None  # 30% of 2100 rows: all from month 3

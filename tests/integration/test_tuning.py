@@ -179,12 +179,13 @@ def test_train_with_tuning_registers_the_best_params(workspace, fast_config):
 
     client = MlflowClient()
     version = client.get_model_version("churn-classifier", summary.version)
-    name, best_trial = version.tags["tuning.study_name"], int(version.tags["tuning.best_trial"])
+    tags = client.get_run(version.run_id).data.tags  # the run's: the version keeps its lineage
+    name, best_trial = tags["tuning.study_name"], int(tags["tuning.best_trial"])
     trial = study(workspace, name).trials[best_trial]
     params = client.get_run(version.run_id).data.params
     for key, value in trial.params.items():
         assert params[f"model.params.hist_gradient_boosting.{key}"] == str(value)
-    assert len(child_runs(version.tags["tuning.parent_run_id"])) == 4
+    assert len(child_runs(tags["tuning.parent_run_id"])) == 4
 
 
 @pytest.mark.usefixtures("prefect_server")
@@ -200,7 +201,7 @@ def test_train_with_auto_and_tuning_tunes_the_selected_family(workspace, fast_co
     version = client.get_model_version("churn-classifier", summary.version)
     family = version.tags["mlpipe.model_family"]
     assert family in {"logistic_regression", "random_forest"}  # never a blend: a study tunes one family
-    assert version.tags["tuning.study_name"].startswith(f"churn-{family}-")
+    assert client.get_run(version.run_id).data.tags["tuning.study_name"].startswith(f"churn-{family}-")
     run = client.get_run(version.run_id)
     assert run.data.params["model.family"] == family
     board = client.load_table(run.info.experiment_id, "model_leaderboard.json", run_ids=[run.info.run_id])
@@ -261,3 +262,27 @@ def test_spawned_workers_end_when_the_tuning_process_is_killed(workspace, tiny_c
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
+
+
+@pytest.mark.usefixtures("prefect_server")
+@pytest.mark.slow  # over 10 s
+def test_a_finished_study_run_against_a_new_tracking_store_logs_its_runs_there(workspace, fast_config,
+                                                                                new_mlflow_store, monkeypatch):
+    """The same study (same storage, data, family and space) run again with MLFLOW_TRACKING_URI
+    pointing at another store: that store gets the study's parent run, with the best trial, and
+    its trials, rather than nothing (the cached result named a run in the first store)."""
+    import mlflow
+
+    from mlpipe.flows.tuning import tune
+
+    config = fast_config("tuning.trials=2", "tuning.cv_folds=2")
+    first = tune(config=config)
+    other = new_mlflow_store(workspace / "other.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", other)
+    mlflow.set_tracking_uri(other)
+    again = tune(config=config)
+    assert again.study_name == first.study_name and again.best_value == first.best_value
+    parent = MlflowClient(other).get_run(again.parent_run_id)
+    assert parent.data.metrics[f"best_cv_{again.metric}"] == pytest.approx(first.best_value)
+    assert parent.data.tags["optuna.best_trial"] == str(first.best_trial)
+    assert len(child_runs(again.parent_run_id)) == 2

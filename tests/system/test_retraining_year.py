@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.retraining_year import MODEL, format_post_shift, format_table, post_shift_scores, run_year
-from mlpipe.adapters.mlflow.aliases import comparison_keys
+from mlpipe.adapters.mlflow.aliases import comparison_keys, promotion_history
 from mlpipe.adapters.mlflow.tracking import client
 from mlpipe.adapters.mlflow.versions import version_tags
 from mlpipe.data.splitting import SplitParams, hash_holdout_side, row_keys
@@ -54,13 +54,14 @@ def test_a_year_of_retraining(workspace, capsys):
 
     # the first model has nothing to beat; every later decision is compared on unseen rows
     assert months[0].decision == "promoted" and months[0].champion_before is None
+    history = {entry["run_id"]: entry for entry in promotion_history(MODEL)}
     for m in months[1:]:
         assert m.comparison_rows is not None and m.comparison_rows >= 100, table
         assert m.champion_on_set is not None and m.challenger_on_set is not None
         promoted = m.challenger_on_set >= m.champion_on_set - TOLERANCE - 1e-12
         assert (m.decision == "promoted") == promoted, (m, table)
         # same split parameters every month: the comparison set is this run's whole holdout
-        assert "same hash split" in version_tags(MODEL, m.version)["promotion.comparison_basis"]
+        assert "same hash split" in history[m.history_run_id]["comparison_basis"]
 
     # every comparison set holds no row that either model trained on
     for m in months[1:]:

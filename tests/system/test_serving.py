@@ -1,10 +1,13 @@
 """The champion through every MLflow client, on rows as they stand in the training file.
 
 One registered model; the same 200 raw rows (int columns, numbers stored as text with blanks,
-gaps, unseen and missing categories) through `mlflow.pyfunc`, a real `mlflow models serve`
-process (JSON records and split frames; numbers as ints, floats, numeric strings, " " and
+gaps, unseen and missing categories, missing-value tokens such as "?" and "N/A" in numeric and
+text columns, blank and whitespace-only text) through `mlflow.pyfunc`, a real `mlflow models
+serve` process (JSON records and split frames; numbers as ints, floats, numeric strings, " " and
 null), `mlflow models predict` on the CSV file, and the batch-score flow: the same
-probabilities to 1e-9, because every path goes through the model's own conform step.
+probabilities to 1e-9, because every path goes through the model's own conform step. A blank or
+a token scores as a null does. What cannot be scored is a 400 whose message names it, with no
+stack trace.
 """
 
 from __future__ import annotations
@@ -39,6 +42,12 @@ def raw_file(source: Path, path: Path, rows: int = 200) -> Path:
     frame.loc[15:19, "contract"] = "Quarterly"      # a category never seen in training
     frame.loc[20:24, "payment_method"] = ""         # missing categories
     frame.loc[25:29, "monthly_charges"] = ""
+    frame.loc[30:34, "tenure"] = "?"                # data.na_values tokens, in numeric and text columns
+    frame.loc[35:39, "monthly_charges"] = "N/A"
+    frame.loc[40:44, "contract"] = "N/A"
+    frame.loc[45:49, "internet_service"] = "?"
+    frame.loc[50:54, "internet_service"] = ""       # a blank text value: missing, as in training
+    frame.loc[55:59, "gender"] = "  "               # whitespace only: missing too
     frame.to_csv(path, index=False)
     return path
 
@@ -101,6 +110,12 @@ def test_every_client_scores_raw_rows_the_same_and_refuses_what_it_cannot_score(
     assert list(pyfunc.columns) == ["probability", "label"] and len(pyfunc) == 200
     expected = pyfunc["probability"].to_numpy()
     assert (pyfunc["label"] == (expected >= 0.4)).all()  # the label uses evaluation's threshold
+    as_null = as_read.copy()  # the tokens and blanks written as nulls: the same scores
+    for column, rows in (("tenure", slice(30, 34)), ("monthly_charges", slice(35, 39)), ("contract", slice(40, 44)),
+                         ("internet_service", slice(45, 54)), ("gender", slice(55, 59))):
+        as_null.loc[rows, column] = None
+    np.testing.assert_allclose(mlflow.pyfunc.load_model(MODEL_URI).predict(as_null)["probability"], expected,
+                               rtol=0, atol=1e-12)
 
     records_in = client_values(as_read)
     records = post(server, {"dataframe_records": records_in})
@@ -119,14 +134,22 @@ def test_every_client_scores_raw_rows_the_same_and_refuses_what_it_cannot_score(
     predicted = json.loads(output.read_text())["predictions"]
     np.testing.assert_allclose([row["probability"] for row in predicted], expected, rtol=0, atol=1e-9)
 
-    # A missing column is refused, named; so is a value that is not a number (no silent guess).
-    for payload, named in (([{k: v for k, v in row.items() if k != "tenure"} for row in records_in[:3]], "tenure"),
-                           ([{**records_in[0], "monthly_charges": "lots"}], "monthly_charges")):
+    # A missing column is refused, named; so is a value that is not a number (no silent guess):
+    # a 400 whose message ends in one sentence naming them, with no stack trace in the body.
+    for payload, said in (
+            ([{k: v for k, v in row.items() if k not in ("tenure", "gender")} for row in records_in[:3]],
+             "the input lacks column(s) ['tenure', 'gender'] that the model reads; add them (values may be blank)"),
+            ([records_in[0], {**records_in[1], "monthly_charges": "lots"}],
+             "column 'monthly_charges' must hold numbers: 'lots' at row index 1 is not a number; send a number, "
+             "or null (or leave it blank) when unknown")):
         request = urllib.request.Request(server, data=json.dumps({"dataframe_records": payload}).encode(),
                                          headers={"Content-Type": "application/json"})
         with pytest.raises(urllib.request.HTTPError) as error:
             urllib.request.urlopen(request, timeout=60)
-        assert error.value.code == 400 and named in error.value.read().decode()
+        body = json.loads(error.value.read())
+        assert error.value.code == 400 and body["error_code"] == "INVALID_PARAMETER_VALUE"
+        assert body["message"].endswith("Error: " + said), body["message"]
+        assert "stack_trace" not in body and "Traceback" not in json.dumps(body)
 
     scored = workspace / "scores.parquet"
     summary = score(data_uri=str(champion_file), output_uri=str(scored), chunk_rows=64)

@@ -194,6 +194,12 @@ def promotion_history(name: str) -> list[dict[str, str]]:
             for r in runs if r.data.tags.get(ENTRY_TAG) != NOT_APPLIED]
 
 
+def is_no_op(entry: dict[str, str]) -> bool:
+    """A history entry that changed nothing: a rerun's decision on the version that already was
+    the champion (an identical rerun reuses its version)."""
+    return entry.get("action") != "rollback" and entry.get("version") == entry.get("previous_champion")
+
+
 def comparison_keys(history_run_id: str) -> list[str]:
     """The row keys (hex) one promotion decision compared the models on; [] when none."""
     try:
@@ -216,6 +222,8 @@ def rollback(name: str, version: str, reason: str = "manual rollback") -> str | 
 
     try:
         client().get_model_version(name, version)
+        if alias_version(name, CHAMPION) == str(int(version)):
+            raise RollbackError(f"v{int(version)} is already the champion: nothing to roll back")
         mlflow.set_tracking_uri(tracking_uri())
         mlflow.pyfunc.load_model(f"models:/{name}/{version}")  # never point champion at a model that won't load
     except (MlflowException, OSError, ValueError) as error:

@@ -82,16 +82,19 @@ def trusted_types(model) -> list[str]:
 
 
 def model_signature(columns: list[str]):
-    """Every input column by name, typed `Any`; outputs `probability` (double) and `label` (long).
+    """Every input column by name, typed `Any` and optional; outputs `probability` (double) and
+    `label` (long).
 
-    The model conforms raw values itself (`mlpipe.model.conform`), so the signature names the columns
-    (a missing one is refused, named) and leaves their values to the model: a `double` column
-    would refuse int64 frames and numbers stored as text, a `long` one floats with gaps, and
-    both the blanks real exports hold."""
+    The model conforms raw values itself (`mlpipe.model.conform`), so the signature names the
+    columns and leaves their values to the model: a `double` column would refuse int64 frames
+    and numbers stored as text, a `long` one floats with gaps, and both the blanks real exports
+    hold. The columns are optional so that the model's own check refuses a missing one: its
+    message names every missing column in one short sentence, where MLflow's schema check puts
+    them after a printout of the input and the whole schema."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import AnyType, ColSpec, Schema
 
-    return ModelSignature(inputs=Schema([ColSpec(AnyType(), name) for name in columns]),
+    return ModelSignature(inputs=Schema([ColSpec(AnyType(), name, required=False) for name in columns]),
                           outputs=Schema([ColSpec("double", "probability"), ColSpec("long", "label")]))
 
 
@@ -129,6 +132,12 @@ def _requirements_read_from_this_environment() -> Iterator[None]:
             setattr(module, name, check)
 
 
+# What a model version carries besides its lineage: what people filter versions on, and what a later
+# run reads back (the split, to compare on rows neither model trained on). Every other tag of the run
+# (selection, tuning, evaluation, Ray) stays on the run; the model card tells the rest.
+VERSION_TAGS = ("mlpipe.model_family", "mlpipe.split", "mlpipe.dataset_prefix", "mlpipe.dataset_superseded")
+
+
 def log_and_register(
     *,
     model,
@@ -148,11 +157,11 @@ def log_and_register(
 ) -> RegisteredVersion:
     """One MLflow run with params, metrics, plots, config and tables (name -> rows, logged as
     MLflow table artifacts `<name>.json`); the model logged with skops (explicit trusted
-    types), signature and input example; then registered with lineage tags."""
+    types), signature and input example; then registered with the lineage and `VERSION_TAGS`."""
     import mlflow
 
     experiment_id = ensure_experiment(experiment)
-    tags = {**lineage.tags(), **(extra_tags or {})}
+    tags = {**lineage.tags(), **(extra_tags or {})}  # all on the run; the version keeps VERSION_TAGS
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags={**tags, **owner_tags()}) as run:
         mlflow.log_params(params)
         mlflow.log_metrics(metrics)
@@ -170,7 +179,8 @@ def log_and_register(
                 pip_requirements=_pip_requirements(),
                 code_paths=[str(LIBRARY_ROOT)],
             )
-        version = mlflow.register_model(info.model_uri, model_name, tags=tags, await_registration_for=300)
+        version = mlflow.register_model(info.model_uri, model_name, await_registration_for=300,
+                                        tags={k: v for k, v in tags.items() if k in {*lineage.tags(), *VERSION_TAGS}})
     return RegisteredVersion(model_name, str(version.version), run.info.run_id, reused=False)
 
 

@@ -249,11 +249,11 @@ def test_the_dirty_export_reads_right(tmp_path):
     spec = importlib.util.spec_from_file_location("generate_churn", Path(__file__).parents[3] / "data" / "generate_churn.py")
     generator = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generator)
-    clean = generator.generate_churn(300, seed=3)
+    clean = generator.generate_churn(1000, seed=3)
     for decimal_comma in (False, True):
-        path = generator.write_dirty_export(tmp_path / f"dirty-{decimal_comma}.csv", 300, seed=3,
+        path = generator.write_dirty_export(tmp_path / f"dirty-{decimal_comma}.csv", 1000, seed=3,
                                             decimal_comma=decimal_comma)
-        assert path.read_text().count(";") > 300 * 14
+        assert path.read_text().count(";") > 1000 * 14
         frame = read_dataset(str(path), options=CsvConfig(decimal="," if decimal_comma else "."))
         validated = validate_dataset(frame, DataConfig(target="churn", positive_label="Yes", min_rows=2))
         report = validated.report
@@ -261,10 +261,16 @@ def test_the_dirty_export_reads_right(tmp_path):
                                                 "prev_month_minutes", "current_month_minutes", "support_calls"}
         assert "paperless_billing" in report.categorical_features and report.id_columns == ["customer_id"]
         assert set(frame["paperless_billing"].dropna()) == {True, False} and frame["paperless_billing"].isna().any()
-        np.testing.assert_allclose(validated.frame["current_month_minutes"], clean["current_month_minutes"])
+        kept = clean.loc[validated.frame.index]  # a few `?` targets: unlabeled rows, dropped
+        assert 0 < report.unlabeled_rows == len(clean) - len(kept) < 6
+        np.testing.assert_allclose(validated.frame["current_month_minutes"], kept["current_month_minutes"])
         blanks = validated.frame["monthly_charges"].isna()
-        assert 0 < blanks.sum() < 30
-        np.testing.assert_allclose(validated.frame["monthly_charges"][~blanks], clean["monthly_charges"][~blanks])
+        assert 0 < blanks.sum() < 40
+        np.testing.assert_allclose(validated.frame["monthly_charges"][~blanks], kept["monthly_charges"][~blanks])
+        tokens = validated.frame["tenure"].isna()  # `?` for a missing tenure: missing, the rest as generated
+        assert report.missing_tokens["tenure"] == {"?": int(tokens.sum())} and tokens.any()
+        np.testing.assert_allclose(validated.frame["tenure"][~tokens], kept["tenure"][~tokens])
+        assert set(report.auto_na_values) <= {"support_calls"}  # `unknown`: found, not configured
 
 
 # -- short error lines ------------------------------------------------------------------------------
@@ -312,14 +318,17 @@ def test_csv_chunks_keep_text_columns_as_text(tmp_path):
 @pytest.mark.parametrize("chunk_rows", [None, 3])
 def test_csv_text_columns_hold_what_read_csv_reads_as_str(tmp_path, delimiter, decimal, chunk_rows):
     """Text columns are parsed as Arrow strings and made `str`: cell for cell what
-    `pd.read_csv(dtype="str")` gives (zeros kept, blanks, NA spellings, quotes, non-ASCII)."""
+    `pd.read_csv(dtype="str")` gives with only an empty field missing (zeros kept, blanks, quotes,
+    non-ASCII; NA spellings stay text, for validation to read as `data.na_values` says)."""
     values = ["007", "", " ", "NA", "nan", "N/A", "null", "None", "True", "1e5", "-0", "é ü", '"a, b"', "  x  ", '"1,5"']
     rows = [delimiter.join([value, str(i), f"{i}{decimal}5"]) for i, value in enumerate(values)]
     path = _write(tmp_path / "d.csv", "code" + delimiter + "n" + delimiter + "x\n" + "\n".join(rows) + "\n")
     options = CsvConfig(delimiter={"\t": "tab"}.get(delimiter, delimiter), decimal=decimal)
     with open_chunks(path, chunk_rows, text_columns=["code"], options=options) as source:
         read = pd.concat(list(source.chunks), ignore_index=True)
-    expected = pd.read_csv(path, sep=delimiter, decimal=decimal, dtype={"code": "str"})
+    expected = pd.read_csv(path, sep=delimiter, decimal=decimal, dtype={"code": "str"}, keep_default_na=False,
+                           na_values=[""])
+    assert read["code"][3] == "NA" and read["code"][7] == "None"
     assert read["code"].dtype == expected["code"].dtype == "str"
     pd.testing.assert_series_equal(read["code"], expected["code"])
     assert read["code"][0] == "007" and pd.isna(read["code"][1]) and read["code"][2] == " "

@@ -135,8 +135,13 @@ def test_hash_holdout_grows_monotonically_with_the_fraction_and_depends_on_the_s
 def test_split_params_round_trip_through_tags():
     params = SplitParams(method="time", holdout_fraction=0.25, seed=3, key="id:customer_id", time_column="day",
                          max_train_time="39.0")
+    assert list(params.tags()) == ["mlpipe.split"]  # one tag on the version
     assert SplitParams.from_tags({**params.tags(), "other": "x"}) == params
     assert SplitParams.from_tags({"mlpipe.dataset_uri": "x"}) is None  # a version from before
+    older = {"mlpipe.split.method": "time", "mlpipe.split.holdout_fraction": "0.25", "mlpipe.split.seed": "3",
+             "mlpipe.split.key": "id:customer_id", "mlpipe.split.time_column": "day",
+             "mlpipe.split.max_train_time": "39.0", "mlpipe.split.key_scheme": params.key_scheme}
+    assert SplitParams.from_tags(older) == params  # a version registered with one tag per field
 
 
 def test_newer_than_for_numbers_and_dates():

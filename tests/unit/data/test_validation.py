@@ -60,19 +60,19 @@ def test_target_with_one_class():
 def test_target_with_missing_values():
     error = _fails(_frame(churn=["Yes", None, "No", "Yes", np.nan, "No"]), _config())
     assert error.column == "churn"
-    assert "'churn'" in str(error) and "2 missing values" in str(error)
+    assert "target 'churn' leaves 2 rows (33.3%) unlabeled: missing x2" in str(error)
+    assert "more than data.max_unlabeled_share=0.01 of the rows" in str(error)
 
 
 def test_target_missing_rows_are_listed_plainly():
     error = _fails(_frame(churn=["Yes", None, "No", "Yes", np.nan, "No"]), _config())
-    assert "rows [1, 4]" in str(error)
+    assert "(row index 1, 4)" in str(error)
 
 
 def test_target_with_unparseable_labels():
     error = _fails(_frame(churn=["Yes", "No", "maybe", "Yes", "No", "No"]), _config(positive_label="Yes"))
     assert error.column == "churn"
-    assert "unparseable labels" in str(error)
-    assert "maybe" in str(error)
+    assert "unlabeled: 'maybe' x1" in str(error)
 
 
 def test_positive_label_never_present():
@@ -84,7 +84,7 @@ def test_positive_label_never_present():
 def test_numeric_target_not_01_without_positive_label():
     error = _fails(_frame(churn=[0, 1, 2, 1, 0, 0]), _config(positive_label=None))
     assert error.column == "churn"
-    assert "not 0/1" in str(error) and "['2']" in str(error)
+    assert "unlabeled: '2' x1 (row index 2)" in str(error) and "set data.positive_label" in str(error)
 
 
 def test_text_target_without_positive_label():
@@ -141,10 +141,9 @@ def test_numbers_stored_as_text_are_coerced_and_blanks_counted():
     assert column.iloc[0] == 10.5 and column.iloc[2] == 3.0 and column.iloc[5] == 7.0
     assert column.isna().tolist() == [False, True, False, True, True, False]
     report = validated.report
-    assert report.coerced_columns["total_charges"] == 2  # " " and "" (None was already missing)
-    assert "total_charges" in report.numeric_features
-    warnings = [w for w in report.warnings if "total_charges" in w]
-    assert len(warnings) == 1 and "2 blank rows" in warnings[0]
+    assert "total_charges" in report.coerced_columns and "total_charges" in report.numeric_features
+    assert report.missing_tokens["total_charges"] == {"": 2}  # " " and "" (None was already missing)
+    assert not [w for w in report.warnings if "total_charges" in w]  # blanks are missing: nothing to warn
 
 
 def test_coercion_without_blanks_warns_nothing():
@@ -205,7 +204,7 @@ def test_yes_no_target_maps_to_1_0():
 
 
 def test_target_labels_are_stripped():
-    y = map_target(pd.Series([" Yes", "No ", "No "]), "churn", "Yes")
+    y, _ = map_target(pd.Series([" Yes", "No ", "No "]), "churn", "Yes")
     assert y.tolist() == [1, 0, 0]
 
 
@@ -214,7 +213,7 @@ _WHITESPACE_BUG = ("BUG: mlpipe/data/validation.py:88 counts classes on the raw 
 
 
 def test_target_label_variants_differing_by_whitespace_are_one_label():
-    y = map_target(pd.Series(["Yes", "No ", "No"]), "churn", "Yes")
+    y, _ = map_target(pd.Series(["Yes", "No ", "No"]), "churn", "Yes")
     assert y.tolist() == [1, 0, 0]
 
 

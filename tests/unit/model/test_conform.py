@@ -58,7 +58,8 @@ def test_conforming_is_idempotent_and_keeps_the_index():
 
 def test_a_value_that_is_not_a_number_is_refused_naming_column_row_and_value():
     raw = TRAIN.assign(charges=["1", "twelve", "3"])
-    with pytest.raises(NotANumberError, match=r"'charges'.*row 1: 'twelve'") as error:
+    said = r"column 'charges' must hold numbers: 'twelve' at row index 1 is not a number"
+    with pytest.raises(NotANumberError, match=said) as error:
         _fitted().transform(raw)
     assert isinstance(error.value, DataValidationError) and error.value.column == "charges"
 
@@ -84,7 +85,8 @@ def test_records_are_accepted_and_arrays_are_not():
 def test_boolean_columns_are_learned_at_fit_and_clone_keeps_params():
     conform = _fitted()
     assert conform.boolean_ == ("paperless",)
-    assert clone(conform).get_params() == {"numeric": ("tenure", "charges"), "categorical": ("plan", "paperless")}
+    assert clone(conform).get_params() == {"numeric": ("tenure", "charges"), "categorical": ("plan", "paperless"),
+                                           "na_values": (), "column_na_values": None}
     assert list(conform.get_feature_names_out()) == ["tenure", "charges", "plan", "paperless"]
 
 
@@ -109,6 +111,8 @@ def _text_values_per_row(series: pd.Series, boolean: bool = False) -> list:
         text = np.where(np.isin(lowered, ["true", "1", "1.0", "yes"]), "True",
                         np.where(np.isin(lowered, ["false", "0", "0.0", "no"]), "False", text)).astype(object)
     text[series.isna().to_numpy()] = None
+    blank = [isinstance(v, str) and not v.strip() for v in series.to_numpy(dtype=object)]  # blanks are missing
+    text[np.asarray(blank, dtype=bool)] = None
     return text.tolist()
 
 
@@ -156,3 +160,38 @@ def test_float_columns_are_shared_with_the_input_until_either_is_written():
     assert raw.loc[0, "charges"] == 20.5 and np.isnan(raw.loc[1, "charges"])
     raw.loc[2, "charges"] = 99.0
     assert conform.transform(raw).loc[2, "charges"] == 99.0 and out.loc[2, "charges"] == 3.0
+
+
+def test_tokens_and_blanks_are_missing_in_every_column_as_null_is():
+    conform = Conform(numeric=("tenure", "charges"), categorical=("plan", "paperless"), na_values=("?", "N/A"),
+                      column_na_values={"charges": ["unknown"]}).fit(TRAIN)
+    raw = TRAIN.assign(tenure=["?", " N/A ", "3"], charges=["unknown", "", "2.5"], plan=["?", "  ", "None"])
+    nulls = TRAIN.assign(tenure=[None, None, "3"], charges=[None, None, "2.5"], plan=[None, None, "None"])
+    pd.testing.assert_frame_equal(conform.transform(raw), conform.transform(nulls))
+    assert conform.transform(raw)["plan"].tolist() == [None, None, "None"]  # "None" is a plan, not a gap
+    refused, problems = conform.problems(raw.assign(tenure=["unknown", "1", "2"]))  # a token of charges only
+    assert refused.tolist() == [True, False, False] and problems[0].value == "unknown"
+
+
+def test_refusals_are_mlflow_exceptions_that_serving_passes_on_and_they_pickle():
+    import pickle
+
+    from mlflow.exceptions import MlflowException
+
+    for bad, kind in ((TRAIN.assign(charges=["1", "x", "3"]), NotANumberError),
+                      (TRAIN.drop(columns=["plan"]), MissingColumnsError)):
+        with pytest.raises(kind) as error:
+            _fitted().transform(bad)
+        assert isinstance(error.value, MlflowException) and isinstance(error.value, DataValidationError)
+        assert error.value.error_code == "INVALID_PARAMETER_VALUE" and error.value.message == str(error.value)
+        again = pickle.loads(pickle.dumps(error.value))
+        assert type(again) is type(error.value) and str(again) == str(error.value)
+        assert again.column == error.value.column
+
+
+def test_a_model_saved_before_tokens_reads_none():
+    conform = _fitted()
+    del conform.__dict__["na_values"], conform.__dict__["column_na_values"]  # as skops loads an older model
+    assert conform.tokens("tenure") == () and repr(conform).startswith("Conform(")
+    with pytest.raises(NotANumberError):
+        conform.transform(TRAIN.assign(tenure=["?", "1", "2"]))

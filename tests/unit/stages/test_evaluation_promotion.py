@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -194,21 +195,9 @@ def test_nan_score_is_never_promoted():
     assert decide_promotion("1", float("nan"), AUC).alias == CHALLENGER
 
 
-def test_decision_tags():
+def test_a_version_is_tagged_with_its_alias_and_why_only():
     decision = decide_promotion("3", 0.85, AUC, champion_version="2", champion_score=0.8)
-    tags = decision.tags()
-    assert tags and all(key.startswith("promotion.") for key in tags)
-    assert "promotion.version" not in tags
-    assert tags["promotion.alias"] == "champion"
-    assert tags["promotion.promoted"] == "True"
-    assert tags["promotion.candidate_score"] == "0.85"
-    assert tags["promotion.champion_version"] == "2"
-    assert all(isinstance(v, str) for v in tags.values())
-
-
-def test_decision_tags_render_none_as_empty():
-    tags = decide_promotion("1", 0.8, AUC).tags()
-    assert tags["promotion.champion_version"] == "" and tags["promotion.champion_score"] == ""
+    assert decision.version_tags() == {"promotion.alias": "champion", "promotion.reason": decision.reason}
     assert isinstance(decide_promotion("1", 0.8, AUC), PromotionDecision)
 
 
@@ -269,7 +258,8 @@ def test_comparison_set_too_small_or_keyed_differently():
                                    content_keyed, "1", PromotionConfig())
     assert not summary.comparable and "cannot be matched" in summary.problem
     # a champion recorded before the row-key scheme changed (no key_scheme tag): its keys differ
-    older = SplitParams.from_tags({k: v for k, v in candidate.params.tags().items() if not k.endswith("key_scheme")})
+    older = SplitParams.from_tags({f"mlpipe.split.{k}": "" if v is None else str(v)  # the tags of that time
+                                   for k, v in asdict(candidate.params).items() if k != "key_scheme"})
     summary, _, _ = comparison_set(candidate.holdout, candidate.holdout_keys, "y", candidate.params, older, "1",
                                    PromotionConfig())
     assert older.key_scheme == "1" and not summary.comparable
@@ -281,7 +271,7 @@ def test_incomparable_keeps_the_champion_unless_configured_to_promote_on_the_gat
     kept = decide_promotion("3", 0.9, AUC, champion_version="2", comparison=small)
     assert (kept.alias, kept.promoted) == (CHALLENGER, False)
     assert "no fair comparison with champion v2: only 12 rows" in kept.reason and "keep_champion" in kept.reason
-    assert kept.tags()["promotion.comparison_rows"] == "12"
+    assert kept.comparison_rows == 12
     lenient = AUC.model_copy(update={"when_incomparable": "promote_on_gate"})
     promoted = decide_promotion("3", 0.9, lenient, champion_version="2", comparison=small)
     assert promoted.promoted and "absolute gate alone" in promoted.reason

@@ -80,8 +80,18 @@ def test_outputs_of_a_drifted_report():
     assert "abc" not in as_json["data_uri"] and as_json["thresholds"]["psi"] == 0.2
 
 
-def test_stable_report_markdown():
-    assert "no drift beyond the thresholds" in drift_markdown(report(False))
+def test_stable_report_markdown_says_what_the_reference_is():
+    markdown = drift_markdown(report(False))
+    assert "no drift beyond the thresholds" in markdown
+    assert "- none" not in markdown and "\n- " not in markdown  # no reasons: no list at all
+    assert ("| reference | features: the champion's training data `/data/train.csv` (2000 rows); predictions: its "
+            "holdout (2000 rows the champion never trained on) |") in markdown
+    assert "(holdout) -> " in markdown and "(new data) |" in markdown
+    drifted = drift_markdown(report(True))
+    assert "| | |" not in markdown  # no empty header row: the new data heads the table
+    assert "thresholds.\n\n| new data | `s3://bucket/new/batch.csv?X-Amz-Signature=***` (2000 rows) |\n|---|---|" \
+        in markdown
+    assert "\n- " in drifted and "\n\n| new data |" in drifted  # the reasons' list, a blank line, the table
 
 
 # -- the new dataset -----------------------------------------------------------------------------

@@ -47,7 +47,10 @@ def test_the_run_record_holds_no_secret(tiny_model):
     assert record["extra_tags"] == {"mlpipe.model_family": config().model.family, "mlpipe.dataset_prefix":
                                     "s3://***@bucket/", "mlpipe.split": "hash", "mlpipe.eval_job": "j1"}
     assert record["extra_json"]["validation"] == {"rows": 60, "coerced_columns": {"charges": 2}, "id_columns": [],
-                                                  "warnings": ["w1"]}
+                                                  "missing_tokens": {}, "auto_na_values": {},
+                                                  "unlabeled_rows_dropped": 0, "warnings": ["w1"]}
+    assert record["params"]["data.unlabeled_rows_dropped"] == "0" and record["params"]["data.auto_na_values"] == "{}"
+    assert record["tables"]["data_profile"] == []
     assert list(record["example"].columns) == columns and len(record["example"]) == 5
     assert record["step_metrics"] is None
 

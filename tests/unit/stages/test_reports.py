@@ -27,8 +27,10 @@ def test_card_says_what_it_predicts_what_it_learned_from_and_why_it_got_its_alia
     decision = decide_promotion("3", 0.871, PipelineConfig().promotion, champion_version="2", champion_score=0.86,
                                 comparison=fair, candidate_comparison_score=0.87)
     text = card(decision, time_range=("2026-01-01", "2026-06-30"), run_url="http://mlflow/#/r1")
-    for line in ("**churn-classifier v3** predicts the probability that `churn` is `Yes`",
-                 "| decision | **champion** (promoted): roc_auc 0.8700 vs champion v2 0.8600 on the same 1183 rows",
+    assert text.startswith("churn-classifier v3 predicts the probability that churn is Yes for one row")
+    assert "| | |" not in text  # no empty header row: the decision is the table's header
+    assert text.splitlines()[3] == "|---|---|"
+    for line in ("| decision | **champion** (promoted): roc_auc 0.8700 vs champion v2 0.8600 on the same 1183 rows",
                  "| comparison set | 1183 rows, 300 positive: this run's holdout (same hash split)",
                  "| data | `s3://***@bucket/churn.csv` |", "| fingerprint | `etag:abc` |",
                  "| rows | 6000 (1500 positive, 25.0%) |", "| time range | 2026-01-01 .. 2026-06-30 |",
@@ -53,6 +55,7 @@ def test_card_of_a_first_or_incomparable_version():
 
 def test_model_description_names_the_serving_alias():
     text = model_description("churn-classifier", "churn", "Yes", "4", "5")
+    assert text.startswith("Binary classifier that predicts the probability that churn is Yes from one raw row")
     assert "`models:/churn-classifier@champion` (now **v4**)" in text and "`@challenger` (v5)" in text
     assert "nothing is `champion`" in model_description("m", "y", None, None, None)
 
@@ -85,8 +88,10 @@ def test_decision_markdown_of_a_promotion_against_a_champion():
     decision = decide_promotion("3", 0.871, PipelineConfig().promotion, champion_version="2", champion_score=0.86,
                                 comparison=fair, candidate_comparison_score=0.87)
     text = decision_markdown(summary(decision))
-    for line in ("# churn-classifier v3 -> `champion`", "**Decision:** promoted to champion.",
-                 "| candidate roc_auc | 0.8710 |",
+    assert "| | |" not in text
+    for line in ("# churn-classifier v3 -> `champion`",
+                 "**Decision:** v3 is the new champion: roc_auc 0.8700 vs champion v2 0.8600 on the same 1183 rows",
+                 "| candidate roc_auc | 0.8710 |\n|---|---|",
                  "| previous champion | v2 (roc_auc 0.8600; candidate 0.8700 on the same 1183 rows) |",
                  "| comparison set | 1183 rows, 300 positive: this run's holdout (same hash split) |",
                  "| dataset | `s3://***@b/c.csv` |", "| new version | yes |", "| roc_auc | 0.8710 |"):
@@ -97,8 +102,12 @@ def test_decision_markdown_of_a_promotion_against_a_champion():
 def test_decision_markdown_of_a_first_version_and_of_a_reused_one():
     decision = decide_promotion("1", 0.5, PipelineConfig().promotion)  # below the 0.75 gate
     text = decision_markdown(summary(decision, reused=True))
-    assert "# churn-classifier v3 -> `challenger`" in text and "**Decision:** alias `challenger`." in text
+    assert "# churn-classifier v3 -> `challenger`" in text and "**Decision:** v3 is the challenger" in text
+    assert "**Decision:** v3 is the challenger and no version is champion yet: roc_auc 0.5000 fails the gate" in text
     assert "| previous champion | none |" in text
     assert "| comparison set | none (no champion to compare with) |" in text
     assert "| new version | no (identical rerun: existing version reused) |" in text
+    rerun = decide_promotion("3", 0.9, PipelineConfig().promotion, champion_version="3")
+    assert "**Decision:** v3 stays champion; nothing changed (version 3 is already the champion)." in \
+        decision_markdown(summary(rerun))
 

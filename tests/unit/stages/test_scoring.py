@@ -233,7 +233,7 @@ def test_scores_in_chunks_with_rejected_rows_numbered_across_chunks(tmp_path, pi
     np.testing.assert_allclose(written["probability"].to_numpy(), expected)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.csv", "predictions.parquet"]  # no temp file
     markdown = summary_markdown(summary)
-    assert "| 2 | `tenure` | `abc` | not a number |" in markdown and "rows rejected | 2" in markdown
+    assert "| line 4 | `tenure` | `abc` | not a number |" in markdown and "rows rejected | 2" in markdown
 
 
 def test_without_the_id_column_rows_are_identified_by_row_number(tmp_path, pipeline):

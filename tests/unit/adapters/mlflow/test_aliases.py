@@ -20,6 +20,7 @@ from mlpipe.adapters.mlflow.aliases import (
     alias_version,
     comparison_keys,
     complete_promotion,
+    is_no_op,
     promotion_history,
     promotion_lock,
     record_promotion,
@@ -149,6 +150,22 @@ def test_rollback_points_champion_back_and_records_it(register_tiny_model):
     last = promotion_history("m")[-1]
     assert (last["action"], last["version"], last["previous_champion"]) == ("rollback", "1", "2")
     assert last["entry"] == "done"
+
+
+def test_rollback_to_the_champion_is_refused_and_not_recorded(register_tiny_model):
+    register_tiny_model("m")
+    set_alias("m", "champion", "1")
+    with pytest.raises(RollbackError, match="^v1 is already the champion: nothing to roll back$"):
+        rollback("m", "1")
+    assert alias_version("m", "champion") == "1" and promotion_history("m") == []
+
+
+def test_a_rerun_that_kept_the_champion_is_a_no_op_entry():
+    assert is_no_op({"action": "champion", "version": "1", "previous_champion": "1"})
+    assert not is_no_op({"action": "promote", "version": "2", "previous_champion": "1"})
+    assert not is_no_op({"action": "promote", "version": "1", "previous_champion": ""})
+    assert not is_no_op({"action": "challenger", "version": "2", "previous_champion": "1"})
+    assert not is_no_op({"action": "rollback", "version": "1", "previous_champion": "1"})
 
 
 def test_rollback_to_a_missing_version_leaves_champion_alone(register_tiny_model):

@@ -107,10 +107,14 @@ def test_logged_model_loads_back_and_predicts_like_the_fitted_one(register_tiny_
 
 def test_the_run_and_version_carry_lineage_params_metrics_and_artifacts(register_tiny_model):
     version = register_tiny_model("m", step_metrics=[{"epoch": 0, "train_loss": 0.7}, {"epoch": 1, "train_loss": 0.5}],
-                                  tables={"leaderboard": [{"family": "a", "score": 0.9}]})
+                                  tables={"leaderboard": [{"family": "a", "score": 0.9}]},
+                                  extra_tags={"mlpipe.model_family": "rf", "mlpipe.model_selection": "best cv"})
     client = MlflowClient()
     run = client.get_run(version.run_id)
     tags = client.get_model_version("m", version.version).tags
+    # the version keeps its lineage and what people filter on; the run keeps every tag
+    assert tags["mlpipe.model_family"] == "rf" and "mlpipe.model_selection" not in tags
+    assert run.data.tags["mlpipe.model_selection"] == "best cv"
     assert tags["mlpipe.dataset_uri"] == "s3://***@bucket/k.csv" == run.data.tags["mlpipe.dataset_uri"]
     assert tags[LINEAGE_KEY] == run.data.tags[LINEAGE_KEY]
     assert run.data.params == {"model.family": "hist_gradient_boosting"} and run.data.metrics["roc_auc"] == 0.9
