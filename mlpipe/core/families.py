@@ -124,6 +124,17 @@ register_family("random_forest", "sklearn.ensemble.RandomForestClassifier",
                 {"n_estimators": 100, "min_samples_leaf": 3, "n_jobs": 1}, simplicity=30)
 
 
+# The boosting libraries' own models, wrapped (mlpipe/model/boosters.py: saved in their JSON/text formats, never
+# pickled). Ranked after the scikit-learn trees (within one standard error, those need no extra library). Not
+# default candidates until benchmarks/quality.py shows they pay for their time on the real tables.
+register_family("xgboost", "mlpipe.model.boosters.XGBoostClassifier",
+                {"n_estimators": 300, "learning_rate": 0.05, "max_depth": 4, "min_child_weight": 1.0,
+                 "reg_lambda": 1.0}, simplicity=32, candidate=False)
+register_family("lightgbm", "mlpipe.model.boosters.LightGBMClassifier",
+                {"n_estimators": 300, "learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 20,
+                 "reg_lambda": 1.0}, simplicity=34, candidate=False)
+
+
 def torch_installed() -> bool:
     """Whether the optional torch extra is installed (`pip install -e '.[torch]'`)."""
     return importlib.util.find_spec("torch") is not None
