@@ -1,9 +1,10 @@
 """Every Ray call of the project: connecting, the object store, remote tasks, Ray Train runs.
 
-Connecting is idempotent within a process: the first caller starts a local Ray on 127.0.0.1
-(or joins the cluster at `RAY_ADDRESS`), later callers reuse it, so one `train` run pays Ray's
-start-up once for fitting and evaluation. Only a Ray this module started is shut down (at the
-end of a `session()` that started it, or at exit), never a cluster someone else runs.
+Connecting is idempotent within a process: the first caller starts a local Ray that listens on
+127.0.0.1 only (`_loopback_only`), or joins the cluster at `RAY_ADDRESS`; later callers reuse
+it, so one `train` run pays Ray's start-up once for fitting and evaluation. Only a Ray this
+module started is shut down (at the end of a `session()` that started it, or at exit), never a
+cluster someone else runs.
 
 Errors from Ray come out as `RayJobError`, whose message names the Ray job id and the cause
 (a dead worker, a lost node, an exception in the task), so a Prefect task run shows both.
@@ -56,7 +57,7 @@ class RaySession:
 
 
 def connect(num_cpus: int | None = None) -> RaySession:
-    """Join the cluster at `RAY_ADDRESS`, else start a local Ray on loopback with `num_cpus`
+    """Join the cluster at `RAY_ADDRESS`, else start a local Ray on loopback only with `num_cpus`
     (default: all cores) and no dashboard. A second call reuses the connection."""
     import ray
 
@@ -67,12 +68,42 @@ def connect(num_cpus: int | None = None) -> RaySession:
             if address:
                 ray.init(address=address, log_to_driver=False)
             else:
-                # A local Ray binds to loopback: nothing this project starts listens on other interfaces.
-                ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                         _node_ip_address="127.0.0.1")
+                with _loopback_only():
+                    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                             _node_ip_address="127.0.0.1")
                 _started_here = True
                 atexit.register(shutdown)
         return current_session()
+
+
+# Ray's switch for a one-machine Ray (its default on macOS and Windows): the node address is loopback.
+LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextmanager
+def _loopback_only():
+    """While a local Ray starts: every server it starts listens on 127.0.0.1 only.
+
+    Ray rewrites a node address of 127.0.0.1 to the machine's routable address
+    (`services.resolve_ip_for_localhost`), and its GCS, raylet and workers then listen on every
+    interface, with no authentication. With clusters off (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`,
+    what Ray does on macOS/Windows) the node address stays loopback, and its servers bind it alone.
+    Ray reads the variable when it is imported, so its constant is set as well; both are put back
+    once the processes have started (they keep the variable), so joining a cluster through
+    RAY_ADDRESS later in this process is not affected."""
+    from ray._private import ray_constants
+
+    before_env, before_flag = os.environ.get(LOOPBACK_VARIABLE), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_VARIABLE] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before_flag
+        if before_env is None:
+            os.environ.pop(LOOPBACK_VARIABLE, None)
+        else:
+            os.environ[LOOPBACK_VARIABLE] = before_env
 
 
 def current_session() -> RaySession:

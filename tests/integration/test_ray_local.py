@@ -5,6 +5,7 @@ Train worker killed mid-run resumes from its last checkpoint."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -28,6 +29,42 @@ def local_ray():
         with ray_cluster.session(num_cpus=2) as session:
             assert session.started_here
             yield session
+
+
+def listening_sockets(root_pid: int) -> list[tuple[str, str]]:
+    """(local address, process) of every TCP socket listening in `root_pid`'s process tree, from `ss -ltnp`."""
+    import shutil
+    import subprocess
+
+    import psutil
+
+    assert shutil.which("ss"), "this test reads listening sockets with `ss` (iproute2)"
+    tree = {root_pid, *(child.pid for child in psutil.Process(root_pid).children(recursive=True))}
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True, timeout=30).stdout
+    found = []
+    for line in out.splitlines():
+        fields = line.split()
+        pids = {int(pid) for pid in re.findall(r"pid=(\d+)", fields[-1])}
+        if pids & tree:
+            found.append((fields[3], fields[-1]))
+    return found
+
+
+def test_a_local_ray_listens_on_loopback_only(local_ray):
+    """Every server of the Ray this project starts (GCS, raylet, object manager, workers) binds
+    127.0.0.1: nothing is reachable from another machine. Ray alone rewrites 127.0.0.1 to the
+    routable address and listens on every interface."""
+    from mlpipe.adapters.ray_cluster import run_tasks
+
+    assert run_tasks(lambda x: abs(x), [(-1,), (-2,)]) == [1, 2]  # workers up, listening too
+    sockets = listening_sockets(os.getpid())
+    gcs_port = local_ray.address.rsplit(":", 1)[1]
+    assert local_ray.address.startswith("127.0.0.1:")
+    assert any(address.endswith(f":{gcs_port}") and "gcs_server" in process for address, process in sockets)
+    assert len({process.split('"')[1] for _, process in sockets}) >= 3  # gcs_server, raylet, workers
+    exposed = [(address, process) for address, process in sockets
+               if address.rsplit(":", 1)[0] not in ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]")]
+    assert not exposed, f"Ray listens beyond loopback: {exposed}"
 
 
 def test_cv_and_permutation_importance_on_local_ray_equal_the_local_backend(fast_config, local_ray):
