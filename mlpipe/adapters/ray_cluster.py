@@ -29,14 +29,17 @@ _started_here = False
 class RayJobError(RuntimeError):
     """A Ray task or Ray Train run failed for good (after Ray's own retries)."""
 
-    def __init__(self, job_id: str, what: str, cause: BaseException):
+    def __init__(self, job_id: str, what: str, cause: BaseException, detail: str = ""):
         self.job_id, self.cause = job_id, cause
-        super().__init__(f"Ray job {job_id}: {what} failed: {type(cause).__name__}: {_first_line(cause)}")
+        super().__init__(f"Ray job {job_id}: {what} failed: {type(cause).__name__}: {_message(cause)}{detail}")
 
 
-def _first_line(error: BaseException) -> str:
+def _message(error: BaseException, limit: int = 2000) -> str:
+    """The error's whole message (its tail kept where it is long: the cause is at the end)."""
     text = str(error).strip()
-    return text.splitlines()[0][:500] if text else "no message"
+    if not text:
+        return "no message"
+    return text if len(text) <= limit else "..." + text[-limit:]
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,7 @@ def is_ray_system_failure(task, task_run, state) -> bool:
     try:
         state.result()
     except RayJobError as error:
-        return type(error.cause).__module__.startswith("ray.")
+        return _is_ray_error(error.cause)
     except Exception:
         return False
     return False
@@ -196,33 +199,91 @@ def _unwrap(error: BaseException) -> BaseException:
     return cause if isinstance(cause, BaseException) else error
 
 
-def run_torch_training(train_fn: Callable[[dict], None], config: dict, *, num_workers: int, use_gpu: bool,
-                       storage_path: str, name: str, max_failures: int = 2):
-    """A data-parallel Ray Train run of `train_fn(config)` on `num_workers` workers.
+@dataclass
+class TrainRun:
+    """A finished Ray Train run: Ray Train's `Result` (its `checkpoint` is the last one), its
+    name and storage path, and why each restart was needed (empty when none was)."""
 
-    Each worker checkpoints with `ray.train.report(..., checkpoint=...)`; if a worker dies, Ray
-    Train restarts the group up to `max_failures` times and `train_fn` resumes from
-    `latest_checkpoint()`. Returns Ray Train's `Result` (its `checkpoint` is the last one)."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    result: Any
+    name: str
+    storage_path: str
+    restarts: list[str]
+
+    def tags(self) -> dict[str, str]:
+        """MLflow tags of a model this run trained."""
+        return {"mlpipe.ray_train_run": self.name, "mlpipe.ray_train_storage_path": self.storage_path,
+                "mlpipe.ray_train_restarts": str(len(self.restarts))}
+
+
+def user_error(error: BaseException) -> tuple[int, BaseException] | None:
+    """(worker rank, the user's exception) when every worker of a failed Ray Train run failed in
+    the training function itself (a ValueError, say): running it again would fail the same way.
+    None when Ray lost a worker (a died or unresponsive worker, a lost node); the surviving
+    workers' collateral errors (a broken collective) do not count as the user's then."""
+    failures = {rank: getattr(failure, "_base_exc", failure)  # a UserExceptionWithTraceback: the user's own
+                for rank, failure in (getattr(error, "worker_failures", None) or {}).items()}
+    if not failures or any(_is_ray_error(failure) for failure in failures.values()):
+        return None
+    rank = min(failures)
+    return rank, failures[rank]
+
+
+def _is_ray_error(error: BaseException) -> bool:
+    """Raised by Ray itself (a dead actor, a failed health check, a lost node), not by user code."""
+    return type(error).__module__.split(".")[0] == "ray"
+
+
+def run_training(make_trainer: Callable[[], Any], *, name: str, storage_path: str, max_failures: int) -> TrainRun:
+    """`make_trainer().fit()` (a Ray Train trainer whose RunConfig has this `name` and
+    `storage_path`, and no restarts of its own), restarted up to `max_failures` times when Ray
+    lost a worker: the new run resumes from the latest checkpoint under storage_path/name. An
+    error of the training function itself is not retried: `RayJobError` with that exception as
+    its `cause`, its message in full, and the worker's rank."""
+    info = connect()
+    restarts: list[str] = []
+    while True:
+        try:
+            result = make_trainer().fit()
+        except Exception as error:
+            user = user_error(error)
+            if user is not None:
+                rank, cause = user
+                raise RayJobError(info.job_id, f"Ray Train run {name!r}", cause,
+                                  f" (worker rank {rank}; not retried)") from error
+            if len(restarts) >= max_failures:
+                raise RayJobError(info.job_id, f"Ray Train run {name!r}", _unwrap(error),
+                                  f" (after {len(restarts)} restart(s); storage {storage_path})") from error
+            restarts.append(f"{type(error).__name__}: {_message(error, 300)}")
+            log.warning("Ray Train run %r lost a worker; restart %d of %d from the latest checkpoint under %s: %s",
+                        name, len(restarts), max_failures, storage_path, restarts[-1])
+            continue
+        if getattr(result, "error", None):
+            raise RayJobError(info.job_id, f"Ray Train run {name!r}", result.error)
+        return TrainRun(result, name, storage_path, restarts)
+
+
+def run_torch_training(train_fn: Callable[[dict], None], config: dict, *, num_workers: int, use_gpu: bool,
+                       storage_path: str, name: str, max_failures: int = 2) -> TrainRun:
+    """A data-parallel Ray Train run of `train_fn(config)` on `num_workers` workers (`run_training`).
+
+    Each worker checkpoints with `ray.train.report(..., checkpoint=...)` (the last two are kept);
+    after a lost worker the run starts again and `train_fn` resumes from `latest_checkpoint()`."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     # Ray Train's controller takes a worker's report when it polls, every 2 s by default, and a
     # worker holds at most one untaken report: per-epoch reports of short epochs would wait for
     # the poll. Ray propagates this variable from the driver to the controller.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    info = connect()
-    trainer = TorchTrainer(
-        train_fn, train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
-        run_config=RunConfig(name=name, storage_path=storage_path,
-                             failure_config=FailureConfig(max_failures=max_failures)))
-    try:
-        result = trainer.fit()
-    except Exception as error:
-        raise RayJobError(info.job_id, f"Ray Train run {name!r}", _unwrap(error)) from error
-    if getattr(result, "error", None):
-        raise RayJobError(info.job_id, f"Ray Train run {name!r}", result.error)
-    return result
+
+    def make_trainer():
+        return TorchTrainer(
+            train_fn, train_loop_config=config,
+            scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+            run_config=RunConfig(name=name, storage_path=storage_path, failure_config=FailureConfig(max_failures=0),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2)))
+
+    return run_training(make_trainer, name=name, storage_path=storage_path, max_failures=max_failures)
 
 
 # -- helpers for code running inside a Ray Train worker ---------------------------------------

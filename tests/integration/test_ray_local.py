@@ -4,6 +4,7 @@ Train worker killed mid-run resumes from its last checkpoint."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -92,6 +93,51 @@ def test_a_task_error_on_ray_names_the_job_and_the_cause(local_ray):
         run_tasks(lambda a, b: a / b, [(1, 0)], max_retries=0, what="a division")
 
 
+def test_an_error_in_the_training_code_of_a_ray_train_worker_is_not_retried_and_names_its_cause(tmp_path, local_ray):
+    """A ValueError in the training function fails the same way every time: one attempt per worker,
+    not max_failures more, and the error says what it was (type, whole message, rank); Prefect's
+    retry condition does not take it for a Ray failure."""
+    pytest.importorskip("torch", reason="Ray Train's TorchTrainer needs the torch extra")
+    from types import SimpleNamespace
+
+    from mlpipe.adapters.ray_cluster import RayJobError, is_ray_system_failure, run_torch_training
+
+    attempts = tmp_path / "attempts"
+
+    def fails(config):  # defined here, so Ray ships it by value
+        with open(config["attempts"], "a") as out:
+            out.write("attempt\n")
+        raise ValueError("column 'tenure' holds text\nsecond line of the message")
+
+    with pytest.raises(RayJobError) as raised:
+        run_torch_training(fails, {"attempts": str(attempts)}, num_workers=2, use_gpu=False,
+                           storage_path=str(tmp_path / "store"), name="fails-once", max_failures=2)
+    assert attempts.read_text().count("attempt") == 2  # each worker once: no restart
+    assert isinstance(raised.value.cause, ValueError)
+    assert "ValueError: column 'tenure' holds text\nsecond line of the message (worker rank 0; not retried)" \
+        in str(raised.value)
+    failed = SimpleNamespace(result=lambda: (_ for _ in ()).throw(raised.value))
+    assert is_ray_system_failure(None, None, failed) is False
+
+
+def test_data_parallel_workers_hold_the_same_weights_after_every_epoch(tmp_path, local_ray):
+    """DDP (`prepare_model`) keeps the replicas in step: each epoch every worker all-reduces its
+    weights' extremes, and the largest difference must be 0. Workers training apart (no DDP)
+    would each fit their own rows and drift apart at once."""
+    pytest.importorskip("torch", reason="the mlp family needs the torch extra")
+    from mlpipe.model.mlp import MLPNetClassifier
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(2_000, 6)).astype("float32")
+    y = (X[:, 0] - X[:, 2] + rng.normal(0, 1, len(X)) > 0).astype(int)
+    model = MLPNetClassifier(hidden_layers=[16], epochs=3, patience=None, num_workers=2,
+                             storage_path=str(tmp_path)).fit(X, y)
+    assert [row["epoch"] for row in model.history_] == [1, 2, 3]
+    assert [row["replica_weight_spread"] for row in model.history_] == [0.0, 0.0, 0.0]
+    assert model.ray_train_run_["mlpipe.ray_train_restarts"] == "0"
+    assert len(list(tmp_path.rglob("state.json"))) == 2  # CheckpointConfig(num_to_keep=2) of 3 epochs
+
+
 def test_ray_retries_a_task_whose_worker_died_and_names_the_job_when_it_gives_up(tmp_path, local_ray):
     from mlpipe.adapters.ray_cluster import RayJobError, run_tasks
 
@@ -147,9 +193,9 @@ def test_a_killed_ray_train_worker_resumes_from_the_last_checkpoint(tmp_path, lo
     fitting = threading.Thread(target=lambda: outcome.update(model=_capture(model.fit, X, y)), daemon=True)
     fitting.start()
     deadline = time.monotonic() + 120
-    # A worker holds one report until Ray Train's controller takes it: once the third checkpoint
-    # is stored, the first is registered, so a restarted worker group has one to resume from.
-    while len(list(storage.rglob("state.json"))) < 3:
+    # A worker holds one report until Ray Train's controller takes it: once the third epoch's
+    # checkpoint is stored, the first is registered, so a restarted run has one to resume from.
+    while _last_checkpointed_epoch(storage) < 3:
         assert fitting.is_alive() and time.monotonic() < deadline, f"no checkpoint came: {outcome}"
         time.sleep(0.2)
     workers = _train_worker_pids()
@@ -161,6 +207,21 @@ def test_a_killed_ray_train_worker_resumes_from_the_last_checkpoint(tmp_path, lo
     assert model.resumed_at_epochs_ and 1 <= model.resumed_at_epochs_[0] < 15  # went on after a checkpoint
     assert [row["epoch"] for row in model.history_] == list(range(1, 16))  # each epoch exactly once
     assert model.history_[-1]["val_roc_auc"] > 0.8
+    assert model.ray_train_run_["mlpipe.ray_train_restarts"] == "1" and len(model.ray_train_run_["restart_causes"]) == 1
+    assert model.ray_train_run_["mlpipe.ray_train_storage_path"] == str(storage.resolve())
+    run_folder = storage / model.ray_train_run_["mlpipe.ray_train_run"]
+    # CheckpointConfig(num_to_keep=2), plus at most the one the lost run stored but never registered
+    assert 2 <= len(list(run_folder.rglob("state.json"))) <= 3
+
+
+def _last_checkpointed_epoch(storage: Path) -> int:
+    epochs = [0]
+    for path in storage.rglob("state.json"):
+        try:
+            epochs.append(json.loads(path.read_text())["epoch"])
+        except (OSError, ValueError, KeyError):
+            continue  # being written
+    return max(epochs)
 
 
 def _capture(fn, *args):
