@@ -116,3 +116,13 @@ def test_a_one_class_target_is_refused():
     X, _ = _data(50)
     with pytest.raises(ValueError, match="binary"):
         XGBoostClassifier(n_estimators=2).fit(X, np.ones(50))
+
+
+def test_use_gpu_trains_xgboost_on_cuda_and_is_a_checked_param():
+    """`model.params.xgboost.use_gpu: true` is XGBoost's device="cuda" (benchmarks/gpu.py runs it on
+    a GPU box); the saved model predicts on the CPU wherever it loads."""
+    assert XGBoostClassifier(use_gpu=True).booster_params(None)["device"] == "cuda"
+    assert XGBoostClassifier().booster_params(None)["device"] == "cpu"
+    check_model_params("xgboost", {"use_gpu": True})
+    with pytest.raises(ValueError, match=r"model\.params\.xgboost\.use_gpu"):
+        check_model_params("xgboost", {"use_gpu": "yes"})
