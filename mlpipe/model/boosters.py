@@ -14,9 +14,13 @@ them explicitly.
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import threading
+import uuid
 from contextlib import contextmanager
 from numbers import Integral, Real
+from pathlib import Path
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -68,6 +72,9 @@ class _Booster(ClassifierMixin, BaseEstimator):
         "early_stopping_rounds": [Interval(Integral, 1, None, closed="left"), None],
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_jobs": [Interval(Integral, 1, None, closed="left"), None],
+        "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "max_failures": [Interval(Integral, 0, None, closed="left")],
+        "storage_path": [str, None],
         "random_state": [Interval(Integral, 0, None, closed="left")],
     }
 
@@ -84,10 +91,44 @@ class _Booster(ClassifierMixin, BaseEstimator):
                                                   stratify=target, random_state=self.random_state)
             validation = (X[val_rows], target[val_rows])
             X, target = X[fit_rows], target[fit_rows]
-        self.booster_, self.best_iteration_ = self._train(X, target, validation, _threads(self.n_jobs))
+        if self.num_workers:
+            self.booster_, self.best_iteration_ = self._fit_on_ray(X, target, validation)
+        else:
+            self.booster_, self.best_iteration_ = self._train(X, target, validation, _threads(self.n_jobs))
+            self.ray_job_id_, self.ray_train_run_ = "", {}
         self.n_features_in_ = X.shape[1]
         self.__dict__.pop("_loaded", None)
         return self
+
+    def _fit_on_ray(self, X, target, validation) -> tuple[bytes | str, int]:
+        """Ray Train's trainer of the library on `num_workers` workers, each on its shard of the
+        rows (a Ray Dataset); early stopping on the validation share's shards."""
+        from mlpipe.adapters import ray_cluster
+
+        if validation and self._library == "lightgbm":
+            raise ValueError("model.params.lightgbm.early_stopping_rounds: not with num_workers (Ray Train) yet; "
+                             "set one of them")
+        session = ray_cluster.connect()
+        frames = {"train": _labelled(X, target)}
+        if validation:
+            frames["validation"] = _labelled(*validation)
+        folder = self.storage_path or tempfile.mkdtemp(prefix="mlpipe-ray-train-")
+        config = {"library": self._library, "params": self.booster_params(self.n_jobs),
+                  "rounds": int(self.n_estimators), "frequency": max(10, int(self.n_estimators) // 5),
+                  "early_stopping_rounds": self.early_stopping_rounds if validation else None}
+        try:
+            run = ray_cluster.run_booster_training(
+                self._library, _booster_worker, config, frames, num_workers=int(self.num_workers),
+                use_gpu=bool(getattr(self, "use_gpu", False)),
+                storage_path=folder if "://" in folder else str(Path(folder).resolve()),
+                name=f"{self._library}-{uuid.uuid4().hex[:8]}", max_failures=int(self.max_failures))
+            booster = ray_cluster.booster_from_checkpoint(self._library, run.result.checkpoint)
+        finally:
+            if self.storage_path is None:
+                shutil.rmtree(folder, ignore_errors=True)
+        self.ray_job_id_ = session.job_id
+        self.ray_train_run_ = {**run.tags(), "restart_causes": list(run.restarts)}
+        return self._saved(booster, stopped_early=bool(validation))
 
     def predict_proba(self, X) -> np.ndarray:
         check_is_fitted(self, "booster_")
@@ -128,7 +169,8 @@ class XGBoostClassifier(_Booster):
                  min_child_weight: float = 1.0, subsample: float = 1.0, colsample_bytree: float = 1.0,
                  reg_lambda: float = 1.0, reg_alpha: float = 0.0, max_bin: int = 256,
                  early_stopping_rounds: int | None = None, validation_fraction: float = 0.1,
-                 n_jobs: int | None = None, use_gpu: bool = False, random_state: int = 42):
+                 n_jobs: int | None = None, use_gpu: bool = False, num_workers: int = 0, max_failures: int = 2,
+                 storage_path: str | None = None, random_state: int = 42):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.max_depth = max_depth
@@ -142,6 +184,9 @@ class XGBoostClassifier(_Booster):
         self.validation_fraction = validation_fraction
         self.n_jobs = n_jobs
         self.use_gpu = use_gpu
+        self.num_workers = num_workers
+        self.max_failures = max_failures
+        self.storage_path = storage_path
         self.random_state = random_state
 
     def booster_params(self, threads: int | None) -> dict:
@@ -164,10 +209,17 @@ class XGBoostClassifier(_Booster):
             if validation else []
         booster = xgboost.train(self.booster_params(threads), train, num_boost_round=int(self.n_estimators),
                                 evals=evals, early_stopping_rounds=self.early_stopping_rounds, verbose_eval=False)
-        best = int(booster.best_iteration) if validation else int(self.n_estimators) - 1
-        if validation:  # keep only the rounds up to the best one: the saved model predicts as it was chosen
-            booster = booster[: best + 1]
-        return bytes(booster.save_raw("ubj")), best
+        return self._saved(booster, stopped_early=bool(validation))
+
+    _library = "xgboost"
+
+    @staticmethod
+    def _saved(booster, stopped_early: bool) -> tuple[bytes, int]:
+        """The model to keep (rounds up to the best one on validation: it predicts as it was
+        chosen) as UBJSON bytes, and that best round."""
+        best = int(booster.attr("best_iteration") or booster.num_boosted_rounds() - 1) if stopped_early \
+            else booster.num_boosted_rounds() - 1
+        return bytes(booster[: best + 1].save_raw("ubj")), best
 
     def _load(self):
         import xgboost
@@ -204,7 +256,8 @@ class LightGBMClassifier(_Booster):
                  min_child_samples: int = 20, subsample: float = 1.0, subsample_freq: int = 0,
                  colsample_bytree: float = 1.0, reg_lambda: float = 0.0, reg_alpha: float = 0.0, max_bin: int = 255,
                  early_stopping_rounds: int | None = None, validation_fraction: float = 0.1,
-                 n_jobs: int | None = None, random_state: int = 42):
+                 n_jobs: int | None = None, num_workers: int = 0, max_failures: int = 2,
+                 storage_path: str | None = None, random_state: int = 42):
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -218,6 +271,9 @@ class LightGBMClassifier(_Booster):
         self.early_stopping_rounds = early_stopping_rounds
         self.validation_fraction = validation_fraction
         self.n_jobs = n_jobs
+        self.num_workers = num_workers
+        self.max_failures = max_failures
+        self.storage_path = storage_path
         self.random_state = random_state
 
     def booster_params(self, threads: int | None) -> dict:
@@ -240,7 +296,15 @@ class LightGBMClassifier(_Booster):
             callbacks = [lightgbm.early_stopping(int(self.early_stopping_rounds), verbose=False)]
         booster = lightgbm.train(params, train, num_boost_round=int(self.n_estimators), valid_sets=valid_sets,
                                  callbacks=callbacks)
-        stopped = validation and booster.best_iteration > 0
+        return self._saved(booster, stopped_early=bool(validation))
+
+    _library = "lightgbm"
+
+    @staticmethod
+    def _saved(booster, stopped_early: bool) -> tuple[str, int]:
+        """The model to keep (iterations up to the best one on validation) as LightGBM's text,
+        and that best iteration. A booster from a Ray Train checkpoint is already cut there."""
+        stopped = stopped_early and booster.best_iteration > 0
         best = booster.best_iteration - 1 if stopped else booster.current_iteration() - 1
         return booster.model_to_string(num_iteration=best + 1), int(best)
 
@@ -251,3 +315,53 @@ class LightGBMClassifier(_Booster):
 
     def _positive(self, X, threads):
         return self._loaded_booster().predict(X, num_threads=int(threads or 0))
+
+
+# -- Ray Train (num_workers > 0): each worker trains on its shard of a Ray Dataset -----------------
+
+LABEL = "__label__"
+
+
+def _labelled(X, target):
+    """Feature rows and their 0/1 target as one frame, the shape a Ray Dataset is made of."""
+    import pandas as pd
+
+    X = X.toarray() if hasattr(X, "toarray") else np.asarray(X, dtype="float64")
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    frame[LABEL] = np.asarray(target, dtype="float64")
+    return frame
+
+
+def _booster_worker(config: dict) -> None:
+    """One Ray Train worker: its shards of `train` (and `validation`), resumed from the latest
+    checkpoint's booster, reporting and checkpointing every `frequency` rounds."""
+    from mlpipe.adapters import ray_cluster
+
+    library = config["library"]
+    train = ray_cluster.dataset_shard_frame("train")
+    validation = ray_cluster.dataset_shard_frame("validation") if config["early_stopping_rounds"] else None
+    start = ray_cluster.latest_booster(library)
+    callback = ray_cluster.booster_report_callback(library, config["frequency"])
+    stopping = config["early_stopping_rounds"] if validation is not None else None
+    if library == "xgboost":
+        import xgboost
+
+        def matrix(frame):
+            return xgboost.DMatrix(frame.drop(columns=LABEL), label=frame[LABEL])
+
+        done = start.num_boosted_rounds() if start is not None else 0
+        xgboost.train(config["params"], matrix(train), num_boost_round=max(config["rounds"] - done, 1),
+                      evals=[(matrix(validation), "validation")] if validation is not None else [],
+                      early_stopping_rounds=stopping, xgb_model=start, callbacks=[callback], verbose_eval=False)
+        return
+    import lightgbm
+
+    params = {**config["params"], "tree_learner": "data_parallel", "pre_partition": True,
+              **ray_cluster.lightgbm_network_params()}
+    train_set = lightgbm.Dataset(train.drop(columns=LABEL), label=train[LABEL])
+    valid_sets = [lightgbm.Dataset(validation.drop(columns=LABEL), label=validation[LABEL], reference=train_set)] \
+        if validation is not None else []
+    callbacks = [callback, *([lightgbm.early_stopping(int(stopping), verbose=False)] if stopping else [])]
+    done = start.current_iteration() if start is not None else 0
+    lightgbm.train(params, train_set, num_boost_round=max(config["rounds"] - done, 1), valid_sets=valid_sets,
+                   init_model=start, callbacks=callbacks)

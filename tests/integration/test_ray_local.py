@@ -138,6 +138,32 @@ def test_data_parallel_workers_hold_the_same_weights_after_every_epoch(tmp_path,
     assert len(list(tmp_path.rglob("state.json"))) == 2  # CheckpointConfig(num_to_keep=2) of 3 epochs
 
 
+@pytest.mark.parametrize("family", ["xgboost", "lightgbm"])
+def test_boosters_train_data_parallel_on_ray_train_as_well_as_in_process(family, tmp_path, local_ray):
+    """num_workers=2: Ray Train's XGBoostTrainer / LightGBMTrainer, each worker on its shard of a
+    Ray Dataset; the fitted estimator is the same kind of object (the library's own model format)
+    and scores within 0.005 roc_auc of the in-process fit on the same rows."""
+    from sklearn.metrics import roc_auc_score
+
+    from mlpipe.core.families import make_estimator
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30_000, 6))
+    y = (X[:, 0] - X[:, 1] + X[:, 2] * X[:, 3] + rng.normal(0, 1, len(X)) > 0).astype(int)
+    params = {"n_estimators": 60, "n_jobs": 1}
+    local = make_estimator(family, params, seed=0).fit(X[:20_000], y[:20_000])
+    on_ray = make_estimator(family, {**params, "num_workers": 2, "storage_path": str(tmp_path)}, seed=0)
+    on_ray.fit(X[:20_000], y[:20_000])
+    assert type(on_ray.booster_) is type(local.booster_) and on_ray.best_iteration_ == 59
+    auc = {name: roc_auc_score(y[20_000:], model.predict_proba(X[20_000:])[:, 1])
+           for name, model in (("local", local), ("ray", on_ray))}
+    assert auc["ray"] > 0.85 and abs(auc["ray"] - auc["local"]) < 0.005, auc
+    assert on_ray.ray_job_id_ == local_ray.job_id and local.ray_job_id_ == ""
+    assert on_ray.ray_train_run_["mlpipe.ray_train_restarts"] == "0"
+    assert on_ray.ray_train_run_["mlpipe.ray_train_run"].startswith(f"{family}-")
+    assert 1 <= len([p for p in tmp_path.rglob("checkpoint_*") if p.is_dir()]) <= 2  # num_to_keep=2
+
+
 def test_ray_retries_a_task_whose_worker_died_and_names_the_job_when_it_gives_up(tmp_path, local_ray):
     from mlpipe.adapters.ray_cluster import RayJobError, run_tasks
 
