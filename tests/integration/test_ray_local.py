@@ -37,10 +37,8 @@ def listening_sockets(root_pid: int) -> list[tuple[str, str]]:
     import shutil
     import subprocess
 
-    import psutil
-
     assert shutil.which("ss"), "this test reads listening sockets with `ss` (iproute2)"
-    tree = {root_pid, *(child.pid for child in psutil.Process(root_pid).children(recursive=True))}
+    tree = _process_tree(root_pid)
     out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True, timeout=30).stdout
     found = []
     for line in out.splitlines():
@@ -49,6 +47,24 @@ def listening_sockets(root_pid: int) -> list[tuple[str, str]]:
         if pids & tree:
             found.append((fields[3], fields[-1]))
     return found
+
+
+def _process_tree(root_pid: int) -> set[int]:
+    """`root_pid` and its descendants, from each process's parent in /proc/<pid>/stat."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, grown = {root_pid}, True
+    while grown:
+        found = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= found
+        grown = bool(found)
+    return tree
 
 
 def test_a_local_ray_listens_on_loopback_only(local_ray):
