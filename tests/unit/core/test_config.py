@@ -170,8 +170,8 @@ def test_invalid_model_param_value_names_full_path():
 
 
 def test_params_of_an_unknown_family_fail():
-    message = _error(["model.params.xgboost.max_depth=3"])
-    assert "model.params.xgboost" in message
+    message = _error(["model.params.catboost.max_depth=3"])
+    assert "model.params.catboost" in message
 
 
 def test_invalid_param_of_an_inactive_family_still_fails():
