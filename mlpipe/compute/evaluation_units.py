@@ -19,6 +19,7 @@ from sklearn.metrics import check_scoring
 from sklearn.model_selection import StratifiedKFold
 
 from mlpipe.compute.permutation import HoldoutFeatures, shuffled_copies
+from mlpipe.model.boosters import booster_threads
 
 # How a caller runs many units elsewhere: `run_tasks(fn, calls, *, shared, what)` calls
 # `fn(*call, **shared)` for each call and returns the results in order (the Ray adapter's
@@ -32,13 +33,15 @@ SCORING = "roc_auc"
 @contextlib.contextmanager
 def estimator_threads(threads: int | None) -> Iterator[None]:
     """Cap the OpenMP and BLAS threads of fits and predicts run inside (`compute.threads`;
-    None: no cap). Entered in the thread that does the work: an OpenMP cap is per thread."""
+    None: no cap). Entered in the thread that does the work: an OpenMP cap is per thread. The
+    xgboost and lightgbm families take the count as a parameter (`booster_threads`): their
+    libraries load their own OpenMP runtime on first use, after threadpoolctl set its caps."""
     if threads is None:
         yield
         return
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=threads):
+    with threadpool_limits(limits=threads), booster_threads(threads):
         yield
 
 
