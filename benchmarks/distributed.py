@@ -1,7 +1,8 @@
 """What Ray costs and buys here: evaluation's CV folds, the MLP on Ray Train, a Ray job's fixed cost.
 
     .venv/bin/python benchmarks/distributed.py [--rows 200000] [--folds 5] [--mlp-rows 100000]
-                                               [--epochs 3] [--skip cv,mlp,fixed,loop] [--all-cores]
+                                               [--epochs 3] [--skip cv,mlp,fixed,loop,boosters] [--all-cores]
+                                               [--booster-rows 1000000,10000000] [--booster-rounds 100]
 
 1. cv:    the 5-fold CV of evaluation (mlpipe/compute/evaluation_units.fold_scores) on a generated
           churn table of --rows rows, HistGradientBoosting (max_iter 100), local on one thread
@@ -15,7 +16,14 @@
           running `ray start --head` cluster through RAY_ADDRESS) and a trivial task's first
           round trip, each in a fresh process.
 4. loop:  the torch-only loop (mlpipe/compute/torch_loop.train_network) in this process on the CPU.
-The default run takes about 3 minutes on 2 cores.
+5. boosters: the xgboost and lightgbm families on a generated numeric table of each
+          --booster-rows size, in one process (2 threads) against Ray Train with 2 workers on a
+          local Ray with 2 CPUs, each in a fresh process: wall seconds, rows/s (rows x rounds /
+          wall, start-up included), the driver's peak RSS and the largest peak RSS of a Ray
+          process it started (sampled every 0.2 s), and holdout roc_auc. The rows still pass
+          through the driver (the Ray Dataset is made from its frame), so Ray spreads the work,
+          not the memory, until the Dataset is read from the source in blocks.
+The default run takes about 3 minutes on 2 cores, without `boosters` (minutes to hours by size).
 """
 
 from __future__ import annotations
@@ -173,8 +181,65 @@ def bench_loop(rows: int, epochs: int) -> dict:
     for threads in sorted({default_threads, 1}, reverse=True):
         torch.set_num_threads(threads)
         state = train_network(X, y, X[:5000], y[:5000], epochs=epochs, patience=None, batch_size=256, device="cpu")
-        out[f"rows_per_s_{threads}_threads"] = round(float(np.median([r["train_rows_per_s"] for r in state["history"]])))
+        out[f"rows_per_s_{threads}_threads"] = round(float(np.median([r["train_rows_per_s"]
+                                                                      for r in state["history"]])))
     torch.set_num_threads(default_threads)
+    return out
+
+
+BOOSTER_RUN = """
+import json, resource, sys, threading, time
+import numpy as np
+import ray  # noqa: F401  (puts Ray's bundled psutil on the path)
+import psutil
+from sklearn.metrics import roc_auc_score
+from mlpipe.adapters import ray_cluster
+from mlpipe.core.families import make_estimator
+family, rows, rounds, workers = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+rng = np.random.default_rng(0)
+X = rng.normal(size=(rows + 20_000, 20)).astype("float32")
+y = (X[:, 0] - X[:, 1] + X[:, 2] * X[:, 3] + np.sin(X[:, 4]) + rng.normal(0, 1, len(X)) > 0).astype(int)
+peaks, done = {}, threading.Event()
+def sample():
+    while not done.wait(0.2):
+        for child in psutil.Process().children(recursive=True):
+            try:
+                peaks[child.pid] = max(peaks.get(child.pid, 0), child.memory_info().rss)
+            except psutil.Error:
+                pass
+threading.Thread(target=sample, daemon=True).start()
+if workers:
+    ray_cluster.connect(num_cpus=2)
+params = {"n_estimators": rounds, "num_workers": workers} if workers else {"n_estimators": rounds, "n_jobs": 2}
+started = time.perf_counter()
+model = make_estimator(family, params, seed=0).fit(X[:rows], y[:rows])
+seconds = time.perf_counter() - started
+done.set()
+auc = roc_auc_score(y[rows:], model.predict_proba(X[rows:])[:, 1])
+ray_cluster.shutdown()
+print(json.dumps({"family": family, "rows": rows, "workers": workers, "wall_s": round(seconds, 1),
+                  "rows_per_s": round(rows * rounds / seconds), "roc_auc": round(auc, 4),
+                  "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                  "largest_ray_process_peak_rss_mb": round(max(peaks.values(), default=0) / 2**20),
+                  "table_mb": round(X[:rows].nbytes / 2**20)}))
+"""
+
+
+def bench_boosters(sizes: list[int], rounds: int) -> list[dict]:
+    """Each family and size, in one process and on Ray Train with 2 workers, each in a fresh process."""
+    out = []
+    for rows in sizes:
+        for family in ("xgboost", "lightgbm"):
+            for workers in (0, 2):
+                done = subprocess.run([sys.executable, "-c", BOOSTER_RUN, family, str(rows), str(rounds), str(workers)],
+                                      capture_output=True, text=True, cwd=ROOT, check=False,
+                                      env={**os.environ, "OMP_NUM_THREADS": "1"})
+                if done.returncode != 0:
+                    out.append({"family": family, "rows": rows, "workers": workers,
+                                "failed": (done.stderr.strip().splitlines() or ["?"])[-1][:300]})
+                else:
+                    out.append(json.loads(done.stdout.strip().splitlines()[-1]))
+                print("  ", json.dumps(out[-1]), flush=True)
     return out
 
 
@@ -185,6 +250,8 @@ def main() -> None:
     parser.add_argument("--mlp-rows", type=int, default=100_000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--skip", default="")
+    parser.add_argument("--booster-rows", default="1000000,10000000", help="table sizes of the boosters section")
+    parser.add_argument("--booster-rounds", type=int, default=100)
     parser.add_argument("--all-cores", action="store_true",
                         help="also time the local CV with all threads (minutes when other work shares the cores)")
     args = parser.parse_args()
@@ -202,6 +269,9 @@ def main() -> None:
     if "loop" not in skip:
         results["loop"] = bench_loop(args.mlp_rows, args.epochs)
         print("torch-only loop:", json.dumps(results["loop"]), flush=True)
+    if "boosters" not in skip:
+        print("xgboost and lightgbm, one process vs Ray Train with 2 workers:", flush=True)
+        results["boosters"] = bench_boosters([int(n) for n in args.booster_rows.split(",")], args.booster_rounds)
 
 
 if __name__ == "__main__":

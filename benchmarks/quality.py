@@ -1,6 +1,7 @@
 """Model quality on real tables: the default pipeline against plain scikit-learn baselines.
 
     .venv/bin/python benchmarks/quality.py [--datasets breast_cancer,titanic,...] [--seeds 42,1,2] [--candidates]
+        [--families xgboost,lightgbm]
 
 For every table of benchmarks/datasets.py, the config names only `data.target` and
 `data.positive_label`; everything else is the default (`model.family: auto`). The pipeline's
@@ -16,6 +17,12 @@ The default's time is selection + fit in this process (no Prefect, no MLflow). `
 repeats everything on other holdouts (`split.seed`) and prints the means (a holdout of a few
 hundred rows moves roc_auc by a percent). Target (issue 10): on every table the default is
 within 0.002 of the best baseline, and above it on average.
+
+`--families` weighs families that are not `auto` candidates (xgboost, lightgbm): each one alone
+(the pipeline's features, its default params; holdout roc_auc and fit time), and `auto` with them
+added to the candidates (`+families`: roc_auc, selection + fit time) beside today's default. They
+join the default candidates when `+families` beats the default on average without losing on a
+table, at a time cost worth it.
 """
 
 from __future__ import annotations
@@ -80,7 +87,34 @@ def _as_object(frame):
     return out
 
 
-def run_dataset(name: str, folder: Path, seed: int, show_candidates: bool) -> dict:
+def _timed_fit(train, holdout, spec, preprocessor, target: str, model, folds: int) -> tuple[float, float, str]:
+    """(holdout roc_auc, seconds, family) of `model` (`auto`: select, then fit) on these rows."""
+    from mlpipe.stages.training import fit_model, select_model
+
+    started = time.perf_counter()
+    if model.family == "auto":
+        model = select_model(train, target, spec, preprocessor, model, "roc_auc", folds).model
+    fitted = fit_model(train, target, spec, preprocessor, model)
+    seconds = time.perf_counter() - started
+    return roc_auc_score(holdout[target].to_numpy(), fitted.predict_proba(holdout[spec.columns])[:, 1]), seconds, \
+        model.family
+
+
+def weigh_families(train, holdout, spec, preprocessor, target: str, model, families: list[str], folds: int) -> dict:
+    """Each of `families` alone, and `auto` with them added to the default candidates."""
+    from mlpipe.core.families import default_candidates
+
+    out = {}
+    for family in families:
+        out[family], out[f"{family} s"], _ = _timed_fit(train, holdout, spec, preprocessor, target,
+                                                        model.model_copy(update={"family": family}), folds)
+    widened = model.model_copy(update={"candidates": [*default_candidates(), *families]})
+    out["+families"], out["+families s"], out["+families family"] = _timed_fit(
+        train, holdout, spec, preprocessor, target, widened, folds)
+    return out
+
+
+def run_dataset(name: str, folder: Path, seed: int, show_candidates: bool, families: list[str] = ()) -> dict:
     from mlpipe.core.config import build_config
     from mlpipe.stages.evaluation import evaluate_model  # noqa: F401  (imported here so its import time is not timed)
     from mlpipe.stages.preparation import prepare_rows
@@ -109,6 +143,9 @@ def run_dataset(name: str, folder: Path, seed: int, show_candidates: bool) -> di
     for label, pipeline in baselines(list(spec.numeric), list(spec.categorical)).items():
         pipeline.fit(X_train, y_train)
         scores[label] = roc_auc_score(y_holdout, pipeline.predict_proba(X_holdout)[:, 1])
+    if families:
+        scores.update(weigh_families(train, holdout, spec, preprocessor, target, config.model, families,
+                                     config.evaluation.cv_folds))
     return {"name": name, "rows": len(dataset.frame), "columns": dataset.frame.shape[1] - 1,
             "family": selection.model.family, "default": default, "seconds": seconds, **scores}
 
@@ -118,18 +155,22 @@ def main() -> None:
     parser.add_argument("--datasets", default=",".join(LOADERS))
     parser.add_argument("--seeds", default="42", help="split seeds; several: the means are printed")
     parser.add_argument("--candidates", action="store_true", help="print each dataset's leaderboard")
+    parser.add_argument("--families", default="", help="families to weigh as auto candidates, e.g. xgboost,lightgbm")
     args = parser.parse_args()
+    families = [f for f in args.families.split(",") if f]
 
     names = ("logreg+onehot", "hgb default", "seed RF")
     seeds = [int(s) for s in args.seeds.split(",")]
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for name in args.datasets.split(","):
-            runs = [run_dataset(name, Path(folder), seed, args.candidates) for seed in seeds]
-            mean = {key: float(np.mean([r[key] for r in runs])) for key in ("default", "seconds", *names)}
-            families = sorted({r["family"] for r in runs})
+            runs = [run_dataset(name, Path(folder), seed, args.candidates, families) for seed in seeds]
+            weighed = [key for column in ([*families, "+families"] if families else [])
+                       for key in (column, f"{column} s")]
+            mean = {key: float(np.mean([r[key] for r in runs])) for key in ("default", "seconds", *names, *weighed)}
+            picked = sorted({r["family"] for r in runs})
             worst = min(r["default"] - max(r[n] for n in names) for r in runs)
-            rows.append({**runs[0], **mean, "worst": worst, "family": families[0] if len(families) == 1 else "mixed"})
+            rows.append({**runs[0], **mean, "worst": worst, "family": picked[0] if len(picked) == 1 else "mixed"})
     print(f"holdout roc_auc, {'split seed ' + args.seeds if len(seeds) == 1 else f'mean of {len(seeds)} splits'}")
     header = (f"{'dataset':<14}{'rows':>6}{'cols':>5}  {'default (family)':<34}{'time':>7}"
               + "".join(f"{n:>15}" for n in names) + f"{'vs best':>9}{'worst split':>12}  ok")
@@ -148,6 +189,25 @@ def main() -> None:
     print(f"mean roc_auc: default {mean_default:.4f}, best baseline per table {mean_best:.4f} "
           f"({mean_default - mean_best:+.4f}); within {MARGIN} on every table: "
           f"{'yes' if all(g >= -MARGIN for g in gaps) else 'no'}")
+    if families:
+        print_families(rows, runs_per_table=len(seeds), families=families)
+
+
+def print_families(rows: list[dict], runs_per_table: int, families: list[str]) -> None:
+    """The --families table: each family alone, and auto with them, against today's default."""
+    print(f"\nfamilies weighed as auto candidates (roc_auc, seconds; {runs_per_table} split(s) per table)")
+    columns = [*families, "+families"]
+    header = f"{'dataset':<14}{'default':>16}" + "".join(f"{c:>22}" for c in columns) + f"{'+families vs default':>22}"
+    print(header)
+    print("-" * len(header))
+    for row in rows:
+        cells = "".join(f"{row[c]:>13.4f} {row[c + ' s']:>6.1f}s " for c in columns)
+        gain = row["+families"] - row["default"]
+        print(f"{row['name']:<14}{row['default']:>9.4f} {row['seconds']:>5.1f}s{cells}{gain:>+22.4f}")
+    for column in ("default", *columns):
+        seconds = "seconds" if column == "default" else f"{column} s"
+        print(f"mean {column}: roc_auc {np.mean([r[column] for r in rows]):.4f}, "
+              f"{np.mean([r[seconds] for r in rows]):.1f} s")
 
 
 if __name__ == "__main__":

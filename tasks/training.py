@@ -63,5 +63,11 @@ def fit_task(*, train: pd.DataFrame, target: str, spec: FeatureSpec, preprocesso
         pipeline = fit_model(train, target, spec, preprocessor, model)
     job = getattr(pipeline[-1], "ray_job_id_", "")
     if job:
-        get_run_logger().info("trained on Ray Train, Ray job %s", job)
+        run = getattr(pipeline[-1], "ray_train_run_", None) or {}
+        get_run_logger().info("trained on Ray Train, Ray job %s, run %s (storage %s)", job,
+                              run.get("mlpipe.ray_train_run"), run.get("mlpipe.ray_train_storage_path"))
+        for number, cause in enumerate(run.get("restart_causes", []), start=1):
+            get_run_logger().warning("Ray Train run %s restarted (%d) from its latest checkpoint under %s: %s",
+                                     run.get("mlpipe.ray_train_run"), number,
+                                     run.get("mlpipe.ray_train_storage_path"), cause)
     return pipeline

@@ -1,9 +1,10 @@
 """Every Ray call of the project: connecting, the object store, remote tasks, Ray Train runs.
 
-Connecting is idempotent within a process: the first caller starts a local Ray on 127.0.0.1
-(or joins the cluster at `RAY_ADDRESS`), later callers reuse it, so one `train` run pays Ray's
-start-up once for fitting and evaluation. Only a Ray this module started is shut down (at the
-end of a `session()` that started it, or at exit), never a cluster someone else runs.
+Connecting is idempotent within a process: the first caller starts a local Ray that listens on
+127.0.0.1 only (`_loopback_only`), or joins the cluster at `RAY_ADDRESS`; later callers reuse
+it, so one `train` run pays Ray's start-up once for fitting and evaluation. Only a Ray this
+module started is shut down (at the end of a `session()` that started it, or at exit), never a
+cluster someone else runs.
 
 Errors from Ray come out as `RayJobError`, whose message names the Ray job id and the cause
 (a dead worker, a lost node, an exception in the task), so a Prefect task run shows both.
@@ -28,14 +29,17 @@ _started_here = False
 class RayJobError(RuntimeError):
     """A Ray task or Ray Train run failed for good (after Ray's own retries)."""
 
-    def __init__(self, job_id: str, what: str, cause: BaseException):
+    def __init__(self, job_id: str, what: str, cause: BaseException, detail: str = ""):
         self.job_id, self.cause = job_id, cause
-        super().__init__(f"Ray job {job_id}: {what} failed: {type(cause).__name__}: {_first_line(cause)}")
+        super().__init__(f"Ray job {job_id}: {what} failed: {type(cause).__name__}: {_message(cause)}{detail}")
 
 
-def _first_line(error: BaseException) -> str:
+def _message(error: BaseException, limit: int = 2000) -> str:
+    """The error's whole message (its tail kept where it is long: the cause is at the end)."""
     text = str(error).strip()
-    return text.splitlines()[0][:500] if text else "no message"
+    if not text:
+        return "no message"
+    return text if len(text) <= limit else "..." + text[-limit:]
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class RaySession:
 
 
 def connect(num_cpus: int | None = None) -> RaySession:
-    """Join the cluster at `RAY_ADDRESS`, else start a local Ray on loopback with `num_cpus`
+    """Join the cluster at `RAY_ADDRESS`, else start a local Ray on loopback only with `num_cpus`
     (default: all cores) and no dashboard. A second call reuses the connection."""
     import ray
 
@@ -67,12 +71,42 @@ def connect(num_cpus: int | None = None) -> RaySession:
             if address:
                 ray.init(address=address, log_to_driver=False)
             else:
-                # A local Ray binds to loopback: nothing this project starts listens on other interfaces.
-                ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                         _node_ip_address="127.0.0.1")
+                with _loopback_only():
+                    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                             _node_ip_address="127.0.0.1")
                 _started_here = True
                 atexit.register(shutdown)
         return current_session()
+
+
+# Ray's switch for a one-machine Ray (its default on macOS and Windows): the node address is loopback.
+LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextmanager
+def _loopback_only():
+    """While a local Ray starts: every server it starts listens on 127.0.0.1 only.
+
+    Ray rewrites a node address of 127.0.0.1 to the machine's routable address
+    (`services.resolve_ip_for_localhost`), and its GCS, raylet and workers then listen on every
+    interface, with no authentication. With clusters off (`RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0`,
+    what Ray does on macOS/Windows) the node address stays loopback, and its servers bind it alone.
+    Ray reads the variable when it is imported, so its constant is set as well; both are put back
+    once the processes have started (they keep the variable), so joining a cluster through
+    RAY_ADDRESS later in this process is not affected."""
+    from ray._private import ray_constants
+
+    before_env, before_flag = os.environ.get(LOOPBACK_VARIABLE), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_VARIABLE] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = before_flag
+        if before_env is None:
+            os.environ.pop(LOOPBACK_VARIABLE, None)
+        else:
+            os.environ[LOOPBACK_VARIABLE] = before_env
 
 
 def current_session() -> RaySession:
@@ -101,7 +135,7 @@ def is_ray_system_failure(task, task_run, state) -> bool:
     try:
         state.result()
     except RayJobError as error:
-        return type(error.cause).__module__.startswith("ray.")
+        return _is_ray_error(error.cause)
     except Exception:
         return False
     return False
@@ -165,36 +199,174 @@ def _unwrap(error: BaseException) -> BaseException:
     return cause if isinstance(cause, BaseException) else error
 
 
-def run_torch_training(train_fn: Callable[[dict], None], config: dict, *, num_workers: int, use_gpu: bool,
-                       storage_path: str, name: str, max_failures: int = 2):
-    """A data-parallel Ray Train run of `train_fn(config)` on `num_workers` workers.
+@dataclass
+class TrainRun:
+    """A finished Ray Train run: Ray Train's `Result` (its `checkpoint` is the last one), its
+    name and storage path, and why each restart was needed (empty when none was)."""
 
-    Each worker checkpoints with `ray.train.report(..., checkpoint=...)`; if a worker dies, Ray
-    Train restarts the group up to `max_failures` times and `train_fn` resumes from
-    `latest_checkpoint()`. Returns Ray Train's `Result` (its `checkpoint` is the last one)."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    result: Any
+    name: str
+    storage_path: str
+    restarts: list[str]
+
+    def tags(self) -> dict[str, str]:
+        """MLflow tags of a model this run trained."""
+        return {"mlpipe.ray_train_run": self.name, "mlpipe.ray_train_storage_path": self.storage_path,
+                "mlpipe.ray_train_restarts": str(len(self.restarts))}
+
+
+def user_error(error: BaseException) -> tuple[int, BaseException] | None:
+    """(worker rank, the user's exception) when every worker of a failed Ray Train run failed in
+    the training function itself (a ValueError, say): running it again would fail the same way.
+    None when Ray lost a worker (a died or unresponsive worker, a lost node); the surviving
+    workers' collateral errors (a broken collective) do not count as the user's then."""
+    failures = {rank: getattr(failure, "_base_exc", failure)  # a UserExceptionWithTraceback: the user's own
+                for rank, failure in (getattr(error, "worker_failures", None) or {}).items()}
+    if not failures or any(_is_ray_error(failure) for failure in failures.values()):
+        return None
+    rank = min(failures)
+    return rank, failures[rank]
+
+
+def _is_ray_error(error: BaseException) -> bool:
+    """Raised by Ray itself (a dead actor, a failed health check, a lost node), not by user code."""
+    return type(error).__module__.split(".")[0] == "ray"
+
+
+def run_training(make_trainer: Callable[[], Any], *, name: str, storage_path: str, max_failures: int) -> TrainRun:
+    """`make_trainer().fit()` (a Ray Train trainer whose RunConfig has this `name` and
+    `storage_path`, and no restarts of its own), restarted up to `max_failures` times when Ray
+    lost a worker: the new run resumes from the latest checkpoint under storage_path/name. An
+    error of the training function itself is not retried: `RayJobError` with that exception as
+    its `cause`, its message in full, and the worker's rank."""
+    info = connect()
+    restarts: list[str] = []
+    while True:
+        try:
+            result = make_trainer().fit()
+        except Exception as error:
+            user = user_error(error)
+            if user is not None:
+                rank, cause = user
+                raise RayJobError(info.job_id, f"Ray Train run {name!r}", cause,
+                                  f" (worker rank {rank}; not retried)") from error
+            if len(restarts) >= max_failures:
+                raise RayJobError(info.job_id, f"Ray Train run {name!r}", _unwrap(error),
+                                  f" (after {len(restarts)} restart(s); storage {storage_path})") from error
+            restarts.append(f"{type(error).__name__}: {_message(error, 300)}")
+            log.warning("Ray Train run %r lost a worker; restart %d of %d from the latest checkpoint under %s: %s",
+                        name, len(restarts), max_failures, storage_path, restarts[-1])
+            continue
+        if getattr(result, "error", None):
+            raise RayJobError(info.job_id, f"Ray Train run {name!r}", result.error)
+        return TrainRun(result, name, storage_path, restarts)
+
+
+def run_torch_training(train_fn: Callable[[dict], None], config: dict, *, num_workers: int, use_gpu: bool,
+                       storage_path: str, name: str, max_failures: int = 2) -> TrainRun:
+    """A data-parallel Ray Train run of `train_fn(config)` on `num_workers` workers (`run_training`).
+
+    Each worker checkpoints with `ray.train.report(..., checkpoint=...)` (the last two are kept);
+    after a lost worker the run starts again and `train_fn` resumes from `latest_checkpoint()`."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     # Ray Train's controller takes a worker's report when it polls, every 2 s by default, and a
     # worker holds at most one untaken report: per-epoch reports of short epochs would wait for
     # the poll. Ray propagates this variable from the driver to the controller.
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    info = connect()
-    trainer = TorchTrainer(
-        train_fn, train_loop_config=config,
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
-        run_config=RunConfig(name=name, storage_path=storage_path,
-                             failure_config=FailureConfig(max_failures=max_failures)))
-    try:
-        result = trainer.fit()
-    except Exception as error:
-        raise RayJobError(info.job_id, f"Ray Train run {name!r}", _unwrap(error)) from error
-    if getattr(result, "error", None):
-        raise RayJobError(info.job_id, f"Ray Train run {name!r}", result.error)
-    return result
+
+    def make_trainer():
+        return TorchTrainer(
+            train_fn, train_loop_config=config,
+            scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+            run_config=RunConfig(name=name, storage_path=storage_path, failure_config=FailureConfig(max_failures=0),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2)))
+
+    return run_training(make_trainer, name=name, storage_path=storage_path, max_failures=max_failures)
+
+
+def run_booster_training(library: str, train_fn: Callable[[dict], None], config: dict, frames: dict[str, Any], *,
+                         num_workers: int, use_gpu: bool, storage_path: str, name: str,
+                         max_failures: int = 2) -> TrainRun:
+    """A data-parallel Ray Train run of XGBoost or LightGBM (`library`) on `num_workers` workers,
+    each running `train_fn(config)` on its shard of each Ray Dataset (`frames`: name -> a pandas
+    frame, put in the object store in blocks, or a Ray Dataset read from the source). The
+    libraries' own collectives (XGBoost's, LightGBM's network) are set up by the trainer;
+    `run_training` restarts it when Ray lost a worker. The last two checkpoints are kept."""
+    import ray.data
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+
+    if library == "xgboost":
+        from ray.train.xgboost import XGBoostTrainer as Trainer
+    elif library == "lightgbm":
+        from ray.train.lightgbm import LightGBMTrainer as Trainer
+    else:
+        raise ValueError(f"no Ray Train trainer for {library!r} (xgboost, lightgbm)")
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")  # as for run_torch_training
+    connect()
+    datasets = {key: frame if isinstance(frame, ray.data.Dataset) else ray.data.from_pandas(frame)
+                for key, frame in frames.items()}
+
+    def make_trainer():
+        return Trainer(train_fn, train_loop_config=config, datasets=datasets,
+                       scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+                       run_config=RunConfig(name=name, storage_path=storage_path,
+                                            failure_config=FailureConfig(max_failures=0),
+                                            checkpoint_config=CheckpointConfig(num_to_keep=2)))
+
+    return run_training(make_trainer, name=name, storage_path=storage_path, max_failures=max_failures)
 
 
 # -- helpers for code running inside a Ray Train worker ---------------------------------------
+
+def dataset_shard_frame(name: str):
+    """This worker's shard of the Ray Dataset `name` as a pandas frame."""
+    import ray.train
+
+    return ray.train.get_dataset_shard(name).materialize().to_pandas()
+
+
+def booster_report_callback(library: str, frequency: int):
+    """The library's Ray Train callback, reporting (with a checkpoint) every `frequency` rounds and
+    at the end only: Ray's own reports every round as well, and each report waits for the
+    controller to take the last one (60 rounds took 60 s on 5,000 rows)."""
+    if library == "xgboost":
+        from ray.train.xgboost import RayTrainReportCallback
+    else:
+        from ray.train.lightgbm import RayTrainReportCallback
+
+    class CheckpointedRoundsOnly(RayTrainReportCallback):
+        def _report_metrics(self, report_dict):
+            pass
+
+    return CheckpointedRoundsOnly(frequency=frequency)
+
+
+def booster_from_checkpoint(library: str, checkpoint):
+    """The library's booster a report callback saved in `checkpoint` (None: no checkpoint)."""
+    if checkpoint is None:
+        return None
+    if library == "xgboost":
+        from ray.train.xgboost import RayTrainReportCallback
+    else:
+        from ray.train.lightgbm import RayTrainReportCallback
+    return RayTrainReportCallback.get_model(checkpoint)
+
+
+def latest_booster(library: str):
+    """Inside a worker: the booster of the checkpoint to resume from, or None."""
+    import ray.train
+
+    return booster_from_checkpoint(library, ray.train.get_checkpoint())
+
+
+def lightgbm_network_params() -> dict:
+    """Inside a LightGBM worker: the network parameters that join it to the others."""
+    import ray.train.lightgbm
+
+    return ray.train.lightgbm.get_network_params()
+
 
 def worker_rank() -> tuple[int, int]:
     """(world rank, world size) of this Ray Train worker."""

@@ -20,6 +20,7 @@ from sklearn.metrics import check_scoring
 from sklearn.model_selection import StratifiedKFold
 
 from mlpipe.compute.permutation import HoldoutFeatures, shuffled_copies
+from mlpipe.model.boosters import booster_threads
 
 # How a caller runs many units elsewhere: `run_tasks(fn, calls, *, shared, what)` calls
 # `fn(*call, **shared)` for each call and returns the results in order (the Ray adapter's
@@ -58,14 +59,16 @@ def threads_now() -> int | None:
 def estimator_threads(threads: int | None) -> Iterator[None]:
     """Cap the OpenMP and BLAS threads of fits and predicts run inside at `threads`
     (`compute.threads`; None: the cores free now, `threads_now`, unless OMP_NUM_THREADS is set).
-    Entered in the thread that does the work: an OpenMP cap is per thread."""
+    Entered in the thread that does the work: an OpenMP cap is per thread. The xgboost and
+    lightgbm families take the count as a parameter (`booster_threads`): their libraries load
+    their own OpenMP runtime on first use, after threadpoolctl set its caps."""
     threads = threads_now() if threads is None else threads
     if threads is None:
         yield
         return
     from threadpoolctl import threadpool_limits
 
-    with threadpool_limits(limits=threads):
+    with threadpool_limits(limits=threads), booster_threads(threads):
         yield
 
 

@@ -59,7 +59,49 @@ def _load_weights(network: nn.Module, weights: list[np.ndarray]) -> None:
 def _fresh_state() -> dict:
     """The state of a run that has finished no epoch yet."""
     return {"epoch": 0, "best_auc": -np.inf, "best_epoch": 0, "bad_epochs": 0, "history": [], "weights": None,
-            "last_weights": None}
+            "last_weights": None, "optimizer": None}
+
+
+def optimizer_arrays(optimizer: torch.optim.Optimizer) -> dict[str, np.ndarray]:
+    """The optimizer's per-parameter state (Adam's moments and step counts) as numpy arrays named
+    `<parameter index>.<key>`: what a checkpoint needs so a resumed run steps as an uninterrupted one."""
+    return {f"{index}.{key}": value.detach().cpu().numpy().copy() if torch.is_tensor(value) else np.asarray(value)
+            for index, entries in optimizer.state_dict()["state"].items() for key, value in entries.items()}
+
+
+def _load_optimizer(optimizer: torch.optim.Optimizer, arrays: dict[str, np.ndarray]) -> None:
+    state: dict[int, dict] = {}
+    for name, value in arrays.items():
+        index, key = name.split(".", 1)
+        state.setdefault(int(index), {})[key] = torch.as_tensor(np.asarray(value))
+    saved = optimizer.state_dict()
+    optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _all_reduced_mean(total: float, seen: int, device: str) -> float:
+    """The mean of `total / seen` over every worker's rows (this worker's own without a process group)."""
+    if not _distributed():
+        return total / max(seen, 1)
+    sums = torch.tensor([total, float(seen)], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(sums)
+    return float(sums[0] / torch.clamp(sums[1], min=1.0))
+
+
+def replica_spread(network: nn.Module, device: str) -> float:
+    """The largest difference of one weight between the workers' replicas (0.0: in step, as DDP
+    keeps them; 0.0 without a process group)."""
+    if not _distributed():
+        return 0.0
+    inner = getattr(network, "module", network)
+    flat = torch.cat([p.detach().reshape(-1).to(torch.float64) for p in inner.parameters()]).to(device)
+    high, low = flat.clone(), flat.clone()
+    torch.distributed.all_reduce(high, op=torch.distributed.ReduceOp.MAX)
+    torch.distributed.all_reduce(low, op=torch.distributed.ReduceOp.MIN)
+    return float((high - low).max())
 
 
 def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, X_t: torch.Tensor,
@@ -77,7 +119,7 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn
         total += float(loss.detach()) * len(rows)
         seen += len(rows)
     seconds = time.perf_counter() - started
-    return total / max(seen, 1), seen / seconds if seconds > 0 else 0.0
+    return _all_reduced_mean(total, seen, str(X_t.device)), seen / seconds if seconds > 0 else 0.0
 
 
 def _scores(model: nn.Module, X_t: torch.Tensor) -> np.ndarray:
@@ -87,12 +129,13 @@ def _scores(model: nn.Module, X_t: torch.Tensor) -> np.ndarray:
         return model(X_t).squeeze(1).cpu().numpy()
 
 
-def _record_epoch(state: dict, metrics: dict, model: nn.Module) -> None:
-    """Add a finished epoch to `state`: its metrics and weights, and whether it is the best so
-    far on validation roc_auc (else one more epoch without improvement)."""
+def _record_epoch(state: dict, metrics: dict, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Add a finished epoch to `state`: its metrics, weights and optimizer state, and whether it
+    is the best so far on validation roc_auc (else one more epoch without improvement)."""
     state["history"] = [*state["history"], metrics]
     state["epoch"] = metrics["epoch"]
     state["last_weights"] = weights_of(model)
+    state["optimizer"] = optimizer_arrays(optimizer)
     if metrics["val_roc_auc"] > state["best_auc"]:
         state.update(best_auc=metrics["val_roc_auc"], best_epoch=metrics["epoch"], bad_epochs=0,
                      weights=state["last_weights"])
@@ -111,11 +154,14 @@ def train_network(
     """Train a binary MLP with Adam on BCE; returns the state of the best epoch on validation.
 
     Every epoch: shuffled mini-batches over (X, y), then validation roc_auc on (X_val, y_val);
-    its metrics are epoch, train_loss, val_roc_auc and train_rows_per_s (this worker's rows).
+    its metrics are epoch, train_loss (the mean over every worker's rows, all-reduced),
+    val_roc_auc, train_rows_per_s (this worker's rows) and, data-parallel,
+    replica_weight_spread (the largest difference of a weight between the workers: 0 in step).
     Training stops after `patience` epochs without a better validation roc_auc (None: never).
     The returned (and per-epoch) state is plain data: `weights` (best epoch's arrays),
-    `last_weights`, `epoch`, `best_auc`, `best_epoch`, `bad_epochs`, `history`; pass it back
-    as `state` to resume after the last finished epoch. `on_epoch(metrics, state)` runs after
+    `last_weights`, `optimizer` (Adam's state, `optimizer_arrays`), `epoch`, `best_auc`,
+    `best_epoch`, `bad_epochs`, `history`; pass it back as `state` to resume after the last
+    finished epoch, exactly as an uninterrupted run would go on. `on_epoch(metrics, state)` runs after
     each epoch (Ray Train reports and checkpoints there). Data-parallel callers give each worker
     its own rows of the same length, so every worker takes the same number of steps.
     """
@@ -130,18 +176,24 @@ def train_network(
         _load_weights(network, state["last_weights"])
     model = wrap_model(network) if wrap_model else network
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    if state.get("optimizer"):
+        _load_optimizer(optimizer, state["optimizer"])
     loss_fn = nn.BCEWithLogitsLoss()
     generator = torch.Generator(device="cpu")
     while state["epoch"] < epochs:
         if patience is not None and state["bad_epochs"] >= patience:
             break
         epoch = state["epoch"] + 1
-        generator.manual_seed(seed * 1_000_003 + epoch)  # a resumed epoch shuffles as the original would
+        # A resumed epoch shuffles, and drops out, as the original would.
+        generator.manual_seed(seed * 1_000_003 + epoch)
+        torch.manual_seed(seed * 1_000_003 + epoch)
         order = torch.randperm(len(X_t), generator=generator).to(device)
         train_loss, rows_per_s = _train_epoch(model, optimizer, loss_fn, X_t, y_t, order, batch_size)
         metrics = {"epoch": epoch, "train_loss": train_loss, "val_roc_auc": roc_auc(y_val, _scores(model, X_val_t)),
                    "train_rows_per_s": rows_per_s}
-        _record_epoch(state, metrics, model)
+        if _distributed():
+            metrics["replica_weight_spread"] = replica_spread(model, device)
+        _record_epoch(state, metrics, model, optimizer)
         if on_epoch is not None:
             on_epoch(metrics, state)
     if state["weights"] is None:

@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from mlpipe.core.config_model import ModelConfig, ParamSpace, TuningConfig, require_torch
+from mlpipe.core.families import AUTO, BLEND, get_family
 from mlpipe.core.config_sections import (
     CSV_DELIMITERS,
     LOWER_IS_BETTER,
@@ -61,6 +62,22 @@ class PipelineConfig(Section):
     cache: CacheConfig = Field(default_factory=CacheConfig)
     tuning: TuningConfig = Field(default_factory=TuningConfig)
     compute: ComputeConfig = Field(default_factory=ComputeConfig)
+
+    @model_validator(mode="after")
+    def _ray_train_workers(self) -> "PipelineConfig":
+        """With `compute.backend: ray`, a family that trains data-parallel on Ray Train (xgboost,
+        lightgbm) gets its `num_workers` unless its params set one (0 keeps it in-process)."""
+        if self.compute.backend != "ray":
+            return self
+        params = {family: dict(values) for family, values in self.model.params.items()}
+        named = {self.model.family, *(self.model.members or []), *(self.model.candidates or [])} - {AUTO, BLEND}
+        for family in sorted(named):
+            workers = get_family(family).ray_workers
+            if workers and "num_workers" not in params.get(family, {}):
+                params[family] = {**params.get(family, {}), "num_workers": workers}
+        if params != self.model.params:
+            object.__setattr__(self, "model", self.model.model_copy(update={"params": params}))
+        return self
 
     def min_class_rows(self) -> int:
         """Rows each class needs: one per CV fold (training and tuning) in the train split,

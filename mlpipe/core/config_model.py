@@ -143,6 +143,22 @@ def _default_spaces() -> dict[str, dict[str, ParamSpace]]:
         "logistic_regression": {
             "C": s(type="log_float", low=1e-3, high=100.0),
         },
+        "xgboost": {
+            "learning_rate": s(type="log_float", low=0.01, high=0.3),
+            "max_depth": s(type="int", low=2, high=10),
+            "n_estimators": s(type="int", low=50, high=500, step=50),
+            "min_child_weight": s(type="log_float", low=0.1, high=20.0),
+            "reg_lambda": s(type="log_float", low=1e-3, high=10.0),
+            "subsample": s(type="float", low=0.5, high=1.0),
+        },
+        "lightgbm": {
+            "learning_rate": s(type="log_float", low=0.01, high=0.3),
+            "num_leaves": s(type="int", low=7, high=63),
+            "n_estimators": s(type="int", low=50, high=500, step=50),
+            "min_child_samples": s(type="int", low=5, high=100),
+            "reg_lambda": s(type="log_float", low=1e-3, high=10.0),
+            "colsample_bytree": s(type="float", low=0.5, high=1.0),
+        },
         "mlp": {
             "learning_rate": s(type="log_float", low=1e-4, high=1e-2),
             "weight_decay": s(type="log_float", low=1e-6, high=1e-2),

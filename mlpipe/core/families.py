@@ -29,6 +29,7 @@ class EstimatorFamily:
     defaults: Mapping[str, Any] = field(default_factory=dict)
     simplicity: int = 100
     candidate: bool = True
+    ray_workers: int = 0  # with compute.backend: ray, the num_workers it trains on (Ray Train) unless params set it
 
     @property
     def estimator_class(self) -> type:
@@ -42,15 +43,18 @@ _FAMILIES: dict[str, EstimatorFamily] = {}
 
 
 def register_family(name: str, estimator: type | str, defaults: Mapping[str, Any] | None = None, *,
-                    simplicity: int = 100, candidate: bool = True, replace: bool = False) -> EstimatorFamily:
+                    simplicity: int = 100, candidate: bool = True, replace: bool = False,
+                    ray_workers: int = 0) -> EstimatorFamily:
     """Make `name` a model family. `estimator` is a scikit-learn classifier class (with
     `predict_proba`) or its dotted path; `defaults` are the pipeline's defaults, which
-    `model.params.<name>` overrides. Registering a taken name fails unless `replace`."""
+    `model.params.<name>` overrides. Registering a taken name fails unless `replace`.
+    `ray_workers`: with `compute.backend: ray`, the family's `num_workers` (data-parallel on Ray
+    Train) when `model.params.<name>` does not set it."""
     if name in (AUTO, BLEND):
         raise ValueError(f"{name!r} is reserved for model selection")
     if name in _FAMILIES and not replace:
         raise ValueError(f"model family {name!r} is already registered")
-    entry = EstimatorFamily(name, estimator, dict(defaults or {}), simplicity, candidate)
+    entry = EstimatorFamily(name, estimator, dict(defaults or {}), simplicity, candidate, ray_workers)
     _FAMILIES[name] = entry
     return entry
 
@@ -122,6 +126,17 @@ register_family("hist_gradient_boosting", "sklearn.ensemble.HistGradientBoosting
                  "early_stopping": False}, simplicity=20)
 register_family("random_forest", "sklearn.ensemble.RandomForestClassifier",
                 {"n_estimators": 100, "min_samples_leaf": 3, "n_jobs": 1}, simplicity=30)
+
+
+# The boosting libraries' own models, wrapped (mlpipe/model/boosters.py: saved in their JSON/text formats, never
+# pickled). Ranked after the scikit-learn trees (within one standard error, those need no extra library). Not
+# default candidates until benchmarks/quality.py shows they pay for their time on the real tables.
+register_family("xgboost", "mlpipe.model.boosters.XGBoostClassifier",
+                {"n_estimators": 300, "learning_rate": 0.05, "max_depth": 4, "min_child_weight": 1.0,
+                 "reg_lambda": 1.0}, simplicity=32, candidate=False, ray_workers=2)
+register_family("lightgbm", "mlpipe.model.boosters.LightGBMClassifier",
+                {"n_estimators": 300, "learning_rate": 0.05, "num_leaves": 15, "min_child_samples": 20,
+                 "reg_lambda": 1.0}, simplicity=34, candidate=False, ray_workers=2)
 
 
 def torch_installed() -> bool:

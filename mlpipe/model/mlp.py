@@ -29,12 +29,14 @@ class MLPNetClassifier(ClassifierMixin, BaseEstimator):
     the roc_auc of a stratified validation share of the training rows.
 
     num_workers: Ray Train workers (data-parallel, DDP); 0 trains in this process with torch.
-    max_failures: Ray Train restarts after a worker dies, resuming from the last epoch's checkpoint.
+    max_failures: Ray Train restarts after Ray lost a worker, resuming from the last epoch's checkpoint
+        (an error of the training code itself is not retried).
     storage_path: where Ray Train keeps checkpoints (default: a temporary folder, removed after fit);
         on a multi-node cluster a folder every node shares, or an s3:// URI.
     Fitted: `coefs_` (weights and biases per layer, numpy), `classes_`, `history_` (per epoch:
     epoch, train_loss, val_roc_auc), `best_epoch_`, `ray_job_id_` ("" when trained in-process),
-    `resumed_at_epochs_` (the checkpointed epochs Ray Train resumed from after a worker died).
+    `resumed_at_epochs_` (the checkpointed epochs Ray Train resumed from after a worker died),
+    `ray_train_run_` (the run's MLflow tags: name, storage path, restarts; and `restart_causes`).
     """
 
     _parameter_constraints: dict = {
@@ -91,6 +93,7 @@ class MLPNetClassifier(ClassifierMixin, BaseEstimator):
             state = train_network(data["X"], data["y"], data["X_val"], data["y_val"], device=self._device(),
                                   **self._loop_params())
             self.ray_job_id_ = ""
+            self.ray_train_run_ = {}
         self.coefs_ = [np.asarray(w, dtype="float32") for w in state["weights"]]
         self.history_ = [dict(row) for row in state["history"]]
         self.best_epoch_ = int(state["best_epoch"])
@@ -112,15 +115,17 @@ class MLPNetClassifier(ClassifierMixin, BaseEstimator):
         session = ray_cluster.connect()
         folder = self.storage_path or tempfile.mkdtemp(prefix="mlpipe-ray-train-")
         try:
-            result = ray_cluster.run_torch_training(
+            run = ray_cluster.run_torch_training(
                 _train_worker, {"data": ray_cluster.put(data), "params": self._loop_params()},
-                num_workers=int(self.num_workers), use_gpu=bool(self.use_gpu), storage_path=folder if "://" in folder else str(Path(folder).resolve()),
+                num_workers=int(self.num_workers), use_gpu=bool(self.use_gpu),
+                storage_path=folder if "://" in folder else str(Path(folder).resolve()),
                 name=f"mlp-{uuid.uuid4().hex[:8]}", max_failures=int(self.max_failures))
-            with result.checkpoint.as_directory() as checkpoint:
+            with run.result.checkpoint.as_directory() as checkpoint:
                 state = load_state(checkpoint)
         finally:
             if self.storage_path is None:
                 shutil.rmtree(folder, ignore_errors=True)
+        self.ray_train_run_ = {**run.tags(), "restart_causes": list(run.restarts)}
         return state, session.job_id
 
     def predict_proba(self, X) -> np.ndarray:
@@ -146,12 +151,16 @@ def forward_numpy(weights: list[np.ndarray], X: np.ndarray) -> np.ndarray:
 # -- checkpoints: numpy arrays + JSON, no pickle --------------------------------------------------
 
 def save_state(state: dict, folder: str | Path) -> None:
-    """Write a training state (mlpipe/compute/torch_loop.py) as state.npz (weights) + state.json (the rest)."""
+    """Write a training state (mlpipe/compute/torch_loop.py) as state.npz (weights and the
+    optimizer's arrays) + state.json (the rest)."""
     folder = Path(folder)
     arrays = {f"{key}_{i}": w for key in ("weights", "last_weights") for i, w in enumerate(state.get(key) or [])}
+    optimizer = state.get("optimizer") or {}
+    arrays.update({f"optimizer:{name}": value for name, value in optimizer.items()})
     np.savez(folder / "state.npz", **arrays)
-    rest = {k: v for k, v in state.items() if k not in ("weights", "last_weights")}
+    rest = {k: v for k, v in state.items() if k not in ("weights", "last_weights", "optimizer")}
     rest["layers"] = {key: len(state.get(key) or []) for key in ("weights", "last_weights")}
+    rest["optimizer_arrays"] = sorted(optimizer)
     (folder / "state.json").write_text(json.dumps(rest))
 
 
@@ -159,9 +168,11 @@ def load_state(folder: str | Path) -> dict:
     folder = Path(folder)
     rest = json.loads((folder / "state.json").read_text())
     layers = rest.pop("layers")
+    names = rest.pop("optimizer_arrays", [])
     with np.load(folder / "state.npz", allow_pickle=False) as arrays:
         for key, count in layers.items():
             rest[key] = [arrays[f"{key}_{i}"] for i in range(count)] if count else None
+        rest["optimizer"] = {name: arrays[f"optimizer:{name}"] for name in names} or None
     return rest
 
 

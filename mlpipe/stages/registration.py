@@ -33,9 +33,12 @@ def model_lineage(config, fingerprint, flow_run_id: str) -> Lineage:
 
 
 def _ray_tags(model) -> dict[str, str]:
-    """`mlpipe.ray_job_id` of the Ray Train run that fitted the model, if one did."""
+    """`mlpipe.ray_job_id` of the Ray Train run that fitted the model, if one did, and the run's
+    name, storage path and restarts (`mlpipe.ray_train_restarts`)."""
     job = getattr(model[-1], "ray_job_id_", "")
-    return {"mlpipe.ray_job_id": job} if job else {}
+    run = {key: value for key, value in (getattr(model[-1], "ray_train_run_", None) or {}).items()
+           if key.startswith("mlpipe.")}
+    return {"mlpipe.ray_job_id": job, **run} if job else {}
 
 
 def _data_params(report) -> dict[str, str]:

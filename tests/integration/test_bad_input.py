@@ -140,7 +140,7 @@ CONFIG_REFUSED = {
     "nested key that does not exist": (["model.familly=random_forest"], "model.familly: unknown key"),
     "value of the wrong type": (["split.holdout_fraction=lots"], "split.holdout_fraction"),
     "value out of range": (["evaluation.cv_folds=1"], "evaluation.cv_folds"),
-    "unknown model family": (["model.family=xgboost"], "model.family"),
+    "unknown model family": (["model.family=catboost"], "model.family"),
     "unknown model parameter": (["model.params.random_forest.depth=3"], "model.params.random_forest.depth"),
     "search space with low > high": (["tuning.spaces.random_forest.max_depth={type: int, low: 9, high: 2}"],
                                      "low (9.0) must be below high (2.0)"),

@@ -30,7 +30,7 @@ def test_bad_config_key_exits_nonzero_naming_the_key(tmp_path):
 
 
 def test_bad_value_names_allowed_values(tmp_path):
-    result = run_cli("--set", "model.family=xgboost", home=tmp_path)
+    result = run_cli("--set", "model.family=catboost", home=tmp_path)
     assert result.returncode == 1
     assert "model.family" in result.stderr and "hist_gradient_boosting" in result.stderr
 

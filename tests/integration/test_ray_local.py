@@ -4,7 +4,9 @@ Train worker killed mid-run resumes from its last checkpoint."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import threading
 import time
@@ -30,6 +32,58 @@ def local_ray():
             yield session
 
 
+def listening_sockets(root_pid: int) -> list[tuple[str, str]]:
+    """(local address, process) of every TCP socket listening in `root_pid`'s process tree, from `ss -ltnp`."""
+    import shutil
+    import subprocess
+
+    assert shutil.which("ss"), "this test reads listening sockets with `ss` (iproute2)"
+    tree = _process_tree(root_pid)
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True, timeout=30).stdout
+    found = []
+    for line in out.splitlines():
+        fields = line.split()
+        pids = {int(pid) for pid in re.findall(r"pid=(\d+)", fields[-1])}
+        if pids & tree:
+            found.append((fields[3], fields[-1]))
+    return found
+
+
+def _process_tree(root_pid: int) -> set[int]:
+    """`root_pid` and its descendants, from each process's parent in /proc/<pid>/stat."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    tree, grown = {root_pid}, True
+    while grown:
+        found = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= found
+        grown = bool(found)
+    return tree
+
+
+def test_a_local_ray_listens_on_loopback_only(local_ray):
+    """Every server of the Ray this project starts (GCS, raylet, object manager, workers) binds
+    127.0.0.1: nothing is reachable from another machine. Ray alone rewrites 127.0.0.1 to the
+    routable address and listens on every interface."""
+    from mlpipe.adapters.ray_cluster import run_tasks
+
+    assert run_tasks(lambda x: abs(x), [(-1,), (-2,)]) == [1, 2]  # workers up, listening too
+    sockets = listening_sockets(os.getpid())
+    gcs_port = local_ray.address.rsplit(":", 1)[1]
+    assert local_ray.address.startswith("127.0.0.1:")
+    assert any(address.endswith(f":{gcs_port}") and "gcs_server" in process for address, process in sockets)
+    assert len({process.split('"')[1] for _, process in sockets}) >= 3  # gcs_server, raylet, workers
+    exposed = [(address, process) for address, process in sockets
+               if address.rsplit(":", 1)[0] not in ("127.0.0.1", "[::ffff:127.0.0.1]", "[::1]")]
+    assert not exposed, f"Ray listens beyond loopback: {exposed}"
+
+
 def test_cv_and_permutation_importance_on_local_ray_equal_the_local_backend(fast_config, local_ray):
     from mlpipe.core.config import ComputeConfig
     from mlpipe.stages.evaluation import evaluate_model
@@ -53,6 +107,77 @@ def test_a_task_error_on_ray_names_the_job_and_the_cause(local_ray):
 
     with pytest.raises(RayJobError, match=rf"Ray job {local_ray.job_id}: .*ZeroDivisionError"):
         run_tasks(lambda a, b: a / b, [(1, 0)], max_retries=0, what="a division")
+
+
+def test_an_error_in_the_training_code_of_a_ray_train_worker_is_not_retried_and_names_its_cause(tmp_path, local_ray):
+    """A ValueError in the training function fails the same way every time: one attempt per worker,
+    not max_failures more, and the error says what it was (type, whole message, rank); Prefect's
+    retry condition does not take it for a Ray failure."""
+    pytest.importorskip("torch", reason="Ray Train's TorchTrainer needs the torch extra")
+    from types import SimpleNamespace
+
+    from mlpipe.adapters.ray_cluster import RayJobError, is_ray_system_failure, run_torch_training
+
+    attempts = tmp_path / "attempts"
+
+    def fails(config):  # defined here, so Ray ships it by value
+        with open(config["attempts"], "a") as out:
+            out.write("attempt\n")
+        raise ValueError("column 'tenure' holds text\nsecond line of the message")
+
+    with pytest.raises(RayJobError) as raised:
+        run_torch_training(fails, {"attempts": str(attempts)}, num_workers=2, use_gpu=False,
+                           storage_path=str(tmp_path / "store"), name="fails-once", max_failures=2)
+    assert attempts.read_text().count("attempt") == 2  # each worker once: no restart
+    assert isinstance(raised.value.cause, ValueError)
+    assert "ValueError: column 'tenure' holds text\nsecond line of the message (worker rank 0; not retried)" \
+        in str(raised.value)
+    failed = SimpleNamespace(result=lambda: (_ for _ in ()).throw(raised.value))
+    assert is_ray_system_failure(None, None, failed) is False
+
+
+def test_data_parallel_workers_hold_the_same_weights_after_every_epoch(tmp_path, local_ray):
+    """DDP (`prepare_model`) keeps the replicas in step: each epoch every worker all-reduces its
+    weights' extremes, and the largest difference must be 0. Workers training apart (no DDP)
+    would each fit their own rows and drift apart at once."""
+    pytest.importorskip("torch", reason="the mlp family needs the torch extra")
+    from mlpipe.model.mlp import MLPNetClassifier
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(2_000, 6)).astype("float32")
+    y = (X[:, 0] - X[:, 2] + rng.normal(0, 1, len(X)) > 0).astype(int)
+    model = MLPNetClassifier(hidden_layers=[16], epochs=3, patience=None, num_workers=2,
+                             storage_path=str(tmp_path)).fit(X, y)
+    assert [row["epoch"] for row in model.history_] == [1, 2, 3]
+    assert [row["replica_weight_spread"] for row in model.history_] == [0.0, 0.0, 0.0]
+    assert model.ray_train_run_["mlpipe.ray_train_restarts"] == "0"
+    assert len(list(tmp_path.rglob("state.json"))) == 2  # CheckpointConfig(num_to_keep=2) of 3 epochs
+
+
+@pytest.mark.parametrize("family", ["xgboost", "lightgbm"])
+def test_boosters_train_data_parallel_on_ray_train_as_well_as_in_process(family, tmp_path, local_ray):
+    """num_workers=2: Ray Train's XGBoostTrainer / LightGBMTrainer, each worker on its shard of a
+    Ray Dataset; the fitted estimator is the same kind of object (the library's own model format)
+    and scores within 0.005 roc_auc of the in-process fit on the same rows."""
+    from sklearn.metrics import roc_auc_score
+
+    from mlpipe.core.families import make_estimator
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(30_000, 6))
+    y = (X[:, 0] - X[:, 1] + X[:, 2] * X[:, 3] + rng.normal(0, 1, len(X)) > 0).astype(int)
+    params = {"n_estimators": 60, "n_jobs": 1}
+    local = make_estimator(family, params, seed=0).fit(X[:20_000], y[:20_000])
+    on_ray = make_estimator(family, {**params, "num_workers": 2, "storage_path": str(tmp_path)}, seed=0)
+    on_ray.fit(X[:20_000], y[:20_000])
+    assert type(on_ray.booster_) is type(local.booster_) and on_ray.best_iteration_ == 59
+    auc = {name: roc_auc_score(y[20_000:], model.predict_proba(X[20_000:])[:, 1])
+           for name, model in (("local", local), ("ray", on_ray))}
+    assert auc["ray"] > 0.85 and abs(auc["ray"] - auc["local"]) < 0.005, auc
+    assert on_ray.ray_job_id_ == local_ray.job_id and local.ray_job_id_ == ""
+    assert on_ray.ray_train_run_["mlpipe.ray_train_restarts"] == "0"
+    assert on_ray.ray_train_run_["mlpipe.ray_train_run"].startswith(f"{family}-")
+    assert 1 <= len([p for p in tmp_path.rglob("checkpoint_*") if p.is_dir()]) <= 2  # num_to_keep=2
 
 
 def test_ray_retries_a_task_whose_worker_died_and_names_the_job_when_it_gives_up(tmp_path, local_ray):
@@ -110,9 +235,9 @@ def test_a_killed_ray_train_worker_resumes_from_the_last_checkpoint(tmp_path, lo
     fitting = threading.Thread(target=lambda: outcome.update(model=_capture(model.fit, X, y)), daemon=True)
     fitting.start()
     deadline = time.monotonic() + 120
-    # A worker holds one report until Ray Train's controller takes it: once the third checkpoint
-    # is stored, the first is registered, so a restarted worker group has one to resume from.
-    while len(list(storage.rglob("state.json"))) < 3:
+    # A worker holds one report until Ray Train's controller takes it: once the third epoch's
+    # checkpoint is stored, the first is registered, so a restarted run has one to resume from.
+    while _last_checkpointed_epoch(storage) < 3:
         assert fitting.is_alive() and time.monotonic() < deadline, f"no checkpoint came: {outcome}"
         time.sleep(0.2)
     workers = _train_worker_pids()
@@ -124,6 +249,21 @@ def test_a_killed_ray_train_worker_resumes_from_the_last_checkpoint(tmp_path, lo
     assert model.resumed_at_epochs_ and 1 <= model.resumed_at_epochs_[0] < 15  # went on after a checkpoint
     assert [row["epoch"] for row in model.history_] == list(range(1, 16))  # each epoch exactly once
     assert model.history_[-1]["val_roc_auc"] > 0.8
+    assert model.ray_train_run_["mlpipe.ray_train_restarts"] == "1" and len(model.ray_train_run_["restart_causes"]) == 1
+    assert model.ray_train_run_["mlpipe.ray_train_storage_path"] == str(storage.resolve())
+    run_folder = storage / model.ray_train_run_["mlpipe.ray_train_run"]
+    # CheckpointConfig(num_to_keep=2), plus at most the one the lost run stored but never registered
+    assert 2 <= len(list(run_folder.rglob("state.json"))) <= 3
+
+
+def _last_checkpointed_epoch(storage: Path) -> int:
+    epochs = [0]
+    for path in storage.rglob("state.json"):
+        try:
+            epochs.append(json.loads(path.read_text())["epoch"])
+        except (OSError, ValueError, KeyError):
+            continue  # being written
+    return max(epochs)
 
 
 def _capture(fn, *args):

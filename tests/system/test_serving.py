@@ -12,6 +12,7 @@ stack trace.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -75,14 +76,15 @@ def client_values(frame: pd.DataFrame) -> list[dict]:
     return records
 
 
-@pytest.fixture
-def server(workspace):
-    """`mlflow models serve` on the champion, on 127.0.0.1, with the venv's bin on PATH."""
+@contextlib.contextmanager
+def serving(model_uri: str, workspace: Path):
+    """`mlflow models serve` on `model_uri`, on 127.0.0.1, with the venv's bin on PATH: its
+    invocations URL."""
     port = free_port()
     log = open(workspace / "serve.log", "w")
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     process = subprocess.Popen(
-        [str(BIN / "mlflow"), "models", "serve", "-m", MODEL_URI, "--env-manager", "local", "-h", "127.0.0.1",
+        [str(BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local", "-h", "127.0.0.1",
          "-p", str(port)], env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         try:
@@ -94,6 +96,13 @@ def server(workspace):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+@pytest.fixture
+def server(workspace):
+    """`mlflow models serve` on the champion."""
+    with serving(MODEL_URI, workspace) as url:
+        yield url
 
 
 @pytest.fixture
@@ -157,3 +166,43 @@ def test_every_client_scores_raw_rows_the_same_and_refuses_what_it_cannot_score(
     written = pd.read_parquet(scored).set_index("customer_id").loc[as_read["customer_id"]]
     np.testing.assert_allclose(written["probability"].to_numpy(), expected, rtol=0, atol=1e-9)
     assert written["label"].tolist() == pyfunc["label"].tolist()
+
+
+@pytest.mark.parametrize("family", ["xgboost", "lightgbm"])
+def test_a_boosting_library_model_serves_raw_rows_as_its_own_booster_scores_them(family, workspace, fast_config,
+                                                                                  small_churn_csv):
+    """The xgboost and lightgbm families register the same model shape (conform -> features ->
+    booster in the library's own format): pyfunc and REST answer raw rows alike, and as the
+    library's booster scores the features the model's own steps make."""
+    from mlpipe.adapters.mlflow.models import load_version
+    from mlpipe.model.boosters import REQUIREMENTS
+
+    train(config=fast_config(f"model.family={family}", f"model.params.{family}.n_estimators=60",
+                             "compute.threads=1", "promotion.min_value=0.7"))
+    as_read = pd.read_csv(raw_file(small_churn_csv, workspace / "to_score.csv"))
+    pyfunc = mlflow.pyfunc.load_model(MODEL_URI).predict(as_read)
+    expected = pyfunc["probability"].to_numpy()
+    assert pyfunc["probability"].nunique() > 50
+
+    pipeline = load_version("churn-classifier", "1")
+    booster = pipeline.named_steps["model"]
+    assert type(booster).__module__ == "mlpipe.model.boosters" and REQUIREMENTS[type(booster).__name__] == family
+    features = pipeline[:-1].transform(as_read)
+    if family == "xgboost":
+        import xgboost
+
+        own = xgboost.Booster()
+        own.load_model(bytearray(booster.booster_))
+        direct = own.predict(xgboost.DMatrix(features))
+    else:
+        import lightgbm
+
+        direct = lightgbm.Booster(model_str=booster.booster_).predict(features)
+    np.testing.assert_allclose(expected, direct, rtol=0, atol=1e-6)
+
+    requirements = mlflow.artifacts.download_artifacts(f"{MODEL_URI}/requirements.txt")
+    assert any(line.startswith(f"{family}==") for line in Path(requirements).read_text().split())
+    with serving(MODEL_URI, workspace) as url:
+        records = post(url, {"dataframe_records": client_values(as_read)})
+    np.testing.assert_allclose([row["probability"] for row in records], expected, rtol=0, atol=1e-9)
+    assert [row["label"] for row in records] == pyfunc["label"].tolist()

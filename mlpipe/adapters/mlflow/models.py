@@ -22,12 +22,13 @@ from mlpipe.adapters.mlflow.tracking import (
 )
 from mlpipe.core.lineage import LINEAGE_KEY, Lineage
 from mlpipe.core.paths import LIBRARY_ROOT
+from mlpipe.model.boosters import REQUIREMENTS
 from mlpipe.model.legacy import LEGACY_TYPE_PREFIXES, alias_legacy_modules
 
 # Models ship the mlpipe/ folder (`code_paths`); these prefixes name what their skops files may
 # hold. Models saved before the `mlpipe` package name the same classes under `tasks.` (legacy.py).
 TRUSTED_TYPE_PREFIXES = ("sklearn.", "numpy.", "mlpipe.model.features.", "mlpipe.model.conform.", "mlpipe.model.mlp.",
-                         "builtins.", *LEGACY_TYPE_PREFIXES)
+                         "mlpipe.model.boosters.", "builtins.", *LEGACY_TYPE_PREFIXES)
 
 
 @dataclass(frozen=True)
@@ -103,10 +104,13 @@ def input_example(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.astype(object).where(frame.notna(), None)
 
 
-def _pip_requirements() -> list[str]:
+def _pip_requirements(types: list[str]) -> list[str]:
+    """What loading the model needs: the fixed set, plus a boosting library the model's types name."""
     from importlib.metadata import version
 
-    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "scikit-learn", "skops", "numpy", "pandas")]
+    libraries = sorted({REQUIREMENTS[t.rsplit(".", 1)[1]] for t in types
+                        if t.startswith("mlpipe.model.boosters.") and t.rsplit(".", 1)[1] in REQUIREMENTS})
+    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "scikit-learn", "skops", "numpy", "pandas", *libraries)]
 
 
 @contextlib.contextmanager
@@ -168,6 +172,7 @@ def log_and_register(
         if step_metrics:
             log_step_metrics(run.info.run_id, step_metrics)
         log_run_artifacts(extra_json, plots=plots, config_yaml=config_yaml, tables=tables)
+        types = trusted_types(model)
         with _requirements_read_from_this_environment():
             info = mlflow.sklearn.log_model(
                 model,
@@ -175,8 +180,8 @@ def log_and_register(
                 signature=model_signature(list(example.columns)),
                 input_example=input_example(example.head(3)),
                 serialization_format="skops",
-                skops_trusted_types=trusted_types(model),
-                pip_requirements=_pip_requirements(),
+                skops_trusted_types=types,
+                pip_requirements=_pip_requirements(types),
                 code_paths=[str(LIBRARY_ROOT)],
             )
         version = mlflow.register_model(info.model_uri, model_name, await_registration_for=300,

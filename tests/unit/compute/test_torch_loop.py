@@ -44,3 +44,28 @@ def test_loop_learns_stops_early_and_resumes():
     resumed = train_network(X[:500], y[:500], X[500:], y[500:], hidden=(16,), epochs=5, patience=None, state=first)
     assert [row["epoch"] for row in resumed["history"]] == [1, 2, 3, 4, 5]
     assert resumed["history"][:3] == first["history"]  # kept, not retrained
+
+
+def test_a_run_resumed_from_a_saved_checkpoint_ends_exactly_where_an_uninterrupted_one_does(tmp_path):
+    """The checkpoint holds Adam's moments and step counts (not only the weights), and every epoch
+    shuffles and drops out from its own seed: resuming after epoch 2 of 5 gives the same weights
+    and history as never stopping. Without the optimizer state the resumed run would differ."""
+    from mlpipe.compute.torch_loop import train_network
+    from mlpipe.model.mlp import load_state, save_state
+
+    X, y = _data()
+    args = (X[:500], y[:500], X[500:], y[500:])
+    params = {"hidden": (16, 8), "dropout": 0.2, "patience": None, "learning_rate": 1e-2, "seed": 3}
+    whole = train_network(*args, epochs=5, **params)
+    first = train_network(*args, epochs=2, **params)
+    assert first["optimizer"] and any(name.endswith(".exp_avg_sq") for name in first["optimizer"])
+    save_state(first, tmp_path)
+    restored = load_state(tmp_path)
+    resumed = train_network(*args, epochs=5, state=restored, **params)
+    assert [row["epoch"] for row in resumed["history"]] == [1, 2, 3, 4, 5]
+    for a, b in zip(resumed["last_weights"], whole["last_weights"]):
+        np.testing.assert_array_equal(a, b)
+    assert [row["train_loss"] for row in resumed["history"]] == [row["train_loss"] for row in whole["history"]]
+
+    without_optimizer = train_network(*args, epochs=5, state={**restored, "optimizer": None}, **params)
+    assert any(not np.array_equal(a, b) for a, b in zip(without_optimizer["last_weights"], whole["last_weights"]))

@@ -170,8 +170,8 @@ def test_invalid_model_param_value_names_full_path():
 
 
 def test_params_of_an_unknown_family_fail():
-    message = _error(["model.params.xgboost.max_depth=3"])
-    assert "model.params.xgboost" in message
+    message = _error(["model.params.catboost.max_depth=3"])
+    assert "model.params.catboost" in message
 
 
 def test_invalid_param_of_an_inactive_family_still_fails():
@@ -266,3 +266,17 @@ def test_compute_backend_defaults_to_local_and_does_not_change_the_config_hash()
     assert local.compute.backend == "local" and on_ray.compute.backend == "ray"
     assert on_ray.config_hash() == local.config_hash()  # same numbers, same model lineage
     assert "compute.backend" in _error(["compute.backend=spark"]) and "'spark'" in _error(["compute.backend=spark"])
+
+
+def test_compute_backend_ray_trains_the_boosters_on_ray_train_unless_their_params_say_otherwise():
+    from mlpipe.core.config import load_config
+
+    on_ray = load_config(CHURN_YAML, ["model.family=xgboost", "compute.backend=ray"])
+    assert on_ray.model.active_params["num_workers"] == 2
+    kept = load_config(CHURN_YAML, ["model.family=lightgbm", "compute.backend=ray",
+                                                       "model.params.lightgbm.num_workers=0"])
+    assert kept.model.active_params["num_workers"] == 0
+    local = load_config(CHURN_YAML, ["model.family=xgboost"])
+    assert "num_workers" not in local.model.active_params
+    sklearn_family = load_config(CHURN_YAML, ["model.family=random_forest", "compute.backend=ray"])
+    assert "num_workers" not in sklearn_family.model.active_params

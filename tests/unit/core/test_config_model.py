@@ -22,8 +22,8 @@ def test_a_space_that_adds_an_unknown_parameter_is_refused_naming_it():
                                         "n_trees": ParamSpace(type="int", low=1, high=3)}}
     with pytest.raises(ValidationError, match=r"tuning\.spaces\.hist_gradient_boosting\.n_trees is not a parameter"):
         TuningConfig(spaces=space)
-    with pytest.raises(ValidationError, match=r"tuning\.spaces\.xgboost: unknown family"):
-        TuningConfig(spaces={"xgboost": {}})
+    with pytest.raises(ValidationError, match=r"tuning\.spaces\.catboost: unknown family"):
+        TuningConfig(spaces={"catboost": {}})
 
 
 def test_a_narrowed_built_in_space_is_accepted():
@@ -41,8 +41,8 @@ def test_param_space_bounds_are_checked(space, message):
 
 def test_model_family_is_checked_against_the_registered_families_and_candidates_are_unique():
     # (unknown candidates and a blend without members: tests/unit/stages/test_training.py)
-    with pytest.raises(ValidationError, match=r"unknown family 'xgboost' \(allowed: auto, logistic_regression"):
-        ModelConfig(family="xgboost")
+    with pytest.raises(ValidationError, match=r"unknown family 'catboost' \(allowed: auto, logistic_regression"):
+        ModelConfig(family="catboost")
     with pytest.raises(ValidationError, match="listed twice"):
         ModelConfig(candidates=["random_forest", "random_forest"])
 

@@ -27,7 +27,8 @@ def registry(monkeypatch):
 
 
 def test_families_are_listed_simplest_first_and_mlp_is_not_a_default_candidate():
-    assert family_names()[:3] == ["logistic_regression", "hist_gradient_boosting", "random_forest"]
+    assert family_names()[:6] == ["logistic_regression", "hist_gradient_boosting", "random_forest", "xgboost",
+                                  "lightgbm", "mlp"]
     assert "mlp" in family_names() and "mlp" not in default_candidates()
     assert default_candidates() == ["logistic_regression", "hist_gradient_boosting", "random_forest"]
 

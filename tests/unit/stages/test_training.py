@@ -22,6 +22,8 @@ SMALL = {
     "random_forest": {"n_estimators": 15, "min_samples_leaf": 2},
     "hist_gradient_boosting": {"max_iter": 15},
     "mlp": {"num_workers": 0, "epochs": 3, "hidden_layers": [8]},  # in-process torch: no Ray start-up
+    "xgboost": {"n_estimators": 15, "n_jobs": 1},
+    "lightgbm": {"n_estimators": 15, "n_jobs": 1},
 }
 
 
@@ -114,8 +116,8 @@ def test_check_model_params_rejects_invalid_value():
 
 
 def test_check_model_params_rejects_unknown_family():
-    with pytest.raises(ValueError, match="xgboost"):
-        check_model_params("xgboost", {})
+    with pytest.raises(ValueError, match="catboost"):
+        check_model_params("catboost", {})
 
 
 @pytest.mark.parametrize("family", MODEL_FAMILIES)
@@ -141,7 +143,7 @@ def test_registered_family_is_a_config_choice_and_an_auto_candidate(scratch_fami
 
     scratch_families.register_family("tree", DecisionTreeClassifier, {"max_depth": 3}, simplicity=15)
     assert scratch_families.family_names() == ["logistic_regression", "tree", "hist_gradient_boosting",
-                                               "random_forest", "mlp"]
+                                               "random_forest", "xgboost", "lightgbm", "mlp"]
     assert "tree" in candidate_families(ModelConfig())
     config = ModelConfig(family="tree", params={"tree": {"min_samples_leaf": 2}}, seed=3)
     estimator = build_estimator(config)
@@ -169,8 +171,8 @@ def test_register_family_refuses_taken_and_reserved_names(scratch_families):
 
 
 def test_model_config_refuses_unknown_candidates_and_a_blend_without_members():
-    with pytest.raises(ValueError, match="unknown family 'xgboost'"):
-        ModelConfig(candidates=["random_forest", "xgboost"])
+    with pytest.raises(ValueError, match="unknown family 'catboost'"):
+        ModelConfig(candidates=["random_forest", "catboost"])
     with pytest.raises(ValueError, match="at least one"):
         ModelConfig(candidates=[])
     with pytest.raises(ValueError, match="two or more"):
