@@ -8,19 +8,18 @@ model's run as an MLflow table (`data_profile.json`).
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from mlpipe.model.conform import holds_booleans, is_numeric
 
-DISTINCT_SAMPLE_ROWS = 200_000  # distinct values of a bigger column: counted on a seeded sample ("at least")
+DISTINCT_SAMPLE_ROWS = 100_000  # distinct values of a bigger column: counted on every k-th row ("at least")
 
 
 def _distinct(values: pd.Series) -> str:
     if len(values) <= DISTINCT_SAMPLE_ROWS:
         return str(int(values.nunique()))
-    sample = np.random.default_rng(0).choice(len(values), DISTINCT_SAMPLE_ROWS, replace=False)
-    return f">= {int(values.iloc[sample].nunique())}"
+    step = -(-len(values) // DISTINCT_SAMPLE_ROWS)  # evenly spread rows: a view, no draw over every row
+    return f">= {int(values.iloc[::step].nunique())}"
 
 
 def _kind(values: pd.Series) -> str:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from mlpipe.core.config import DataConfig
 from mlpipe.core.errors import DataValidationError, name_list
@@ -71,7 +73,8 @@ def map_target(series: pd.Series, column: str, positive_label) -> tuple[pd.Serie
     that is neither class (with `positive_label`: the positive label and the commonest other
     one; without: 0 and 1). Fails when the positive label never appears or one class is left."""
     missing = series.isna().to_numpy()
-    labels = series[~missing].astype("string").str.strip().unique()
+    as_text = series.astype("string").str.strip()
+    labels = as_text[~missing].unique()
     if len(labels) < 2:
         _fail(f"target {column!r} has a single class ({labels[0] if len(labels) else None!r}); a classifier needs two",
               column)
@@ -84,7 +87,6 @@ def map_target(series: pd.Series, column: str, positive_label) -> tuple[pd.Serie
             _fail(f"target {column!r} has a single class among its 0/1 labels{f' (other labels: {odd})' if odd else ''}"
                   "; a classifier needs two (set data.positive_label when the target is not 0/1)", column)
         return y, unlabeled
-    as_text = series.astype("string").str.strip()
     positive = str(positive_label).strip()
     is_positive = (as_text == positive).to_numpy(dtype=bool, na_value=False)
     if not is_positive.any():
@@ -123,12 +125,33 @@ def _drop_unlabeled(target: pd.Series, unlabeled: np.ndarray, config: DataConfig
                            "data.unlabeled_rows=fail refuses them instead")
 
 
+def _arrow_tokens(series: pd.Series, tokens) -> tuple[pd.Series, dict[str, int]] | None:
+    """`read_tokens_as_missing` for a column of Arrow strings (what the reader gives text
+    columns), in Arrow's kernels: about 0.01 s for 1M rows where a look per distinct value of
+    an ID column takes 0.3 s. The values are stripped only in a column where some start or end
+    with a blank (stripping every value would cost 3-8x the rest). None for other columns."""
+    if not (isinstance(series.dtype, pd.StringDtype) and series.dtype.storage == "pyarrow"):
+        return None
+    stripped = pa.chunked_array(pa.array(series.array))
+    padded = [pc.starts_with(stripped, blank) for blank in (" ", "\t")] + [pc.ends_with(stripped, blank)
+                                                                       for blank in (" ", "\t")]
+    if any(pc.any(edge).as_py() for edge in padded):
+        stripped = pc.utf8_trim_whitespace(stripped)
+    hit = pc.is_in(stripped, value_set=pa.array(sorted({*tokens, ""}), pa.string())).fill_null(False)
+    if not pc.any(hit).as_py():
+        return series, {}
+    counts = pc.value_counts(stripped.filter(hit))
+    found = {str(c["values"]): int(c["counts"]) for c in counts.to_pylist()}
+    return series.mask(hit.to_numpy(zero_copy_only=False)), found
+
+
 def _read_tokens(frame: pd.DataFrame, config: DataConfig, report: ValidationReport) -> pd.DataFrame:
     """Every text column with the data.na_values tokens (and whitespace-only values) made
     missing, each one found recorded in `report.missing_tokens`."""
     changed = {}
     for column in frame.columns:
-        values, found = read_tokens_as_missing(frame[column], config.na_values)
+        fast = _arrow_tokens(frame[column], config.na_values)
+        values, found = fast if fast is not None else read_tokens_as_missing(frame[column], config.na_values)
         if found:
             changed[column] = values
             report.missing_tokens[column] = found
