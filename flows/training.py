@@ -39,7 +39,9 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
             evaluate) and overwrite its stored result, instead of reusing results keyed on the same
             data, config and code. Off: a rerun on the same data reuses them.
     """
-    claim_flow_run()  # label this run with its process; settle what killed processes left
+    # label this run with its process; crash the flow runs of killed processes (their MLflow runs:
+    # at register, where MLflow is first needed: importing it here would hold ~90 MB through the fit)
+    claim_flow_run(sweep_tracking=False)
     cached = cached_steps(config.cache, refresh)  # cached(task): results persisted, keyed per task
 
     source = resolve_data_task(data=config.data)  # a prefix (`.../`): its newest object

@@ -16,7 +16,7 @@ import pandas as pd
 import yaml
 
 from mlpipe.adapters.mlflow.models import RegisteredVersion, find_version_by_lineage, log_and_register
-from mlpipe.adapters.mlflow.tracking import mark_orphaned_runs
+from mlpipe.adapters.mlflow.tracking import mark_orphaned_runs, mark_runs_of_dead_processes
 from mlpipe.core.lineage import TAG_PREFIX, Lineage, code_version, redact_uri, source_hash
 
 
@@ -90,6 +90,9 @@ def register_model(model, evaluation, holdout: pd.DataFrame, columns: list[str],
     version comes back with `reused=True`). Runs of this lineage that a killed attempt left
     RUNNING are marked orphaned first."""
     logger = logger or logging.getLogger(__name__)
+    orphaned = mark_runs_of_dead_processes()  # runs killed processes left RUNNING, in every experiment
+    if orphaned:
+        logger.warning("marked %d MLflow run(s) of killed processes orphaned: %s", len(orphaned), orphaned)
     lineage = model_lineage(config, fingerprint, flow_run_id)
     orphans = mark_orphaned_runs(config.tracking.experiment, lineage.key)
     if orphans:

@@ -207,7 +207,7 @@ def test_flow_parameters_are_the_typed_config_form():
         pipeline["properties"])
     model = definitions["ModelConfig"]["properties"]
     assert model["family"]["enum"] == ["auto", "logistic_regression", "hist_gradient_boosting", "random_forest",
-                                       "mlp", "soft_voting"]
+                                       "xgboost", "lightgbm", "mlp", "soft_voting"]
     assert model["family"]["default"] == "auto"
     assert definitions["PromotionConfig"]["properties"]["min_value"]["default"] == 0.75
     assert definitions["DataConfig"]["properties"]["uri"]["default"] == "data/churn.csv"
