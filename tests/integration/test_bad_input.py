@@ -109,7 +109,7 @@ REFUSED = {
                        "target column 'churn' is missing"),
     "single-class target": (lambda t: (csv(t, base().assign(churn="No")), []), DataValidationError, "single class"),
     "target with nan": (lambda t: (csv(t, base().assign(churn=base()["churn"].where(base().index % 97 != 0))), []),
-                        DataValidationError, "rows (1.0%) unlabeled: missing x"),
+                        DataValidationError, "unlabeled: missing x"),
     "unknown positive label": (lambda t: (csv(t, base()), ["data.positive_label=Churned"]), DataValidationError,
                                "never takes the positive label 'Churned'"),
     "unparseable target labels": (lambda t: (csv(t, base().assign(churn=base()["churn"].where(
