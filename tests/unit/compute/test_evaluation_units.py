@@ -93,3 +93,20 @@ def test_the_default_threads_are_the_cores_free_now(monkeypatch):
         assert {pool["num_threads"] for pool in threadpool_info()} == {1}
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert threads_now() is None  # set by the user (or a test worker): left to OpenMP
+
+
+def test_the_cores_free_are_read_from_the_run_queue_now_not_the_lagging_load_average():
+    import subprocess
+    import sys
+    import time
+
+    from mlpipe.compute.evaluation_units import running_now
+
+    assert running_now() >= 1.0  # this thread, reading
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        assert running_now(looks=5) >= 2.0  # the spinning process is seen at once, not a minute later
+    finally:
+        busy.kill()
+        busy.wait()
