@@ -17,7 +17,7 @@ from mlpipe.stages.training import candidate_families
 from mlpipe.tasks.caching import step_key
 from mlpipe.tasks.data import fingerprint_task, load_task, split_task
 from mlpipe.tasks.features import features_task
-from mlpipe.tasks.training import publish_leaderboard_task, select_model_task
+from mlpipe.tasks.training import leaderboard_inputs, publish_leaderboard_task, select_model_task
 from mlpipe.tasks.tuning import tune_task
 from mlpipe.tasks.validation import validate_task
 
@@ -96,7 +96,7 @@ def select_model(*, prepared: PreparedData, config: PipelineConfig, allow_blend:
         model=config.model, metric=config.promotion.metric, folds=config.evaluation.cv_folds,
         candidates=candidate_families(config.model), allow_blend=allow_blend, data_key=prepared.data_key,
         max_rows=config.evaluation.cv_max_rows, threads=config.compute.threads)
-    publish_leaderboard_task(selection=selection)  # a cached selection publishes it too
+    publish_leaderboard_task(**leaderboard_inputs(selection))  # a cached selection publishes it too
     return ModelChoice(selection.model, selection.tags(), {"model_leaderboard": selection.table()},
                        selection.picked_cv_scores("roc_auc", config.evaluation.cv_folds, config.split.seed,
                                                   config.evaluation.cv_max_rows))

@@ -41,15 +41,21 @@ def select_model_task(*, train: pd.DataFrame, target: str, spec: FeatureSpec, pr
     return selection
 
 
+def leaderboard_inputs(selection: ModelSelection) -> dict:
+    """What `publish_leaderboard_task` takes: the table and its description, not the selection
+    itself (Prefect walks a task's inputs for futures: the selection's objects cost 1.7 s of it)."""
+    return {"table": selection.table(),
+            "description": f"model.family auto: {selection.model.family} ({selection.reason}); "
+                           f"candidates compared on {selection.rows} train rows"}
+
+
 @task(name="leaderboard", cache_policy=NO_CACHE)
-def publish_leaderboard_task(*, selection: ModelSelection) -> None:
+def publish_leaderboard_task(*, table: list[dict], description: str) -> None:
     """The candidates' cross-validation scores as the run's `model-leaderboard` table artifact,
     whether selection ran in this run or came from the cache."""
     from prefect.artifacts import create_table_artifact
 
-    create_table_artifact(key="model-leaderboard", table=selection.table(),
-                          description=f"model.family auto: {selection.model.family} ({selection.reason}); "
-                                      f"candidates compared on {selection.rows} train rows")
+    create_table_artifact(key="model-leaderboard", table=table, description=description)
 
 
 @task(name="fit", cache_policy=cache_key("target", "spec", "model", "data_key"), persist_result=True,
