@@ -100,12 +100,14 @@ def test_the_cores_free_are_read_from_the_run_queue_now_not_the_lagging_load_ave
     import sys
     import time
 
+    from mlpipe.compute import evaluation_units
     from mlpipe.compute.evaluation_units import running_now
 
+    evaluation_units._LAST_LOOK.clear()
     assert running_now() >= 1.0  # this thread, reading
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
-        time.sleep(0.3)
+        time.sleep(1.1)  # past the second one look serves
         assert running_now(looks=5) >= 2.0  # the spinning process is seen at once, not a minute later
     finally:
         busy.kill()
