@@ -288,12 +288,14 @@ def run_torch_training(train_fn: Callable[[dict], None], config: dict, *, num_wo
 
 def run_booster_training(library: str, train_fn: Callable[[dict], None], config: dict, frames: dict[str, Any], *,
                          num_workers: int, use_gpu: bool, storage_path: str, name: str,
-                         max_failures: int = 2) -> TrainRun:
+                         max_failures: int = 2, cpus_per_worker: float = 1.0) -> TrainRun:
     """A data-parallel Ray Train run of XGBoost or LightGBM (`library`) on `num_workers` workers,
     each running `train_fn(config)` on its shard of each Ray Dataset (`frames`: name -> a pandas
     frame, put in the object store in blocks, or a Ray Dataset read from the source). The
     libraries' own collectives (XGBoost's, LightGBM's network) are set up by the trainer;
-    `run_training` restarts it when Ray lost a worker. The last two checkpoints are kept."""
+    `run_training` restarts it when Ray lost a worker. The last two checkpoints are kept.
+    `cpus_per_worker` below 1 leaves CPUs to the Ray Data tasks that read a Dataset's blocks
+    while the workers wait for them (on a cluster with a CPU per worker, they would wait forever)."""
     import ray.data
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 
@@ -310,7 +312,8 @@ def run_booster_training(library: str, train_fn: Callable[[dict], None], config:
 
     def make_trainer():
         return Trainer(train_fn, train_loop_config=config, datasets=datasets,
-                       scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu),
+                       scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
+                                                    resources_per_worker={"CPU": cpus_per_worker}),
                        run_config=RunConfig(name=name, storage_path=storage_path,
                                             failure_config=FailureConfig(max_failures=0),
                                             checkpoint_config=CheckpointConfig(num_to_keep=2)))
@@ -321,10 +324,14 @@ def run_booster_training(library: str, train_fn: Callable[[dict], None], config:
 # -- helpers for code running inside a Ray Train worker ---------------------------------------
 
 def dataset_shard_frame(name: str):
-    """This worker's shard of the Ray Dataset `name` as a pandas frame."""
+    """This worker's shard of the Ray Dataset `name` as a pandas frame, gathered from its
+    batches as they stream in (not materialized in the object store first: a shard of a table
+    bigger than a node's object store would spill to disk)."""
+    import pandas as pd
     import ray.train
 
-    return ray.train.get_dataset_shard(name).materialize().to_pandas()
+    batches = list(ray.train.get_dataset_shard(name).iter_batches(batch_format="pandas", batch_size=65_536))
+    return pd.concat(batches, ignore_index=True) if len(batches) != 1 else batches[0]
 
 
 def booster_report_callback(library: str, frequency: int):

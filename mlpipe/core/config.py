@@ -49,6 +49,9 @@ __all__ = ["BucketFeature", "CSV_DELIMITERS", "CacheConfig", "ChangeFeature", "C
            "require_torch"]
 
 
+STREAMED_FAMILIES = ("xgboost", "lightgbm")  # the families `compute.stream` trains (on Ray Train)
+
+
 class PipelineConfig(Section):
     """The whole training pipeline."""
 
@@ -77,6 +80,26 @@ class PipelineConfig(Section):
                 params[family] = {**params.get(family, {}), "num_workers": workers}
         if params != self.model.params:
             object.__setattr__(self, "model", self.model.model_copy(update={"params": params}))
+        return self
+
+    @model_validator(mode="after")
+    def _streamed(self) -> "PipelineConfig":
+        """`compute.stream` needs what the streamed path does: Ray, a booster family trained on
+        Ray Train, and the hash split (a row's side from the row alone); no study, no `auto`."""
+        if not self.compute.stream:
+            return self
+        problems = [
+            *(["compute.backend must be ray"] if self.compute.backend != "ray" else []),
+            *([f"model.family must be xgboost or lightgbm, not {self.model.family!r}"]
+              if self.model.family not in STREAMED_FAMILIES else []),
+            *(["split.method must be hash, without split.time_column"]
+              if self.split.method != "hash" or self.split.time_column else []),
+            *(["tuning.enabled must be off"] if self.tuning.enabled else []),
+        ]
+        if not problems and not self.model.active_params.get("num_workers"):
+            problems.append(f"model.params.{self.model.family}.num_workers must be at least 1")
+        if problems:
+            raise ValueError("compute.stream: " + "; ".join(problems))
         return self
 
     def min_class_rows(self) -> int:

@@ -200,6 +200,18 @@ class ComputeConfig(Section):
                                 "work, at most cores / MLPIPE_PARALLEL_RUNS when a worker runs that many flows at "
                                 "once; OMP_NUM_THREADS, when set, wins): HistGradientBoosting's OpenMP threads spin "
                                 "against other busy processes and slow each fit several times over")
+    stream: bool = Field(
+        False, description="backend ray with model.family xgboost or lightgbm: read data.uri (a Parquet or CSV file, "
+                           "local or s3://) into a Ray Dataset in blocks; validate, split, transform and score it "
+                           "block by block on the cluster, and train on Ray Train over those blocks, so this process "
+                           "never holds the table (a bounded sample fits the feature steps; the champion comparison "
+                           "and the permutation importance use bounded samples of the holdout)")
+    stream_sample_rows: int = Field(
+        100_000, ge=1000, description="compute.stream: rows of the stratified sample that fits the feature steps "
+                                      "and decides the column roles (drawn by row key, the same rows every run)")
+    ray_worker_cpus: float = Field(
+        1.0, gt=0, description="CPUs each Ray Train worker reserves; below 1 leaves CPUs to the Ray Data tasks "
+                               "that feed it on a cluster with about one CPU per worker")
 
 
 class EvaluationConfig(Section):

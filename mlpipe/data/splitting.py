@@ -119,7 +119,7 @@ def _column_hashes(series: pd.Series) -> np.ndarray:
     return np.where(codes < 0, _MISSING, hashes[np.maximum(codes, 0)] if len(hashes) else _MISSING)
 
 
-def row_keys(frame: pd.DataFrame, key_columns: list[str] | None = None) -> pd.Series:
+def row_keys(frame: pd.DataFrame, key_columns: list[str] | None = None, number_copies: bool = True) -> pd.Series:
     """A uint64 key per row: a hash of the `key_columns` (the IDs) when given, else of the whole
     row (every column, the target too), columns in name order. A value hashes by what it means,
     not how it is stored (see `_value_hashes`), so the CSV and the Parquet export of the same rows
@@ -131,7 +131,9 @@ def row_keys(frame: pd.DataFrame, key_columns: list[str] | None = None) -> pd.Se
     with its number, so copies are split like any other rows. Without it every copy lands on one
     side, and a table of few coarse columns (Titanic's: 85% of rows repeat another) gets a holdout
     made of a few big groups (roc_auc 0.32 on it). Snapshots that append rows keep each copy's
-    number, hence its side. ID keys are not numbered: rows of one ID stay together."""
+    number, hence its side. ID keys are not numbered: rows of one ID stay together.
+    `number_copies=False`: content keys without the copy numbers (a block of a bigger table:
+    the copies are numbered across blocks, `numbered_keys`)."""
     columns = sorted(key_columns) if key_columns else sorted(frame.columns, key=str)
     if frame.empty or not columns:
         return pd.Series(np.zeros(len(frame), dtype="uint64"), index=frame.index, name="row_key")
@@ -139,10 +141,17 @@ def row_keys(frame: pd.DataFrame, key_columns: list[str] | None = None) -> pd.Se
     with np.errstate(over="ignore"):
         for column in columns:
             keys = _mix64(keys * _COMBINE + _column_hashes(frame[column]))
-        if not key_columns:
-            copy = pd.Series(keys).groupby(keys, sort=False).cumcount().to_numpy().astype("uint64")
-            keys = np.where(copy > 0, _mix64(keys ^ _mix64(copy ^ _COPY)), keys)
+    if not key_columns and number_copies:
+        keys = numbered_keys(keys, pd.Series(keys).groupby(keys, sort=False).cumcount().to_numpy())
     return pd.Series(keys, index=frame.index, name="row_key")
+
+
+def numbered_keys(keys: np.ndarray, copy: np.ndarray) -> np.ndarray:
+    """Content keys with their copy numbers: the k-th copy (k >= 1) of a row hashes with k,
+    the first keeps its key (`row_keys`)."""
+    keys, copy = np.asarray(keys, dtype="uint64"), np.asarray(copy).astype("uint64")
+    with np.errstate(over="ignore"):
+        return np.where(copy > 0, _mix64(keys ^ _mix64(copy ^ _COPY)), keys)
 
 
 def _mix64(values: np.ndarray) -> np.ndarray:
@@ -158,10 +167,17 @@ def hash_holdout_side(keys, holdout_fraction: float, seed: int) -> np.ndarray:
     """True where a row with this key belongs to the holdout, for a split with this fraction and
     salt (`seed`). Pure arithmetic on the key: the same row, fraction and seed give the same side
     in any snapshot, on any machine."""
-    salt = int.from_bytes(hashlib.blake2b(f"mlpipe-split:{seed}".encode(), digest_size=8).digest(), "big")
+    return key_uniform(keys, f"mlpipe-split:{seed}") < holdout_fraction
+
+
+def key_uniform(keys, salt: str) -> np.ndarray:
+    """A number in [0, 1) per key, uniform over keys and a pure function of (key, salt): the
+    hash split's draw (salt `mlpipe-split:<seed>`), and any other seeded choice of rows that
+    must not depend on where or in which block a row is read."""
+    salted = int.from_bytes(hashlib.blake2b(salt.encode(), digest_size=8).digest(), "big")
     with np.errstate(over="ignore"):
-        mixed = _mix64(np.asarray(keys, dtype="uint64") ^ np.uint64(salt))
-    return (mixed >> np.uint64(11)).astype("float64") / float(1 << 53) < holdout_fraction
+        mixed = _mix64(np.asarray(keys, dtype="uint64") ^ np.uint64(salted))
+    return (mixed >> np.uint64(11)).astype("float64") / float(1 << 53)
 
 
 def _time_values(series: pd.Series) -> pd.Series:

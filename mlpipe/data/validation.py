@@ -158,6 +158,13 @@ def _read_tokens(frame: pd.DataFrame, config: DataConfig, report: ValidationRepo
     return frame.assign(**changed) if changed else frame
 
 
+def read_tokens(frame: pd.DataFrame, config: DataConfig) -> tuple[pd.DataFrame, dict[str, dict[str, int]]]:
+    """`frame` with the data.na_values tokens read as missing, as validation reads them, and
+    the tokens found per column: what a block of a table read in blocks goes through."""
+    report = ValidationReport()
+    return _read_tokens(frame, config, report), report.missing_tokens
+
+
 def _delimiter_hint(columns) -> str:
     """When the header was read as one column holding another delimiter (data.csv.delimiter set
     to the wrong one, or rows too irregular to detect it), the fix; else ''."""

@@ -103,15 +103,34 @@ class _Booster(ClassifierMixin, BaseEstimator):
     def _fit_on_ray(self, X, target, validation) -> tuple[bytes | str, int]:
         """Ray Train's trainer of the library on `num_workers` workers, each on its shard of the
         rows (a Ray Dataset); early stopping on the validation share's shards."""
+        frames = {"train": _labelled(X, target)}
+        if validation:
+            frames["validation"] = _labelled(*validation)
+        return self._train_on_ray(frames)
+
+    def fit_datasets(self, datasets: dict, n_features: int, cpus_per_worker: float = 1.0):
+        """Fit on Ray Train's `num_workers` workers from Ray Datasets (`train`, and `validation`
+        for early stopping) whose rows are the feature columns f0..f{n_features-1} and `LABEL`
+        (0/1), read and transformed block by block: the rows never pass through this process.
+        The fitted estimator is the one `fit` gives (classes 0 and 1)."""
+        self._validate_params()
+        if not self.num_workers:
+            raise ValueError("fit_datasets trains on Ray Train: set num_workers")
+        self.classes_ = np.array([0, 1])
+        self.booster_, self.best_iteration_ = self._train_on_ray(datasets, cpus_per_worker)
+        self.n_features_in_ = int(n_features)
+        self.__dict__.pop("_loaded", None)
+        return self
+
+    def _train_on_ray(self, frames: dict, cpus_per_worker: float = 1.0) -> tuple[bytes | str, int]:
+        """Ray Train's run over `frames` (name -> a frame or a Ray Dataset): the saved booster."""
         from mlpipe.adapters import ray_cluster
 
+        validation = "validation" in frames
         if validation and self._library == "lightgbm":
             raise ValueError("model.params.lightgbm.early_stopping_rounds: not with num_workers (Ray Train) yet; "
                              "set one of them")
         session = ray_cluster.connect()
-        frames = {"train": _labelled(X, target)}
-        if validation:
-            frames["validation"] = _labelled(*validation)
         folder = self.storage_path or tempfile.mkdtemp(prefix="mlpipe-ray-train-")
         config = {"library": self._library, "params": self.booster_params(self.n_jobs),
                   "rounds": int(self.n_estimators), "frequency": max(10, int(self.n_estimators) // 5),
@@ -121,7 +140,8 @@ class _Booster(ClassifierMixin, BaseEstimator):
                 self._library, _booster_worker, config, frames, num_workers=int(self.num_workers),
                 use_gpu=bool(getattr(self, "use_gpu", False)),
                 storage_path=folder if "://" in folder else str(Path(folder).resolve()),
-                name=f"{self._library}-{uuid.uuid4().hex[:8]}", max_failures=int(self.max_failures))
+                name=f"{self._library}-{uuid.uuid4().hex[:8]}", max_failures=int(self.max_failures),
+                cpus_per_worker=cpus_per_worker)
             booster = ray_cluster.booster_from_checkpoint(self._library, run.result.checkpoint)
         finally:
             if self.storage_path is None:

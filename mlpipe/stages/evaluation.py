@@ -59,10 +59,20 @@ def evaluate_model(model, train: pd.DataFrame, holdout: pd.DataFrame, target: st
     tasks; the numbers are the same as on the local backend. `cv_scores`: the fold scores
     model selection already has for this model on these folds
     (`ModelSelection.picked_cv_scores`), used instead of refitting them."""
+    y = holdout[target].to_numpy()
+    proba = model.predict_proba(holdout[spec.columns])[:, 1]
+    return evaluate_scores(model, y, proba, train, holdout, target, spec, config, seed, compute, cv_scores)
+
+
+def evaluate_scores(model, y: np.ndarray, proba: np.ndarray, train: pd.DataFrame, holdout: pd.DataFrame, target: str,
+                    spec: FeatureSpec, config: EvaluationConfig, seed: int = 42, compute: ComputeConfig | None = None,
+                    cv_scores: tuple[float, ...] | None = None, cv_model=None) -> Evaluation:
+    """`evaluate_model` from the holdout's labels `y` and scores `proba` (all its rows, scored
+    here or block by block elsewhere); the CV (of `cv_model`, default `model`) and the
+    permutation importance run on bounded samples of `train` and `holdout` (which may be
+    samples already)."""
     on_ray = compute is not None and compute.backend == "ray"
     run_tasks = partial(ray_cluster.run_tasks, max_retries=compute.max_retries) if on_ray else None
-    X, y = holdout[spec.columns], holdout[target].to_numpy()
-    proba = model.predict_proba(X)[:, 1]
     metrics = classification_metrics(y, proba, config.threshold)
 
     # CV and permutation importance estimate spread and ranking, which a bounded sample gives as
@@ -71,8 +81,8 @@ def evaluate_model(model, train: pd.DataFrame, holdout: pd.DataFrame, target: st
     importance_rows = stratified_sample(holdout, target, config.importance_max_rows, seed)
     reused_cv = cv_scores is not None
     if cv_scores is None:
-        cv_scores = fold_scores(model, cv_rows[spec.columns], cv_rows[target].to_numpy(), config.cv_folds, seed,
-                                run_tasks)
+        cv_scores = fold_scores(cv_model if cv_model is not None else model, cv_rows[spec.columns],
+                                cv_rows[target].to_numpy(), config.cv_folds, seed, run_tasks)
     cv = np.asarray(cv_scores)
     metrics["cv_roc_auc_mean"] = float(cv.mean())
     metrics["cv_roc_auc_std"] = float(cv.std())
