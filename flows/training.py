@@ -4,16 +4,23 @@ from __future__ import annotations
 
 from mlpipe.flows.preparation import choose_model, prepare_data
 from mlpipe.tasks.caching import cached_steps, step_key
-from mlpipe.tasks.data import resolve_data_task
+from mlpipe.tasks.data import fingerprint_task, resolve_data_task
 from mlpipe.tasks.evaluation import evaluate_task
 from mlpipe.tasks.ownership import claim_flow_run
 from mlpipe.tasks.promotion import promote_task
 from mlpipe.tasks.registration import register_task
 from mlpipe.tasks.reports import model_card_task, report_task
+from mlpipe.tasks.streamed import evaluate_streamed_task, fit_streamed_task
 from mlpipe.tasks.training import fit_task
 from prefect import flow
 
 from mlpipe.core.config import PipelineConfig
+from mlpipe.data.reader import DatasetFingerprint
+from mlpipe.data.sources import DataSource
+from mlpipe.data.splitting import Split
+from mlpipe.data.validation import ValidationReport
+from mlpipe.model.features import FeatureSpec
+from mlpipe.stages.evaluation import Evaluation
 from mlpipe.stages.reports import TrainingSummary
 
 
@@ -45,6 +52,8 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
     cached = cached_steps(config.cache, refresh)  # cached(task): results persisted, keyed per task
 
     source = resolve_data_task(data=config.data)  # a prefix (`.../`): its newest object
+    if config.compute.stream:  # the table in blocks on Ray, never in this process
+        return train_streamed(config, source)
     prepared = prepare_data(data=source.data, split=config.split, features=config.features,
                             min_class_rows=config.min_class_rows(), cached=cached)
     split, spec = prepared.split, prepared.spec
@@ -57,12 +66,34 @@ def train(config: PipelineConfig, refresh: bool = False) -> TrainingSummary:
                                        spec=spec, evaluation=config.evaluation, seed=config.split.seed,
                                        model_key=step_key(prepared.data_key, choice.model), compute=config.compute,
                                        cv_scores=choice.cv_scores)
+    return publish(model=model, evaluation=evaluation, split=split, spec=spec, source=source, config=run_config,
+                   fingerprint=prepared.fingerprint, report=prepared.data.report, tags=choice.tags,
+                   tables=choice.tables)
+
+
+def train_streamed(config: PipelineConfig, source: DataSource) -> TrainingSummary:
+    """`compute.stream`: the table is read, validated, split, transformed and scored in blocks by
+    Ray Data and trained on by Ray Train; this process holds bounded samples and the holdout's
+    (label, score) pairs, never the table. Register, promote and the model card as above."""
+    run_config = config.with_data(source.data)
+    fingerprint = fingerprint_task(data=source.data)
+    fitted = fit_streamed_task(config=run_config)
+    evaluation = evaluate_streamed_task(fitted=fitted, config=run_config)
+    return publish(model=fitted.model, evaluation=evaluation, split=fitted.split, spec=fitted.spec, source=source,
+                   config=run_config, fingerprint=fingerprint, report=fitted.validated.report,
+                   tags={"mlpipe.streamed": "true"}, tables={})
+
+
+def publish(*, model, evaluation: Evaluation, split: Split, spec: FeatureSpec, source: DataSource,
+            config: PipelineConfig, fingerprint: DatasetFingerprint, report: ValidationReport, tags: dict[str, str],
+            tables: dict[str, list[dict]]) -> TrainingSummary:
+    """register -> promote -> model card -> the run's report (`config`: the run's, as resolved)."""
     version = register_task(model=model, evaluation=evaluation, split=split, source=source, columns=spec.columns,
-                            config=run_config, fingerprint=prepared.fingerprint,
-                            validation_report=prepared.data.report, tags=choice.tags, tables=choice.tables)
-    decision = promote_task(version=version, evaluation=evaluation, model=model, split=split, target=prepared.target,
-                            spec=spec, promotion=config.promotion, threshold=config.evaluation.threshold)
-    model_card_task(version=version, decision=decision, metrics=evaluation.metrics, config=run_config,
-                    fingerprint=prepared.fingerprint, validation_report=prepared.data.report, split=split)
+                            config=config, fingerprint=fingerprint, validation_report=report, tags=tags, tables=tables)
+    decision = promote_task(version=version, evaluation=evaluation, model=model, split=split,
+                            target=config.data.target, spec=spec, promotion=config.promotion,
+                            threshold=config.evaluation.threshold)
+    model_card_task(version=version, decision=decision, metrics=evaluation.metrics, config=config,
+                    fingerprint=fingerprint, validation_report=report, split=split)
     return report_task(version=version, decision=decision, metrics=evaluation.metrics, dataset_uri=source.data.uri,
-                       fingerprint=prepared.fingerprint, warnings=prepared.data.report.warnings)
+                       fingerprint=fingerprint, warnings=report.warnings)

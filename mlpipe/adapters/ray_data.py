@@ -10,8 +10,11 @@ feature steps), importable on every worker.
 
 from __future__ import annotations
 
+import contextvars
 import os
-from typing import Any, Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pandas as pd
 
@@ -20,6 +23,21 @@ from mlpipe.core.config import CsvConfig
 from mlpipe.core.errors import DatasetError
 from mlpipe.data.csv_dialect import SAMPLE_BYTES, detect_dialect
 from mlpipe.data.reader import dataset_format, filesystem
+
+
+_task_cpus: contextvars.ContextVar[float] = contextvars.ContextVar("ray_data_task_cpus", default=1.0)
+
+
+@contextmanager
+def task_cpus(cpus: float) -> Iterator[None]:
+    """Within the block, the datasets read and mapped here ask `cpus` CPUs per Ray Data task
+    (Ray Data's default is 1: on nodes of one CPU each, with Ray Train workers holding part of
+    it, a task of 1 CPU would never be scheduled)."""
+    token = _task_cpus.set(float(cpus))
+    try:
+        yield
+    finally:
+        _task_cpus.reset(token)
 
 
 def _arrow_filesystem(uri: str):
@@ -44,7 +62,7 @@ def read_table(uri: str, fmt: str = "auto", csv: CsvConfig | None = None):
     ray.data.DataContext.get_current().enable_progress_bars = False
     arrow_fs, path = _arrow_filesystem(uri)
     if dataset_format(uri, fmt) == "parquet":
-        return ray.data.read_parquet(path, filesystem=arrow_fs)
+        return ray.data.read_parquet(path, filesystem=arrow_fs, num_cpus=_task_cpus.get())
     import pyarrow.csv as pacsv
 
     fs, fs_path = filesystem(uri)
@@ -54,7 +72,7 @@ def read_table(uri: str, fmt: str = "auto", csv: CsvConfig | None = None):
     if dialect.decimal != ".":
         raise DatasetError(f"{uri}: a CSV with a decimal comma is not read in blocks (compute.stream); convert it "
                            "to Parquet, or train without compute.stream")
-    return ray.data.read_csv(path, filesystem=arrow_fs,
+    return ray.data.read_csv(path, filesystem=arrow_fs, num_cpus=_task_cpus.get(),
                              read_options=pacsv.ReadOptions(encoding=dialect.codec.removesuffix("-sig")),
                              parse_options=pacsv.ParseOptions(delimiter=dialect.delimiter),
                              convert_options=pacsv.ConvertOptions(null_values=[""], strings_can_be_null=True))
@@ -62,7 +80,7 @@ def read_table(uri: str, fmt: str = "auto", csv: CsvConfig | None = None):
 
 def map_blocks(dataset, fn: Callable[..., pd.DataFrame], **kwargs: Any):
     """`fn(block, **kwargs)` on every block (a pandas frame), lazily; `fn` may drop rows."""
-    return dataset.map_batches(fn, batch_format="pandas", batch_size=None, fn_kwargs=kwargs)
+    return dataset.map_batches(fn, batch_format="pandas", batch_size=None, fn_kwargs=kwargs, num_cpus=_task_cpus.get())
 
 
 def to_frame(dataset) -> pd.DataFrame:
@@ -80,7 +98,7 @@ def repeated_values(dataset, column: str) -> pd.Series:
 
 def map_groups(dataset, column: str, fn: Callable[[pd.DataFrame], pd.DataFrame]):
     """`fn(group)` on all the rows with one value of `column`, wherever they were read."""
-    return dataset.groupby(column).map_groups(fn, batch_format="pandas")
+    return dataset.groupby(column).map_groups(fn, batch_format="pandas", num_cpus=_task_cpus.get())
 
 
 def union(first, *others):

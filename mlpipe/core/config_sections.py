@@ -212,6 +212,9 @@ class ComputeConfig(Section):
     ray_worker_cpus: float = Field(
         1.0, gt=0, description="CPUs each Ray Train worker reserves; below 1 leaves CPUs to the Ray Data tasks "
                                "that feed it on a cluster with about one CPU per worker")
+    ray_data_cpus: float = Field(
+        1.0, gt=0, description="compute.stream: CPUs each Ray Data task (a block read, mapped or scored) asks; "
+                               "below 1 on nodes of one CPU, where Ray Train workers hold part of it")
 
 
 class EvaluationConfig(Section):

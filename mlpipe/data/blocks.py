@@ -149,7 +149,8 @@ def _unlabeled_warnings(rule: LabelRule, stats: BlockStatistics, config: DataCon
                                       f"{why}: label them, fix the export, or set data.positive_label / "
                                       "data.na_values", target)
         warnings.append(f"target {target!r}: dropped {rule.unlabeled} unlabeled row(s) "
-                        f"({stats.labels.get(MISSING_LABEL, 0)} missing); data.unlabeled_rows=fail refuses them instead")
+                        f"({stats.labels.get(MISSING_LABEL, 0)} missing); data.unlabeled_rows=fail refuses them "
+                        "instead")
     if min(rule.class_rows) < min_class_rows:
         raise DataValidationError(f"target {target!r}: the rarer class has {min(rule.class_rows)} rows, fewer than "
                                   f"the {min_class_rows} that cross-validation folds and the holdout need", target)

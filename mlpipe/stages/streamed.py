@@ -134,7 +134,13 @@ def score_block(frame: pd.DataFrame, model, columns: list[str]) -> pd.DataFrame:
 
 def fit_streamed(config: PipelineConfig) -> StreamedFit:
     """Read, validate and split in blocks; fit the feature steps on the sample; train the
-    booster on Ray Train over the transformed blocks; score the holdout block by block."""
+    booster on Ray Train over the transformed blocks; score the holdout block by block. Each
+    Ray Data task asks compute.ray_data_cpus CPUs."""
+    with ray_data.task_cpus(config.compute.ray_data_cpus):
+        return _fit_streamed(config)
+
+
+def _fit_streamed(config: PipelineConfig) -> StreamedFit:
     table = read_streamed(config)
     validated = validate_sample(table, config)
     report, target = validated.report, config.data.target
@@ -162,7 +168,8 @@ def _train_datasets(rows, estimator, steps, columns: list[str], seed: int) -> di
         draw = {"share": float(estimator.validation_fraction), "salt": EARLY_STOPPING_SALT.format(seed=seed)}
         parts = {"train": ray_data.map_blocks(train, sample_rows, inside=False, **draw),
                  "validation": ray_data.map_blocks(train, sample_rows, inside=True, **draw)}
-    return {name: ray_data.map_blocks(part, feature_block, steps=steps, columns=columns) for name, part in parts.items()}
+    return {name: ray_data.map_blocks(part, feature_block, steps=steps, columns=columns)
+            for name, part in parts.items()}
 
 
 def _split(table: StreamedTable, config: PipelineConfig, spec: FeatureSpec) -> Split:

@@ -126,3 +126,26 @@ def test_streamed_xgboost_fit_has_the_local_shape_and_auc(tmp_path, local_ray, g
     itself = booster.predict(xgboost.DMatrix(np.asarray(model[:-1].transform(raw), dtype="float64")),
                              validate_features=False)
     np.testing.assert_allclose(served, itself, atol=1e-6)
+
+
+@pytest.mark.usefixtures("prefect_server")
+def test_train_with_compute_stream_registers_a_model_that_serves_raw_rows(workspace, tmp_path, local_ray,
+                                                                          generate_churn):
+    import mlflow
+    from mlflow import MlflowClient
+
+    from mlpipe.flows.training import train
+
+    path = tmp_path / "churn.parquet"
+    generate_churn(rows=6000, seed=8).to_parquet(path)
+    summary = train(config=_config(path, "evaluation.permutation_repeats=1", "promotion.min_value=0.7"))
+    assert summary.decision.alias == "champion" and summary.metrics["roc_auc"] > 0.8
+    assert {"cv_roc_auc_mean", "pr_auc", "log_loss", "brier"} <= set(summary.metrics)
+    client = MlflowClient()
+    version = client.get_model_version_by_alias("churn-classifier", "champion")
+    run = client.get_run(version.run_id)
+    assert run.data.tags["mlpipe.streamed"] == "true" and run.data.tags["mlpipe.model_family"] == "xgboost"
+    assert run.data.params["compute.stream"] == "true"
+    raw = pd.read_parquet(path).drop(columns=["churn"]).head(200)
+    served = mlflow.pyfunc.load_model("models:/churn-classifier@champion").predict(raw)
+    assert list(served.columns) == ["probability", "label"] and served["probability"].nunique() > 50
