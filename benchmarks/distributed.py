@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/distributed.py [--rows 200000] [--folds 5] [--mlp-rows 100000]
                                                [--epochs 3] [--skip cv,mlp,fixed,loop,boosters] [--all-cores]
                                                [--booster-rows 1000000,10000000] [--booster-rounds 100]
+                                               [--stream-rows 1000000,10000000] [--stream-rounds 100] [--scratch DIR]
 
 1. cv:    the 5-fold CV of evaluation (mlpipe/compute/evaluation_units.fold_scores) on a generated
           churn table of --rows rows, HistGradientBoosting (max_iter 100), local on one thread
@@ -23,7 +24,15 @@
           process it started (sampled every 0.2 s), and holdout roc_auc. The rows still pass
           through the driver (the Ray Dataset is made from its frame), so Ray spreads the work,
           not the memory, until the Dataset is read from the source in blocks.
-The default run takes about 3 minutes on 2 cores, without `boosters` (minutes to hours by size).
+6. stream: the train path on a generated Parquet table (an ID, 20 numeric features, a target)
+          of each --stream-rows size, xgboost with --stream-rounds rounds: local (one process
+          reads the table whole, validates, splits, fits with 2 threads) against compute.stream
+          (Ray Data reads, validates, splits, transforms and scores it in blocks; Ray Train fits
+          with 2 workers; a local Ray with 2 CPUs), each in a fresh process: wall seconds,
+          rows/s, holdout roc_auc, the driver's peak RSS, the largest peak RSS of a Ray process
+          and the sum of the Ray processes' peaks (shared object-store pages counted in each),
+          and the table's size in memory. Tables go to --scratch (default: the temp folder).
+The default run takes about 3 minutes on 2 cores, without `boosters` and `stream` (minutes to hours by size).
 """
 
 from __future__ import annotations
@@ -243,6 +252,131 @@ def bench_boosters(sizes: list[int], rounds: int) -> list[dict]:
     return out
 
 
+STREAM_RUN = r"""
+import json, os, sys, threading, time
+from pathlib import Path
+from sklearn.metrics import roc_auc_score
+from mlpipe.core.config import PipelineConfig
+
+mode, config = sys.argv[1], PipelineConfig.model_validate_json(sys.argv[2])
+peaks, done = {}, threading.Event()
+
+
+def tree(root):
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    found, grown = {root}, True
+    while grown:
+        new = {pid for pid, parent in parents.items() if parent in found} - found
+        found |= new
+        grown = bool(new)
+    return found - {root}
+
+
+def sample():
+    while not done.wait(0.2):
+        for pid in tree(os.getpid()):
+            try:
+                rss = int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            except (OSError, IndexError, ValueError):
+                continue
+            peaks[pid] = max(peaks.get(pid, 0), rss)
+
+
+threading.Thread(target=sample, daemon=True).start()
+started = time.perf_counter()
+if mode == "stream":
+    from mlpipe.adapters import ray_cluster
+    from mlpipe.stages.streamed import fit_streamed
+
+    ray_cluster.connect(num_cpus=2)
+    fitted = fit_streamed(config)
+    labels, scores, rows = fitted.labels, fitted.scores, fitted.validated.report.rows
+else:
+    from mlpipe.data.reader import read_dataset
+    from mlpipe.data.splitting import split_validated
+    from mlpipe.data.validation import validate_dataset
+    from mlpipe.model.features import build_preprocessor, feature_spec
+    from mlpipe.stages.training import fit_model
+
+    validated = validate_dataset(read_dataset(config.data.uri), config.data, config.min_class_rows())
+    split, report = split_validated(validated, config.split), validated.report
+    rows = report.rows
+    del validated
+    spec = feature_spec(report.numeric_features, report.categorical_features, config.features,
+                        list(config.data.na_values))
+    model = fit_model(split.train, config.data.target, spec, build_preprocessor(spec, config.features), config.model)
+    labels, scores = split.holdout[config.data.target], model.predict_proba(split.holdout[spec.columns])[:, 1]
+seconds = time.perf_counter() - started
+done.set()
+hwm = next(int(line.split()[1]) for line in Path("/proc/self/status").read_text().splitlines()
+           if line.startswith("VmHWM:"))  # not ru_maxrss: it keeps the parent's RSS from the fork
+print(json.dumps({"mode": mode, "rows": rows, "wall_s": round(seconds, 1), "rows_per_s": round(rows / seconds),
+                  "roc_auc": round(float(roc_auc_score(labels, scores)), 4),
+                  "driver_peak_rss_mb": round(hwm / 1024),
+                  "largest_ray_process_peak_rss_mb": round(max(peaks.values(), default=0) / 2**20),
+                  "ray_processes_peak_rss_sum_mb": round(sum(peaks.values()) / 2**20)}))
+"""
+
+
+def stream_table(path: Path, rows: int, features: int = 20) -> int:
+    """A numeric table (an ID, `features` floats, a 0/1 target) written as Parquet in chunks of
+    1M rows; returns its size in memory as pandas holds it."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng, writer, size = np.random.default_rng(0), None, 0
+    for start in range(0, rows, 1_000_000):
+        n = min(1_000_000, rows - start)
+        x = rng.normal(size=(n, features))
+        chunk = pd.DataFrame(x, columns=[f"x{i}" for i in range(features)])
+        chunk.insert(0, "row_id", np.arange(start, start + n))
+        chunk["y"] = (x[:, 0] - x[:, 1] + x[:, 2] * x[:, 3] + np.sin(x[:, 4]) + rng.normal(0, 1, n) > 0).astype("int64")
+        table = pa.Table.from_pandas(chunk, preserve_index=False)
+        writer = writer or pq.ParquetWriter(path, table.schema)
+        writer.write_table(table, row_group_size=250_000)
+        size += int(chunk.memory_usage(deep=True).sum())
+    writer.close()
+    return size
+
+
+def bench_stream(sizes: list[int], rounds: int, folder: str | None) -> list[dict]:
+    """The train path on a Parquet table of each size: local (one process reads it whole,
+    validates, splits, fits xgboost with 2 threads) against compute.stream (Ray Data blocks and
+    Ray Train, 2 workers, on a local Ray with 2 CPUs), each in a fresh process."""
+    from mlpipe.core.config import PipelineConfig
+
+    out = []
+    with tempfile.TemporaryDirectory(dir=folder) as scratch:
+        for rows in sizes:
+            path = Path(scratch) / f"table-{rows}.parquet"
+            table_mb = round(stream_table(path, rows) / 2**20)
+            for mode in ("local", "stream"):
+                workers = 2 if mode == "stream" else 0
+                config = PipelineConfig.model_validate({
+                    "data": {"uri": str(path), "target": "y", "positive_label": None, "id_columns": ["row_id"]},
+                    "model": {"family": "xgboost", "params": {"xgboost": {
+                        "n_estimators": rounds, "num_workers": workers, "n_jobs": 1 if workers else 2}}},
+                    "compute": {"backend": "ray" if workers else "local", "stream": bool(workers),
+                                "ray_worker_cpus": 0.5, "ray_data_cpus": 0.5}})
+                done = subprocess.run([sys.executable, "-c", STREAM_RUN, mode, config.model_dump_json()],
+                                      capture_output=True, text=True, cwd=ROOT, check=False,
+                                      env={**os.environ, "OMP_NUM_THREADS": "1"})
+                result = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {
+                    "mode": mode, "rows": rows, "failed": (done.stderr.strip().splitlines() or ["?"])[-1][:300]}
+                out.append({**result, "table_mb": table_mb})
+                print("  ", json.dumps(out[-1]), flush=True)
+            path.unlink()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=200_000)
@@ -252,6 +386,10 @@ def main() -> None:
     parser.add_argument("--skip", default="")
     parser.add_argument("--booster-rows", default="1000000,10000000", help="table sizes of the boosters section")
     parser.add_argument("--booster-rounds", type=int, default=100)
+    parser.add_argument("--stream-rows", default="1000000,10000000",
+                        help="table sizes of the stream section (local vs compute.stream on Ray)")
+    parser.add_argument("--stream-rounds", type=int, default=100)
+    parser.add_argument("--scratch", default=None, help="folder for the stream section's Parquet tables")
     parser.add_argument("--all-cores", action="store_true",
                         help="also time the local CV with all threads (minutes when other work shares the cores)")
     args = parser.parse_args()
@@ -272,6 +410,11 @@ def main() -> None:
     if "boosters" not in skip:
         print("xgboost and lightgbm, one process vs Ray Train with 2 workers:", flush=True)
         results["boosters"] = bench_boosters([int(n) for n in args.booster_rows.split(",")], args.booster_rounds)
+    if "stream" not in skip:
+        print("the train path on a Parquet table: local vs compute.stream (Ray Data + Ray Train, 2 workers):",
+              flush=True)
+        results["stream"] = bench_stream([int(n) for n in args.stream_rows.split(",")], args.stream_rounds,
+                                         args.scratch)
 
 
 if __name__ == "__main__":
