@@ -326,12 +326,16 @@ def run_booster_training(library: str, train_fn: Callable[[dict], None], config:
 def dataset_shard_frame(name: str):
     """This worker's shard of the Ray Dataset `name` as a pandas frame, gathered from its
     batches as they stream in (not materialized in the object store first: a shard of a table
-    bigger than a node's object store would spill to disk)."""
+    bigger than a node's object store would spill to disk). Its columns are numpy's (Ray's
+    pandas batches may hold Arrow-backed columns, which LightGBM refuses)."""
+    import numpy as np
     import pandas as pd
     import ray.train
 
-    batches = list(ray.train.get_dataset_shard(name).iter_batches(batch_format="pandas", batch_size=65_536))
-    return pd.concat(batches, ignore_index=True) if len(batches) != 1 else batches[0]
+    batches = list(ray.train.get_dataset_shard(name).iter_batches(batch_format="numpy", batch_size=65_536))
+    if not batches:
+        return pd.DataFrame()
+    return pd.DataFrame({column: np.concatenate([batch[column] for batch in batches]) for column in batches[0]})
 
 
 def booster_report_callback(library: str, frequency: int):
