@@ -85,8 +85,9 @@ def test_a_row_is_holdout_in_blocks_on_ray_iff_it_is_holdout_locally(keyed_on, t
 
 # xgboost stops early on a validation shard; LightGBM's data-parallel Ray Train run does not yet
 FAMILIES = {"xgboost": ("model.params.xgboost.early_stopping_rounds=15",),
-            "lightgbm": ("model.family=lightgbm", "model.params.lightgbm.num_workers=2", "model.params.lightgbm.n_jobs=1",
-                         "model.params.lightgbm.n_estimators=80", "model.params.lightgbm.num_leaves=15")}
+            "lightgbm": ("model.family=lightgbm", "model.params.lightgbm.num_workers=2",
+                         "model.params.lightgbm.n_jobs=1", "model.params.lightgbm.n_estimators=80",
+                         "model.params.lightgbm.num_leaves=15")}
 
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
