@@ -106,7 +106,7 @@ def _config(path: Path):
         "data": {"uri": str(path), "target": "y", "positive_label": None, "id_columns": ["row_id"],
                  "drop_columns": ["note"]},
         "model": {"family": "xgboost", "params": {"xgboost": {
-            "num_workers": 2, "n_jobs": 1, "n_estimators": 30, "max_depth": 4, "learning_rate": 0.2}}},
+            "num_workers": 2, "n_jobs": 1, "n_estimators": 60, "max_depth": 4, "learning_rate": 0.2}}},
         "compute": {"backend": "ray", "stream": True, "ray_worker_cpus": 0.5, "ray_data_cpus": 0.5,
                     "stream_sample_rows": 20_000}})
 
