@@ -95,7 +95,8 @@ class LabelRule:
 
 def check_table(stats: BlockStatistics, config: DataConfig) -> None:
     """`validate_dataset`'s checks of the table's shape, on the merged statistics: rows,
-    duplicate columns, the target and the required features present, data.min_rows."""
+    duplicate columns, the target and the required features present, data.min_rows, and no
+    column empty in every block (the sample alone could not tell)."""
     if not stats.columns or not stats.rows:
         raise DataValidationError("the dataset is empty (no rows)" if stats.columns else "the dataset is empty")
     duplicated = sorted({c for c in stats.columns if stats.columns.count(c) > 1})
@@ -109,6 +110,11 @@ def check_table(stats: BlockStatistics, config: DataConfig) -> None:
         raise DataValidationError(f"required feature {absent[0]!r} is missing from the dataset", absent[0])
     if stats.rows < config.min_rows:
         raise DataValidationError(f"the dataset has {stats.rows} rows, fewer than data.min_rows={config.min_rows}")
+    empty = [c for c in stats.columns if c != config.target and c not in config.drop_columns
+             and stats.missing.get(c, 0) == stats.rows]
+    if empty:
+        raise DataValidationError(f"column {empty[0]!r} is entirely empty: fix the extract or add it to "
+                                  "data.drop_columns", empty[0])
 
 
 def label_rule(stats: BlockStatistics, config: DataConfig, min_class_rows: int) -> tuple[LabelRule, list[str]]:

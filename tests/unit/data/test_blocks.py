@@ -93,6 +93,13 @@ def test_the_contract_refuses_on_merged_statistics():
         label_rule(stats, DataConfig(target="churn", positive_label="yes", unlabeled_rows="fail"), 2)
     with pytest.raises(DataValidationError, match="target 'nope' is missing|target column 'nope'"):
         check_table(stats, DataConfig(target="nope", min_rows=10))
+    gap = frame.assign(notes=None)
+    stats = merge_statistics([block_statistics(b, DataConfig(target="churn"))["statistics"][0] for b in _blocks(gap)])
+    with pytest.raises(DataValidationError, match="column 'notes' is entirely empty"):
+        check_table(stats, DataConfig(target="churn", min_rows=10))
+    check_table(stats, DataConfig(target="churn", min_rows=10, drop_columns=["notes"]))
+    with pytest.raises(DataValidationError, match="column 'notes' is entirely empty"):
+        validate_dataset(gap, DataConfig(target="churn", positive_label="yes", min_rows=10), 2)  # as locally
 
 
 def test_a_sample_drawn_by_key_does_not_depend_on_the_blocks():
