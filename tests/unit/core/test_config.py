@@ -280,3 +280,19 @@ def test_compute_backend_ray_trains_the_boosters_on_ray_train_unless_their_param
     assert "num_workers" not in local.model.active_params
     sklearn_family = load_config(CHURN_YAML, ["model.family=random_forest", "compute.backend=ray"])
     assert "num_workers" not in sklearn_family.model.active_params
+
+
+def test_compute_stream_needs_ray_a_booster_on_ray_train_and_the_hash_split():
+    from mlpipe.core.config import load_config
+
+    streamed = load_config(CHURN_YAML, ["model.family=xgboost", "compute.backend=ray", "compute.stream=true"])
+    assert streamed.compute.stream and streamed.model.active_params["num_workers"] == 2
+    for overrides, problem in (
+        (["model.family=xgboost"], "compute.backend must be ray"),
+        (["compute.backend=ray", "model.family=random_forest"], "model.family must be xgboost or lightgbm"),
+        (["compute.backend=ray", "model.family=lightgbm", "split.time_column=tenure"], "split.method must be hash"),
+        (["compute.backend=ray", "model.family=xgboost", "tuning.enabled=true"], "tuning.enabled must be off"),
+        (["compute.backend=ray", "model.family=xgboost", "model.params.xgboost.num_workers=0"],
+         "num_workers must be at least 1"),
+    ):
+        assert problem in _error([*overrides, "compute.stream=true"]), overrides
