@@ -332,6 +332,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="crash-probe-") as folder:
         home = Path(folder)
+        # A database of its own: the server Prefect starts uses PREFECT_HOME's, which the kept server of
+        # every other mlpipe command on this machine shares; their live runs read as runs left Running.
+        os.environ["PREFECT_HOME"] = str(home / "prefect-home")
         server = TemporaryPrefectServer()  # outlives every kill: the harness's child, not the commands'
         try:
             server.wait()
