@@ -197,9 +197,9 @@ class ComputeConfig(Section):
     threads: int | None = Field(
         None, ge=1, description="Threads each fit and predict may use in this process (OpenMP, BLAS); empty: the "
                                 "cores free when the fit starts (the cores less the other threads the kernel runs "
-                                "or queues then, at most cores / MLPIPE_PARALLEL_RUNS when a worker runs that many flows at "
-                                "once; OMP_NUM_THREADS, when set, wins): HistGradientBoosting's OpenMP threads spin "
-                                "against other busy processes and slow each fit several times over")
+                                "or queues then, at most cores / MLPIPE_PARALLEL_RUNS when a worker runs that many "
+                                "flows at once; OMP_NUM_THREADS, when set, wins): HistGradientBoosting's OpenMP "
+                                "threads spin against other busy processes and slow each fit several times over")
 
 
 class EvaluationConfig(Section):
