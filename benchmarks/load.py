@@ -142,7 +142,9 @@ def registry(tracking: str) -> dict:
     client = MlflowClient(tracking_uri=tracking)
     versions = len(client.search_model_versions(f"name = '{MODEL}'"))
     history = client.get_experiment_by_name(MODEL + "-promotions")
+    experiments = [e.experiment_id for e in client.search_experiments()]
     return {"versions": versions,
+            "running": len(client.search_runs(experiments, "attributes.status = 'RUNNING'")),
             "entries": len(client.search_runs([history.experiment_id])) if history else 0,
             "champion": client.get_registered_model(MODEL).aliases.get("champion") if versions else None,
             "locks": len(client.search_registered_models(f"name = '{MODEL}.promotion-lock'"))}
@@ -162,10 +164,10 @@ def load(runs: int, rows: int, backend: str) -> str:
             held = registry(tracking)
             failures = [c.text().strip().splitlines()[-1] for c, code in zip(consoles, codes, strict=True) if code]
     return "\n".join([
-        "| backend | runs ok | versions | history entries | champion | locks left | wall per run (median, max) | "
-        "all together | failures |", "|---|---:|---:|---:|---|---:|---|---:|---|",
+        "| backend | runs ok | versions | history entries | champion | locks left | MLflow runs left RUNNING | "
+        "wall per run (median, max) | all together | failures |", "|---|---:|---:|---:|---|---:|---:|---|---:|---|",
         f"| {backend} | {codes.count(0)} of {runs} | {held['versions']} | {held['entries']} | v{held['champion']} | "
-        f"{held['locks']} | {statistics.median(walls):.0f} s, {max(walls):.0f} s | {total:.0f} s | "
+        f"{held['locks']} | {held['running']} | {statistics.median(walls):.0f} s, {max(walls):.0f} s | {total:.0f} s | "
         f"{'; '.join(sorted(set(failures))) or 'none'} |"])
 
 
@@ -224,10 +226,10 @@ def pool(runs: int, rows: int, backend: str, limit: int) -> str:
     walls = [r.total_run_time.total_seconds() for r in done]
     return "\n".join([
         "| backend | limit | completed | most running at once | versions | history entries | champion | "
-        "locks left | run time (median, max) | all together | failures |",
-        "|---|---:|---:|---:|---:|---:|---|---:|---|---:|---|",
+        "locks left | MLflow runs left RUNNING | run time (median, max) | all together | failures |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---|",
         f"| {backend} | {limit} | {len(done)} of {runs} | {most} | {held['versions']} | {held['entries']} | "
-        f"v{held['champion']} | {held['locks']} | {statistics.median(walls) if walls else 0:.0f} s, "
+        f"v{held['champion']} | {held['locks']} | {held['running']} | {statistics.median(walls) if walls else 0:.0f} s, "
         f"{max(walls, default=0):.0f} s | {total:.0f} s | {'; '.join(failures) or 'none'} |"])
 
 
