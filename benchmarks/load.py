@@ -159,7 +159,7 @@ def load(runs: int, rows: int, backend: str) -> str:
             began = time.monotonic()
             consoles = start_trains(runs, folder, data, prefect_api, tracking)
             codes = [c.wait(timeout=7200) for c in consoles]
-            walls = [time.monotonic() - c.started for c in consoles]
+            walls = [c.ended - c.started for c in consoles]  # each run's own wall time
             total = time.monotonic() - began
             held = registry(tracking)
             failures = [c.text().strip().splitlines()[-1] for c, code in zip(consoles, codes, strict=True) if code]
