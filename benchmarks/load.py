@@ -12,7 +12,7 @@
              worker (mlpipe.cli.worker): they queue, at most the limit run at a time, and all
              complete, with the same registry checks as `load`.
 
-    .venv/bin/python benchmarks/load.py threads [--runs 4] [--rows 5000]
+    .venv/bin/python benchmarks/load.py threads [--runs 4] [--rows 5000] [--backend sqlite|postgres]
     .venv/bin/python benchmarks/load.py load [--runs 12] [--backend sqlite|postgres] [--rows 5000]
     .venv/bin/python benchmarks/load.py pool [--runs 12] [--limit 2] [--backend sqlite|postgres]
 
@@ -107,12 +107,12 @@ def start_trains(count: int, folder: Path, data: Path, prefect_api: str, trackin
     return consoles
 
 
-def threads(runs: int, rows: int) -> str:
+def threads(runs: int, rows: int, backend: str = "sqlite") -> str:
     """The table of `threads` (see the module docstring)."""
     with tempfile.TemporaryDirectory(prefix="threads-") as name:
         folder = Path(name)
         data = dataset(folder, rows)
-        with servers(folder, "sqlite") as (prefect_api, tracking):
+        with servers(folder, backend) as (prefect_api, tracking):
             serial, began = [], time.monotonic()
             for _ in range(runs):
                 (console,) = start_trains(1, folder, data, prefect_api, tracking)
@@ -123,7 +123,7 @@ def threads(runs: int, rows: int) -> str:
             assert all(c.wait(timeout=3600) == 0 for c in together), [c.text()[-2000:] for c in together]
             concurrent_wall = time.monotonic() - began
             concurrent = [step_seconds(c) for c in together]
-    lines = [f"{runs} trains of {rows} rows ({', '.join(SETTINGS)}), one MLflow and one Prefect server (SQLite)", "",
+    lines = [f"{runs} trains of {rows} rows ({', '.join(SETTINGS)}), one MLflow and one Prefect server ({backend})", "",
              "| step | slowest serial (s) | slowest concurrent (s) | ratio |", "|---|---:|---:|---:|"]
     for step in STEPS:
         alone = max((s[step] for s in serial if step in s), default=0.0)
@@ -253,7 +253,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=2, help="pool: the work pool's concurrency limit")
     options = parser.parse_args()
     if options.mode == "threads":
-        print(threads(options.runs or 4, options.rows))
+        print(threads(options.runs or 4, options.rows, options.backend))
     elif options.mode == "pool":
         print(pool(options.runs or 12, options.rows, options.backend, options.limit))
     else:
