@@ -163,7 +163,8 @@ def load(runs: int, rows: int, backend: str) -> str:
             total = time.monotonic() - began
             held = registry(tracking)
             failures = [c.text().strip().splitlines()[-1] for c, code in zip(consoles, codes, strict=True) if code]
-    return "\n".join([
+        locked = (folder / "prefect.log").read_text(errors="replace").count("database is locked")
+    return "\n".join([f"Prefect server log: 'database is locked' x{locked}", "",
         "| backend | runs ok | versions | history entries | champion | locks left | MLflow runs left RUNNING | "
         "wall per run (median, max) | all together | failures |", "|---|---:|---:|---:|---|---:|---:|---|---:|---|",
         f"| {backend} | {codes.count(0)} of {runs} | {held['versions']} | {held['entries']} | v{held['champion']} | "
