@@ -90,6 +90,7 @@ class Console:
 
     def __init__(self, args: list[str], env: dict[str, str], cwd: Path):
         self.started = time.monotonic()
+        self.ended: float | None = None  # when `wait` saw it exit
         self.lines: list[tuple[float, str]] = []
         self.process = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         text=True, start_new_session=True)
@@ -118,6 +119,7 @@ class Console:
             self.kill()
             return -9
         self.reader.join(timeout=5)
+        self.ended = time.monotonic()
         return code
 
     def text(self) -> str:
@@ -332,6 +334,9 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="crash-probe-") as folder:
         home = Path(folder)
+        # A database of its own: the server Prefect starts uses PREFECT_HOME's, which the kept server of
+        # every other mlpipe command on this machine shares; their live runs read as runs left Running.
+        os.environ["PREFECT_HOME"] = str(home / "prefect-home")
         server = TemporaryPrefectServer()  # outlives every kill: the harness's child, not the commands'
         try:
             server.wait()

@@ -7,9 +7,14 @@
              server, on SQLite or on PostgreSQL (tests/postgres.py starts one): all complete? N
              versions, N decisions in the history, one champion, no lock, nothing left RUNNING;
              what failed, with its message.
+    pool:    N flow runs of the train-manual deployment (default 12) submitted at once to one
+             process work pool with a concurrency limit (default 2), served by `make worker`'s
+             worker (mlpipe.cli.worker): they queue, at most the limit run at a time, and all
+             complete, with the same registry checks as `load`.
 
-    .venv/bin/python benchmarks/load.py threads [--runs 4] [--rows 5000]
+    .venv/bin/python benchmarks/load.py threads [--runs 4] [--rows 5000] [--backend sqlite|postgres]
     .venv/bin/python benchmarks/load.py load [--runs 12] [--backend sqlite|postgres] [--rows 5000]
+    .venv/bin/python benchmarks/load.py pool [--runs 12] [--limit 2] [--backend sqlite|postgres]
 
 Both need a quiet machine to mean anything: every other process on it is in the measurement.
 """
@@ -102,12 +107,12 @@ def start_trains(count: int, folder: Path, data: Path, prefect_api: str, trackin
     return consoles
 
 
-def threads(runs: int, rows: int) -> str:
+def threads(runs: int, rows: int, backend: str = "sqlite") -> str:
     """The table of `threads` (see the module docstring)."""
     with tempfile.TemporaryDirectory(prefix="threads-") as name:
         folder = Path(name)
         data = dataset(folder, rows)
-        with servers(folder, "sqlite") as (prefect_api, tracking):
+        with servers(folder, backend) as (prefect_api, tracking):
             serial, began = [], time.monotonic()
             for _ in range(runs):
                 (console,) = start_trains(1, folder, data, prefect_api, tracking)
@@ -118,7 +123,7 @@ def threads(runs: int, rows: int) -> str:
             assert all(c.wait(timeout=3600) == 0 for c in together), [c.text()[-2000:] for c in together]
             concurrent_wall = time.monotonic() - began
             concurrent = [step_seconds(c) for c in together]
-    lines = [f"{runs} trains of {rows} rows ({', '.join(SETTINGS)}), one MLflow and one Prefect server (SQLite)", "",
+    lines = [f"{runs} trains of {rows} rows ({', '.join(SETTINGS)}), one MLflow and one Prefect server ({backend})", "",
              "| step | slowest serial (s) | slowest concurrent (s) | ratio |", "|---|---:|---:|---:|"]
     for step in STEPS:
         alone = max((s[step] for s in serial if step in s), default=0.0)
@@ -130,10 +135,23 @@ def threads(runs: int, rows: int) -> str:
     return "\n".join(lines)
 
 
-def load(runs: int, rows: int, backend: str) -> str:
-    """The table of `load` (see the module docstring)."""
+def registry(tracking: str) -> dict:
+    """What the registry holds after the runs: versions, history entries, champion, locks left."""
     from mlflow import MlflowClient
 
+    client = MlflowClient(tracking_uri=tracking)
+    versions = len(client.search_model_versions(f"name = '{MODEL}'"))
+    history = client.get_experiment_by_name(MODEL + "-promotions")
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return {"versions": versions,
+            "running": len(client.search_runs(experiments, "attributes.status = 'RUNNING'")),
+            "entries": len(client.search_runs([history.experiment_id])) if history else 0,
+            "champion": client.get_registered_model(MODEL).aliases.get("champion") if versions else None,
+            "locks": len(client.search_registered_models(f"name = '{MODEL}.promotion-lock'"))}
+
+
+def load(runs: int, rows: int, backend: str) -> str:
+    """The table of `load` (see the module docstring)."""
     with tempfile.TemporaryDirectory(prefix="load-") as name:
         folder = Path(name)
         data = dataset(folder, rows)
@@ -141,21 +159,79 @@ def load(runs: int, rows: int, backend: str) -> str:
             began = time.monotonic()
             consoles = start_trains(runs, folder, data, prefect_api, tracking)
             codes = [c.wait(timeout=7200) for c in consoles]
-            walls = [time.monotonic() - c.started for c in consoles]
+            walls = [c.ended - c.started for c in consoles]  # each run's own wall time
             total = time.monotonic() - began
-            client = MlflowClient(tracking_uri=tracking)
-            versions = len(client.search_model_versions(f"name = '{MODEL}'"))
-            history = client.get_experiment_by_name(MODEL + "-promotions")
-            entries = len(client.search_runs([history.experiment_id])) if history else 0
-            champion = client.get_registered_model(MODEL).aliases.get("champion") if versions else None
-            locks = len(client.search_registered_models(f"name = '{MODEL}.promotion-lock'"))
+            held = registry(tracking)
             failures = [c.text().strip().splitlines()[-1] for c, code in zip(consoles, codes, strict=True) if code]
-    return "\n".join([
-        "| backend | runs ok | versions | history entries | champion | locks left | wall per run (median, max) | "
-        "all together | failures |", "|---|---:|---:|---:|---|---:|---|---:|---|",
-        f"| {backend} | {codes.count(0)} of {runs} | {versions} | {entries} | v{champion} | {locks} | "
-        f"{statistics.median(walls):.0f} s, {max(walls):.0f} s | {total:.0f} s | "
+        locked = (folder / "prefect.log").read_text(errors="replace").count("database is locked")
+    return "\n".join([f"Prefect server log: 'database is locked' x{locked}", "",
+        "| backend | runs ok | versions | history entries | champion | locks left | MLflow runs left RUNNING | "
+        "wall per run (median, max) | all together | failures |", "|---|---:|---:|---:|---|---:|---:|---|---:|---|",
+        f"| {backend} | {codes.count(0)} of {runs} | {held['versions']} | {held['entries']} | v{held['champion']} | "
+        f"{held['locks']} | {held['running']} | {statistics.median(walls):.0f} s, {max(walls):.0f} s | {total:.0f} s | "
         f"{'; '.join(sorted(set(failures))) or 'none'} |"])
+
+
+def pool_config(data: Path, folder: Path, seed: int) -> dict:
+    """The train-manual deployment's config for one run: this data, its own split seed, a cache
+    in `folder`."""
+    from mlpipe.core.config import load_config
+
+    config = load_config(ROOT / "conf" / "churn.yaml", [*SETTINGS, f"split.seed={seed}"], str(data))
+    config = config.model_dump(mode="json")
+    config["cache"]["storage"] = str(folder / "cache")
+    return config
+
+
+def pool(runs: int, rows: int, backend: str, limit: int) -> str:
+    """The table of `pool` (see the module docstring)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with tempfile.TemporaryDirectory(prefix="pool-") as name:
+        folder = Path(name)
+        data = dataset(folder, rows)
+        with servers(folder, backend) as (prefect_api, tracking):
+            env = {**os.environ, "PREFECT_API_URL": prefect_api, "MLFLOW_TRACKING_URI": tracking,
+                   "MLPIPE_HOME": str(folder / "worker")}
+            env.pop("OMP_NUM_THREADS", None)
+            prefect = str(BIN / "prefect")
+            for args in (["work-pool", "create", "mlpipe-process", "--type", "process"],
+                         ["work-pool", "set-concurrency-limit", "mlpipe-process", str(limit)],
+                         ["--no-prompt", "deploy", "--name", "train-manual"]):
+                subprocess.run([prefect, *args], env=env, cwd=ROOT, check=True, capture_output=True)
+            worker = Console([sys.executable, "-m", "mlpipe.cli.worker", "--pool", "mlpipe-process"], env, ROOT)
+            try:
+                with temporary_settings({PREFECT_API_URL: prefect_api}), get_client(sync_client=True) as client:
+                    deployment = client.read_deployment_by_name("train/train-manual")
+                    began = time.monotonic()
+                    for number in range(runs):
+                        client.create_flow_run_from_deployment(
+                            deployment.id, parameters={"config": pool_config(data, folder, number + 1)})
+                    most, states = 0, {}
+                    while time.monotonic() - began < 7200:
+                        flow_runs = client.read_flow_runs(deployment_filter=DeploymentFilter(
+                            name=DeploymentFilterName(any_=["train-manual"])))
+                        states = {r.id: r for r in flow_runs}
+                        most = max(most, sum(r.state.is_running() for r in flow_runs))
+                        if all(r.state.is_final() for r in flow_runs):
+                            break
+                        time.sleep(1)
+                    total = time.monotonic() - began
+            finally:
+                worker.kill()
+            held = registry(tracking)
+    done = [r for r in states.values() if r.state.is_completed()]
+    failures = sorted({f"{r.state.name}: {r.state.message}" for r in states.values() if not r.state.is_completed()})
+    walls = [r.total_run_time.total_seconds() for r in done]
+    return "\n".join([
+        "| backend | limit | completed | most running at once | versions | history entries | champion | "
+        "locks left | MLflow runs left RUNNING | run time (median, max) | all together | failures |",
+        "|---|---:|---:|---:|---:|---:|---|---:|---:|---|---:|---|",
+        f"| {backend} | {limit} | {len(done)} of {runs} | {most} | {held['versions']} | {held['entries']} | "
+        f"v{held['champion']} | {held['locks']} | {held['running']} | {statistics.median(walls) if walls else 0:.0f} s, "
+        f"{max(walls, default=0):.0f} s | {total:.0f} s | {'; '.join(failures) or 'none'} |"])
 
 
 def dataset(folder: Path, rows: int) -> Path:
@@ -171,13 +247,16 @@ def dataset(folder: Path, rows: int) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("mode", choices=["threads", "load"])
+    parser.add_argument("mode", choices=["threads", "load", "pool"])
     parser.add_argument("--runs", type=int, default=None)
     parser.add_argument("--rows", type=int, default=5000)
     parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--limit", type=int, default=2, help="pool: the work pool's concurrency limit")
     options = parser.parse_args()
     if options.mode == "threads":
-        print(threads(options.runs or 4, options.rows))
+        print(threads(options.runs or 4, options.rows, options.backend))
+    elif options.mode == "pool":
+        print(pool(options.runs or 12, options.rows, options.backend, options.limit))
     else:
         print(load(options.runs or 12, options.rows, options.backend))
 

@@ -196,10 +196,10 @@ class ComputeConfig(Section):
     max_retries: int = Field(2, ge=0, description="Ray retries of a task whose worker or node died")
     threads: int | None = Field(
         None, ge=1, description="Threads each fit and predict may use in this process (OpenMP, BLAS); empty: the "
-                                "cores free when the fit starts (the cores less the 1-minute load average of other "
-                                "work, at most cores / MLPIPE_PARALLEL_RUNS when a worker runs that many flows at "
-                                "once; OMP_NUM_THREADS, when set, wins): HistGradientBoosting's OpenMP threads spin "
-                                "against other busy processes and slow each fit several times over")
+                                "cores free when the fit starts (the cores less the other threads the kernel runs "
+                                "or queues then, at most cores / MLPIPE_PARALLEL_RUNS when a worker runs that many "
+                                "flows at once; OMP_NUM_THREADS, when set, wins): HistGradientBoosting's OpenMP "
+                                "threads spin against other busy processes and slow each fit several times over")
     stream: bool = Field(
         False, description="backend ray with model.family xgboost or lightgbm: read data.uri (a Parquet or CSV file, "
                            "local or s3://) into a Ray Dataset in blocks; validate, split, transform and score it "

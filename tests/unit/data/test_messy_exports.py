@@ -129,3 +129,27 @@ def test_the_profile_has_a_row_per_column_with_type_missing_tokens_distinct_and_
     assert profile["customer"]["role"] == "ID: unique per row"
     assert profile["note"]["role"] == "dropped: data.drop_columns"
     assert profile["churn"]["role"] == "target"
+
+
+@pytest.mark.parametrize("slice_rows", [3, 1 << 16])
+def test_tokens_in_arrow_text_are_nulled_in_place_across_chunks_and_slices(monkeypatch, slice_rows):
+    """The text stays where it was (a new validity bitmap, no copy of a big column's characters),
+    whatever the column's chunks and the slices it is stripped in; a sliced column still works."""
+    import pyarrow as pa
+
+    from mlpipe.data import validation
+
+    monkeypatch.setattr(validation, "TOKEN_SLICE_ROWS", slice_rows)
+    chunks = [pa.array(["a", " ? ", None, "NA", "b"], pa.large_string()), pa.array(["  ", "x", "NA ", "y"],
+                                                                                   pa.large_string())]
+    series = pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(chunks), dtype=pd.StringDtype("pyarrow", np.nan)),
+                       index=list("abcdefghi"), name="plan")
+    nulled, found = validation._arrow_tokens(series, ["?", "NA"])
+    expected = series.mask(pd.Series([False, True, False, True, False, True, False, True, False], index=series.index))
+    pd.testing.assert_series_equal(nulled, expected)
+    assert found == {"?": 1, "NA": 2, "": 1}
+    before, after = pa.chunked_array(pa.array(series.array)), pa.chunked_array(pa.array(nulled.array))
+    assert [c.buffers()[2].address for c in after.chunks] == [c.buffers()[2].address for c in before.chunks]
+    part, found = validation._arrow_tokens(series.iloc[2:], ["?", "NA"])
+    pd.testing.assert_series_equal(part, expected.iloc[2:])
+    assert found == {"NA": 2, "": 1}
