@@ -10,12 +10,14 @@ import pytest
 from mlpipe.tasks.ownership import (
     OWNER_LABEL,
     OWNER_TAG_PREFIX,
+    claim_flow_run,
     crash_runs_of_dead_processes,
     owned_by_this_process,
     run_owner,
 )
-from prefect import flow
+from prefect import flow, tags, task
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.states import Completed, Pending, Running
 
 from mlpipe.core.processes import owner_token
@@ -58,3 +60,27 @@ def test_the_command_tags_the_flow_runs_it_creates():
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(state.state_details.flow_run_id)
     assert run_owner(run) == owner_token()
+
+
+@task(name="ownership-step")
+def _step() -> int:
+    return 1
+
+
+@flow(name="ownership-claim")
+def _claiming() -> int:
+    claim_flow_run(sweep_tracking=False)
+    return _step() + _step()
+
+
+def test_the_flow_run_keeps_its_owner_tag_and_its_task_runs_go_without_it():
+    """Prefect takes each task run tag for a concurrency limit's name and asks the server for a
+    slot: the owner tag stays on the flow run only (the user's own tags reach the tasks)."""
+    with tags("nightly"), owned_by_this_process():
+        state = _claiming(return_state=True)
+    flow_run_id = state.state_details.flow_run_id
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(flow_run_id)
+        steps = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+    assert run_owner(run) == owner_token() and OWNER_TAG_PREFIX + owner_token() in run.tags
+    assert len(steps) == 2 and all(set(step.tags) == {"nightly"} for step in steps), [s.tags for s in steps]
