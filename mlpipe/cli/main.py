@@ -60,14 +60,23 @@ class _PrefectRetryLine(logging.Filter):
         super().__init__()
         self.level = level
 
+    @staticmethod
+    def _cause(message: str, exc_info) -> str:
+        """"answered 503", "ConnectError: ...", or "no answer" when the record says neither."""
+        if "retryable status code " in message:
+            return "answered " + message.split("retryable status code ", 1)[1].split(".", 1)[0]
+        if exc_info and exc_info[1] is not None:
+            return f"{type(exc_info[1]).__name__}: {str(exc_info[1])[:120]}".rstrip(": ")
+        return "no answer"
+
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         if "Another attempt will be made in " not in message:
             return record.levelno >= self.level
         wait = message.split("Another attempt will be made in ", 1)[1].split("s. ", 1)[0]
         attempt = message.rsplit("This is attempt ", 1)[-1].rstrip(".")
-        record.msg, record.args = "waiting for the Prefect API at %s: no answer; retrying in %.1f s (attempt %s)", (
-            os.environ.get("PREFECT_API_URL", "?"), float(wait), attempt)
+        record.msg, record.args = "waiting for the Prefect API at %s: %s; retrying in %.1f s (attempt %s)", (
+            os.environ.get("PREFECT_API_URL", "?"), self._cause(message, record.exc_info), float(wait), attempt)
         record.levelno, record.levelname, record.exc_info, record.exc_text = logging.WARNING, "WARNING", None, None
         return True
 

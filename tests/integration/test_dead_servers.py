@@ -98,3 +98,13 @@ def test_prefect_client_retries_are_one_warning_line_each(monkeypatch):
     assert retry.levelno == logging.WARNING
     assert retry.getMessage() == ("waiting for the Prefect API at http://127.0.0.1:9/api: no answer; retrying in "
                                   "2.1 s (attempt 2/6)")
+    refused = logging.LogRecord("prefect.client", logging.DEBUG, __file__, 1,
+                                "Encountered retryable exception during request. Another attempt will be made in "
+                                "2.0s. This is attempt 1/6.", None, (ConnectionError, ConnectionError("refused"), None))
+    busy = logging.LogRecord("prefect.client", logging.DEBUG, __file__, 1,
+                             "Received response with retryable status code 503. Another attempt will be made in "
+                             "2.0s. This is attempt 1/6.", None, None)
+    assert line.filter(refused) and line.filter(busy)
+    assert ": ConnectionError: refused; retrying in 2.0 s (attempt 1/6)" in refused.getMessage()
+    assert busy.getMessage().endswith(": answered 503; retrying in 2.0 s (attempt 1/6)")  # an answer, not silence
+    assert refused.exc_info is None  # one line, no traceback
