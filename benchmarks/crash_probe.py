@@ -90,7 +90,7 @@ class Console:
 
     def __init__(self, args: list[str], env: dict[str, str], cwd: Path):
         self.started = time.monotonic()
-        self.ended: float | None = None  # when `wait` saw it exit
+        self.ended: float | None = None  # when it exited (its output closed)
         self.lines: list[tuple[float, str]] = []
         self.process = subprocess.Popen(args, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                         text=True, start_new_session=True)
@@ -100,6 +100,7 @@ class Console:
     def _read(self) -> None:
         for line in self.process.stdout:
             self.lines.append((time.monotonic(), line))
+        self.ended = time.monotonic()  # its output closed: it exited
 
     def finished_at(self, task: str) -> float | None:
         return next((at for at, line in list(self.lines)
@@ -119,7 +120,7 @@ class Console:
             self.kill()
             return -9
         self.reader.join(timeout=5)
-        self.ended = time.monotonic()
+        self.ended = self.ended or time.monotonic()
         return code
 
     def text(self) -> str:
