@@ -128,10 +128,12 @@ def test_an_error_in_the_training_code_of_a_ray_train_worker_is_not_retried_and_
     with pytest.raises(RayJobError) as raised:
         run_torch_training(fails, {"attempts": str(attempts)}, num_workers=2, use_gpu=False,
                            storage_path=str(tmp_path / "store"), name="fails-once", max_failures=2)
-    assert attempts.read_text().count("attempt") == 2  # each worker once: no restart
+    # each worker at most once: no restart (Ray may stop the group before the second one ran it)
+    assert 1 <= attempts.read_text().count("attempt") <= 2
     assert isinstance(raised.value.cause, ValueError)
-    assert "ValueError: column 'tenure' holds text\nsecond line of the message (worker rank 0; not retried)" \
-        in str(raised.value)
+    # both ranks fail alike; the lowest whose failure Ray saw before stopping the group is named
+    assert re.search(r"ValueError: column 'tenure' holds text\nsecond line of the message \(worker rank [01]; "
+                     r"not retried\)", str(raised.value)), str(raised.value)
     failed = SimpleNamespace(result=lambda: (_ for _ in ()).throw(raised.value))
     assert is_ray_system_failure(None, None, failed) is False
 
@@ -242,6 +244,7 @@ def test_a_killed_ray_train_worker_resumes_from_the_last_checkpoint(tmp_path, lo
         time.sleep(0.2)
     workers = _train_worker_pids()
     assert len(workers) == 2, workers
+    killed_at = time.time()
     os.kill(workers[1], signal.SIGKILL)
     fitting.join(timeout=150)
     assert not fitting.is_alive()
@@ -252,8 +255,12 @@ def test_a_killed_ray_train_worker_resumes_from_the_last_checkpoint(tmp_path, lo
     assert model.ray_train_run_["mlpipe.ray_train_restarts"] == "1" and len(model.ray_train_run_["restart_causes"]) == 1
     assert model.ray_train_run_["mlpipe.ray_train_storage_path"] == str(storage.resolve())
     run_folder = storage / model.ray_train_run_["mlpipe.ray_train_run"]
-    # CheckpointConfig(num_to_keep=2), plus at most the one the lost run stored but never registered
-    assert 2 <= len(list(run_folder.rglob("state.json"))) <= 3
+    # CheckpointConfig(num_to_keep=2) in the run that finished: of the checkpoints written after the
+    # restart (seconds after the kill), the last two epochs are left. The lost run's own may also be
+    # there, as many as it stored but never registered: that depends on the controller's lag.
+    after_restart = [json.loads(path.read_text())["epoch"] for path in run_folder.rglob("state.json")
+                     if path.stat().st_mtime > killed_at + 2]
+    assert sorted(after_restart) == [14, 15], after_restart
 
 
 def _last_checkpointed_epoch(storage: Path) -> int:
