@@ -112,3 +112,28 @@ def test_the_cores_free_are_read_from_the_run_queue_now_not_the_lagging_load_ave
     finally:
         busy.kill()
         busy.wait()
+
+
+def test_this_process_own_busy_threads_are_not_taken_for_other_work():
+    """At a task's start Prefect's log and event threads run beside the fit's thread: they are
+    this process, not other work, and must not halve the fit's threads (they did: 1 of 2)."""
+    import hashlib
+    import threading
+
+    from mlpipe.compute.evaluation_units import _own_running
+
+    stop = threading.Event()
+    data = b"x" * 50_000_000
+
+    def hashing():  # hashlib lets go of the GIL on big inputs: this thread runs beside the test's
+        while not stop.is_set():
+            hashlib.sha256(data).digest()
+
+    worker = threading.Thread(target=hashing, daemon=True)
+    worker.start()
+    try:
+        assert max(_own_running() for _ in range(50)) >= 2  # the hashing thread and this one
+    finally:
+        stop.set()
+        worker.join()
+    assert _own_running() >= 1  # this thread, reading
