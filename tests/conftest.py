@@ -343,33 +343,21 @@ def ray_cluster():
     which teardown ends: `ray stop` would stop every Ray on the machine, another test
     worker's too."""
     import shutil
-    import signal
     import socket
     import tempfile
 
-    ray = str(Path(sys.executable).with_name("ray"))
+    from tests.processes import start_ray_node, stop_group
+
     scratch = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 107 bytes
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    log_path = Path(scratch) / "ray-start.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [ray, "start", "--head", "--block", "--node-ip-address", "127.0.0.1", "--port", str(port),
-             "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", scratch],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RAY_TMPDIR": scratch},
-            start_new_session=True)
     try:
-        deadline = time.monotonic() + 180
-        while "Ray runtime started" not in log_path.read_text(errors="replace"):
-            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
-            time.sleep(0.2)
-        yield f"127.0.0.1:{port}"
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        process = start_ray_node(["--head", "--port", str(port), "--num-cpus", "2", "--include-dashboard", "false",
+                                  "--temp-dir", scratch], scratch, Path(scratch) / "ray-start.log")
         try:
-            process.wait(timeout=5)  # then no more grace: the cluster's files go with `scratch`
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+            yield f"127.0.0.1:{port}"
+        finally:
+            stop_group(process, timeout=5)  # then no more grace: the cluster's files go with `scratch`
+    finally:
         shutil.rmtree(scratch, ignore_errors=True)

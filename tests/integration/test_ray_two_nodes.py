@@ -15,48 +15,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.processes import start_ray_node, stop_group
+
 pytestmark = pytest.mark.slow
 OBJECT_STORE = 80 * 1024**2  # per node (Ray's minimum is about 75 MB)
+NODE = ["--num-cpus", "1", "--memory", str(2 * 1024**3), "--object-store-memory", str(OBJECT_STORE)]
 
 ROWS = 1_500_000
 DRIVER = Path(__file__).with_name("streamed_driver.py")
-
-
-def _start_node(args: list[str], scratch: str, log_path: Path) -> subprocess.Popen:
-    """`ray start ... --block` in a process group of its own (teardown ends that group: `ray
-    stop` would stop every Ray on the machine, another test worker's too)."""
-    ray = str(Path(sys.executable).with_name("ray"))
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [ray, "start", "--block", "--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--memory", str(2 * 1024**3),
-             "--object-store-memory", str(OBJECT_STORE), "--disable-usage-stats", *args],
-            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "RAY_TMPDIR": scratch}, start_new_session=True)
-    deadline = time.monotonic() + 180
-    while "Ray runtime started" not in log_path.read_text(errors="replace"):
-        assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
-        time.sleep(0.2)
-    return process
-
-
-def _stop(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 @pytest.fixture
@@ -69,13 +45,13 @@ def two_ray_nodes():
         port = sock.getsockname()[1]
     started = []
     try:
-        started.append(_start_node(["--head", "--port", str(port), "--include-dashboard", "false",
-                                    "--temp-dir", scratch], scratch, Path(scratch) / "head.log"))
-        started.append(_start_node(["--address", f"127.0.0.1:{port}"], scratch, Path(scratch) / "node.log"))
+        started.append(start_ray_node([*NODE, "--head", "--port", str(port), "--include-dashboard", "false",
+                                       "--temp-dir", scratch], scratch, Path(scratch) / "head.log"))
+        started.append(start_ray_node([*NODE, "--address", f"127.0.0.1:{port}"], scratch, Path(scratch) / "node.log"))
         yield f"127.0.0.1:{port}"
     finally:
         for process in reversed(started):
-            _stop(process)
+            stop_group(process, timeout=10)
         shutil.rmtree(scratch, ignore_errors=True)
 
 

@@ -6,7 +6,6 @@ train` at once (the promotion race), `mlpipe tune` with two workers, and the new
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlpipe.cli.local_server import free_port, wait_healthy
+from tests.processes import stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -38,12 +38,7 @@ def prefect_on_postgres(postgres, tmp_path):
         wait_healthy(f"http://127.0.0.1:{port}/api/health", server, timeout=240)
         yield f"http://127.0.0.1:{port}/api", database
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        stop_group(server, timeout=30)
 
 
 def command_env(home: Path, prefect_api: str, tracking: str) -> dict[str, str]:
