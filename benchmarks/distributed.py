@@ -31,7 +31,8 @@
           with 2 workers; a local Ray with 2 CPUs), each in a fresh process: wall seconds,
           rows/s, holdout roc_auc, the driver's peak RSS, the largest peak RSS of a Ray process
           and the sum of the Ray processes' peaks (shared object-store pages counted in each),
-          and the table's size in memory. Tables go to --scratch (default: the temp folder).
+          and the table's size in memory. Tables go to --scratch (default: the temp folder). A
+          run that leaves the machine under 1 GB available is stopped and reported out of memory.
 The default run takes about 3 minutes on 2 cores, without `boosters` and `stream` (minutes to hours by size).
 """
 
@@ -347,6 +348,45 @@ def stream_table(path: Path, rows: int, features: int = 20) -> int:
     return size
 
 
+def available_mb() -> int:
+    return next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemAvailable:")) // 1024
+
+
+def watched_run(command: list[str], floor_mb: int = 1024) -> dict:
+    """Run `command` in its own process group; stop the group when the machine has less than
+    `floor_mb` MB available (before the kernel's OOM killer picks a process, maybe another one):
+    {"failed": "out of memory ..."} with the run's peak RSS then. Otherwise {"stdout"} or
+    {"failed": its last error line}."""
+    import signal
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        started = time.perf_counter()
+        child = subprocess.Popen(command, stdout=out, stderr=err, text=True, cwd=ROOT, start_new_session=True,
+                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
+        peak, lowest = 0, available_mb()
+        while child.poll() is None:
+            time.sleep(0.5)
+            try:
+                status = Path(f"/proc/{child.pid}/status").read_text()
+                peak = max(peak, next(int(line.split()[1]) for line in status.splitlines()
+                                      if line.startswith("VmHWM:")) // 1024)
+            except (OSError, StopIteration):
+                pass
+            lowest = min(lowest, available_mb())
+            if lowest < floor_mb:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+                return {"failed": f"out of memory: the machine had {lowest} MB available after "
+                                  f"{time.perf_counter() - started:.0f} s (stopped); the process's peak RSS "
+                                  f"{peak} MB", "driver_peak_rss_mb": peak}
+        out.seek(0)
+        err.seek(0)
+        if child.returncode != 0:
+            return {"failed": (err.read().strip().splitlines() or ["?"])[-1][:300]}
+        return {"stdout": out.read()}
+
+
 def bench_stream(sizes: list[int], rounds: int, folder: str | None) -> list[dict]:
     """The train path on a Parquet table of each size: local (one process reads it whole,
     validates, splits, fits xgboost with 2 threads) against compute.stream (Ray Data blocks and
@@ -366,12 +406,9 @@ def bench_stream(sizes: list[int], rounds: int, folder: str | None) -> list[dict
                         "n_estimators": rounds, "num_workers": workers, "n_jobs": 1 if workers else 2}}},
                     "compute": {"backend": "ray" if workers else "local", "stream": bool(workers),
                                 "ray_worker_cpus": 0.5, "ray_data_cpus": 0.5}})
-                done = subprocess.run([sys.executable, "-c", STREAM_RUN, mode, config.model_dump_json()],
-                                      capture_output=True, text=True, cwd=ROOT, check=False,
-                                      env={**os.environ, "OMP_NUM_THREADS": "1"})
-                result = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode == 0 else {
-                    "mode": mode, "rows": rows, "failed": (done.stderr.strip().splitlines() or ["?"])[-1][:300]}
-                out.append({**result, "table_mb": table_mb})
+                result = watched_run([sys.executable, "-c", STREAM_RUN, mode, config.model_dump_json()])
+                result = result if "failed" in result else json.loads(result["stdout"].strip().splitlines()[-1])
+                out.append({"mode": mode, "rows": rows, **result, "table_mb": table_mb})
                 print("  ", json.dumps(out[-1]), flush=True)
             path.unlink()
     return out

@@ -288,16 +288,20 @@ def run_torch_training(train_fn: Callable[[dict], None], config: dict, *, num_wo
 
 def run_booster_training(library: str, train_fn: Callable[[dict], None], config: dict, frames: dict[str, Any], *,
                          num_workers: int, use_gpu: bool, storage_path: str, name: str,
-                         max_failures: int = 2, cpus_per_worker: float = 1.0) -> TrainRun:
+                         max_failures: int = 2, cpus_per_worker: float = 1.0,
+                         whole: tuple[str, ...] = ()) -> TrainRun:
     """A data-parallel Ray Train run of XGBoost or LightGBM (`library`) on `num_workers` workers,
     each running `train_fn(config)` on its shard of each Ray Dataset (`frames`: name -> a pandas
     frame, put in the object store in blocks, or a Ray Dataset read from the source). The
     libraries' own collectives (XGBoost's, LightGBM's network) are set up by the trainer;
     `run_training` restarts it when Ray lost a worker. The last two checkpoints are kept.
     `cpus_per_worker` below 1 leaves CPUs to the Ray Data tasks that read a Dataset's blocks
-    while the workers wait for them (on a cluster with a CPU per worker, they would wait forever)."""
+    while the workers wait for them (on a cluster with a CPU per worker, they would wait forever).
+    `whole` names the Datasets every worker reads whole instead of a shard of (LightGBM's
+    validation rows: its workers evaluate locally, so each must see the same rows to stop at the
+    same round)."""
     import ray.data
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
 
     if library == "xgboost":
         from ray.train.xgboost import XGBoostTrainer as Trainer
@@ -312,6 +316,7 @@ def run_booster_training(library: str, train_fn: Callable[[dict], None], config:
 
     def make_trainer():
         return Trainer(train_fn, train_loop_config=config, datasets=datasets,
+                       dataset_config=DataConfig(datasets_to_split=[key for key in datasets if key not in whole]),
                        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu,
                                                     resources_per_worker={"CPU": cpus_per_worker}),
                        run_config=RunConfig(name=name, storage_path=storage_path,
@@ -323,19 +328,20 @@ def run_booster_training(library: str, train_fn: Callable[[dict], None], config:
 
 # -- helpers for code running inside a Ray Train worker ---------------------------------------
 
-def dataset_shard_frame(name: str):
-    """This worker's shard of the Ray Dataset `name` as a pandas frame, gathered from its
-    batches as they stream in (not materialized in the object store first: a shard of a table
-    bigger than a node's object store would spill to disk). Its columns are numpy's (Ray's
-    pandas batches may hold Arrow-backed columns, which LightGBM refuses)."""
+def dataset_shard_chunks(name: str, label: str) -> list[tuple[Any, Any]]:
+    """This worker's shard of the Ray Dataset `name` as (features, label) float32 arrays, one pair
+    per batch as the batches stream in: never materialized in the object store (a shard of a
+    table bigger than a node's store would spill to disk), never gathered into one frame (that
+    held the shard twice, in float64, while it was concatenated). float32 is what both libraries
+    bin and train on; the columns other than `label` keep the Dataset's order."""
     import numpy as np
-    import pandas as pd
     import ray.train
 
-    batches = list(ray.train.get_dataset_shard(name).iter_batches(batch_format="numpy", batch_size=65_536))
-    if not batches:
-        return pd.DataFrame()
-    return pd.DataFrame({column: np.concatenate([batch[column] for batch in batches]) for column in batches[0]})
+    chunks = []
+    for batch in ray.train.get_dataset_shard(name).iter_batches(batch_format="numpy", batch_size=65_536):
+        features = np.column_stack([batch[column] for column in batch if column != label]).astype("float32")
+        chunks.append((features, np.asarray(batch[label], dtype="float32")))
+    return chunks
 
 
 def booster_report_callback(library: str, frequency: int):
@@ -352,6 +358,25 @@ def booster_report_callback(library: str, frequency: int):
             pass
 
     return CheckpointedRoundsOnly(frequency=frequency)
+
+
+def report_final_lightgbm(booster) -> None:
+    """Report `booster` as the run's last checkpoint, as the report callback saves one (rank 0
+    saves it; every worker reports, as Ray Train asks). LightGBM's early stopping ends training
+    before the callback's end-of-training checkpoint, so the run's last checkpoint would be the
+    last periodic one, before or past the best round; a booster that stopped early saves up to its
+    best iteration."""
+    import tempfile
+
+    import ray.train
+    from ray.train.lightgbm import RayTrainReportCallback
+
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = None
+        if ray.train.get_context().get_world_rank() in (0, None):
+            booster.save_model(os.path.join(folder, RayTrainReportCallback.CHECKPOINT_NAME))
+            checkpoint = ray.train.Checkpoint.from_directory(folder)
+        ray.train.report({}, checkpoint=checkpoint)
 
 
 def booster_from_checkpoint(library: str, checkpoint):

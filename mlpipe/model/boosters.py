@@ -106,7 +106,7 @@ class _Booster(ClassifierMixin, BaseEstimator):
         frames = {"train": _labelled(X, target)}
         if validation:
             frames["validation"] = _labelled(*validation)
-        return self._train_on_ray(frames)
+        return self._train_on_ray(frames, X.shape[1])
 
     def fit_datasets(self, datasets: dict, n_features: int, cpus_per_worker: float = 1.0):
         """Fit on Ray Train's `num_workers` workers from Ray Datasets (`train`, and `validation`
@@ -117,31 +117,31 @@ class _Booster(ClassifierMixin, BaseEstimator):
         if not self.num_workers:
             raise ValueError("fit_datasets trains on Ray Train: set num_workers")
         self.classes_ = np.array([0, 1])
-        self.booster_, self.best_iteration_ = self._train_on_ray(datasets, cpus_per_worker)
+        self.booster_, self.best_iteration_ = self._train_on_ray(datasets, n_features, cpus_per_worker)
         self.n_features_in_ = int(n_features)
         self.__dict__.pop("_loaded", None)
         return self
 
-    def _train_on_ray(self, frames: dict, cpus_per_worker: float = 1.0) -> tuple[bytes | str, int]:
-        """Ray Train's run over `frames` (name -> a frame or a Ray Dataset): the saved booster."""
+    def _train_on_ray(self, frames: dict, n_features: int, cpus_per_worker: float = 1.0) -> tuple[bytes | str, int]:
+        """Ray Train's run over `frames` (name -> a frame or a Ray Dataset of `n_features` feature
+        columns and LABEL): the saved booster. XGBoost's workers stop early on their validation
+        shards (its metrics are all-reduced); LightGBM's each read the validation rows whole."""
         from mlpipe.adapters import ray_cluster
 
         validation = "validation" in frames
-        if validation and self._library == "lightgbm":
-            raise ValueError("model.params.lightgbm.early_stopping_rounds: not with num_workers (Ray Train) yet; "
-                             "set one of them")
         session = ray_cluster.connect()
         folder = self.storage_path or tempfile.mkdtemp(prefix="mlpipe-ray-train-")
         config = {"library": self._library, "params": self.booster_params(self.n_jobs),
                   "rounds": int(self.n_estimators), "frequency": max(10, int(self.n_estimators) // 5),
-                  "early_stopping_rounds": self.early_stopping_rounds if validation else None}
+                  "early_stopping_rounds": self.early_stopping_rounds if validation else None,
+                  "n_features": int(n_features)}
         try:
             run = ray_cluster.run_booster_training(
                 self._library, _booster_worker, config, frames, num_workers=int(self.num_workers),
                 use_gpu=bool(getattr(self, "use_gpu", False)),
                 storage_path=folder if "://" in folder else str(Path(folder).resolve()),
                 name=f"{self._library}-{uuid.uuid4().hex[:8]}", max_failures=int(self.max_failures),
-                cpus_per_worker=cpus_per_worker)
+                cpus_per_worker=cpus_per_worker, whole=("validation",) if self._library == "lightgbm" else ())
             booster = ray_cluster.booster_from_checkpoint(self._library, run.result.checkpoint)
         finally:
             if self.storage_path is None:
@@ -353,35 +353,77 @@ def _labelled(X, target):
 
 
 def _booster_worker(config: dict) -> None:
-    """One Ray Train worker: its shards of `train` (and `validation`), resumed from the latest
-    checkpoint's booster, reporting and checkpointing every `frequency` rounds."""
+    """One Ray Train worker: its shards of `train` (and `validation`: LightGBM's workers read it
+    whole), resumed from the latest checkpoint's booster, reporting and checkpointing every
+    `frequency` rounds. The rows arrive as float32 batches and stay batches: XGBoost bins them
+    through an iterator (QuantileDMatrix: no float copy of the shard is kept), LightGBM takes the
+    list of arrays."""
     from mlpipe.adapters import ray_cluster
 
-    library = config["library"]
-    train = ray_cluster.dataset_shard_frame("train")
-    validation = ray_cluster.dataset_shard_frame("validation") if config["early_stopping_rounds"] else None
+    library, width = config["library"], int(config["n_features"])
+    train = ray_cluster.dataset_shard_chunks("train", LABEL) or [_no_rows(width)]
+    validation = (ray_cluster.dataset_shard_chunks("validation", LABEL) or [_no_rows(width)]) \
+        if config["early_stopping_rounds"] else None
     start = ray_cluster.latest_booster(library)
     callback = ray_cluster.booster_report_callback(library, config["frequency"])
     stopping = config["early_stopping_rounds"] if validation is not None else None
     if library == "xgboost":
         import xgboost
 
-        def matrix(frame):
-            return xgboost.DMatrix(frame.drop(columns=LABEL), label=frame[LABEL])
-
+        params = config["params"]
+        train_matrix = xgboost.QuantileDMatrix(_batch_iterator(train), max_bin=params["max_bin"],
+                                               nthread=params.get("nthread", -1))
+        evals = [(xgboost.QuantileDMatrix(_batch_iterator(validation), ref=train_matrix), "validation")] \
+            if validation is not None else []
+        del train, validation  # binned: the float batches are no longer needed
         done = start.num_boosted_rounds() if start is not None else 0
-        xgboost.train(config["params"], matrix(train), num_boost_round=max(config["rounds"] - done, 1),
-                      evals=[(matrix(validation), "validation")] if validation is not None else [],
+        xgboost.train(params, train_matrix, num_boost_round=max(config["rounds"] - done, 1), evals=evals,
                       early_stopping_rounds=stopping, xgb_model=start, callbacks=[callback], verbose_eval=False)
         return
     import lightgbm
 
     params = {**config["params"], "tree_learner": "data_parallel", "pre_partition": True,
               **ray_cluster.lightgbm_network_params()}
-    train_set = lightgbm.Dataset(train.drop(columns=LABEL), label=train[LABEL])
-    valid_sets = [lightgbm.Dataset(validation.drop(columns=LABEL), label=validation[LABEL], reference=train_set)] \
-        if validation is not None else []
+    train_set = _lightgbm_dataset(lightgbm, train, None)
+    valid_sets = [_lightgbm_dataset(lightgbm, validation, train_set)] if validation is not None else []
     callbacks = [callback, *([lightgbm.early_stopping(int(stopping), verbose=False)] if stopping else [])]
     done = start.current_iteration() if start is not None else 0
-    lightgbm.train(params, train_set, num_boost_round=max(config["rounds"] - done, 1), valid_sets=valid_sets,
-                   init_model=start, callbacks=callbacks)
+    booster = lightgbm.train(params, train_set, num_boost_round=max(config["rounds"] - done, 1),
+                             valid_sets=valid_sets, init_model=start, callbacks=callbacks)
+    if stopping:  # the run's last checkpoint: the booster up to its best iteration
+        ray_cluster.report_final_lightgbm(booster)
+
+
+def _no_rows(width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A batch of no rows, for a worker whose shard is empty."""
+    return np.empty((0, width), dtype="float32"), np.empty(0, dtype="float32")
+
+
+def _lightgbm_dataset(lightgbm, batches: list, reference):
+    features = [X for X, _ in batches if len(X)] or [batches[0][0]]
+    return lightgbm.Dataset(features if len(features) > 1 else features[0],
+                            label=np.concatenate([y for _, y in batches]), reference=reference)
+
+
+def _batch_iterator(batches: list):
+    """XGBoost's DataIter over a list of (features, label) batches (xgboost is imported here,
+    inside a worker)."""
+    import xgboost
+
+    class Batches(xgboost.DataIter):
+        def __init__(self):
+            self._at = 0
+            super().__init__(release_data=True)
+
+        def next(self, input_data) -> bool:
+            if self._at == len(batches):
+                return False
+            features, label = batches[self._at]
+            input_data(data=features, label=label)
+            self._at += 1
+            return True
+
+        def reset(self) -> None:
+            self._at = 0
+
+    return Batches()

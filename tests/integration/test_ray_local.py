@@ -182,6 +182,39 @@ def test_boosters_train_data_parallel_on_ray_train_as_well_as_in_process(family,
     assert 1 <= len([p for p in tmp_path.rglob("checkpoint_*") if p.is_dir()]) <= 2  # num_to_keep=2
 
 
+@pytest.mark.parametrize("family", ["xgboost", "lightgbm"])
+def test_boosters_stop_early_on_ray_train_and_keep_the_best_round(family, tmp_path, local_ray):
+    """early_stopping_rounds with num_workers: XGBoost's workers evaluate their validation shards
+    (all-reduced), LightGBM's each read the validation rows whole, so all stop at the same round.
+    The model kept is cut at the best round: for LightGBM the run's last checkpoint is reported
+    after its early stop (its callback's end-of-training one never comes)."""
+    from sklearn.metrics import roc_auc_score
+
+    from mlpipe.core.families import make_estimator
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(12_000, 6))
+    y = (X[:, 0] - X[:, 1] + rng.normal(0, 1.5, len(X)) > 0).astype(int)
+    params = {"n_estimators": 400, "learning_rate": 0.3, "early_stopping_rounds": 5, "n_jobs": 1}
+    local = make_estimator(family, params, seed=0).fit(X[:9000], y[:9000])
+    on_ray = make_estimator(family, {**params, "num_workers": 2, "storage_path": str(tmp_path)}, seed=0)
+    on_ray.fit(X[:9000], y[:9000])
+    assert on_ray.best_iteration_ < 100  # stopped long before 400 rounds
+    if family == "xgboost":
+        import xgboost
+
+        booster = xgboost.Booster()
+        booster.load_model(bytearray(on_ray.booster_))
+        assert booster.num_boosted_rounds() == on_ray.best_iteration_ + 1
+    else:
+        import lightgbm
+
+        assert lightgbm.Booster(model_str=on_ray.booster_).num_trees() == on_ray.best_iteration_ + 1
+    auc = {name: roc_auc_score(y[9000:], model.predict_proba(X[9000:])[:, 1])
+           for name, model in (("local", local), ("ray", on_ray))}
+    assert abs(auc["ray"] - auc["local"]) < 0.01, auc
+
+
 def test_ray_retries_a_task_whose_worker_died_and_names_the_job_when_it_gives_up(tmp_path, local_ray):
     from mlpipe.adapters.ray_cluster import RayJobError, run_tasks
 

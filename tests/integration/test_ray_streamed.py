@@ -83,9 +83,10 @@ def test_a_row_is_holdout_in_blocks_on_ray_iff_it_is_holdout_locally(keyed_on, t
     assert table.statistics.tokens == validated.report.missing_tokens
 
 
-# xgboost stops early on a validation shard; LightGBM's data-parallel Ray Train run does not yet
+# both stop early: xgboost on validation shards, LightGBM's workers on the validation rows whole
 FAMILIES = {"xgboost": ("model.params.xgboost.early_stopping_rounds=15",),
             "lightgbm": ("model.family=lightgbm", "model.params.lightgbm.num_workers=2",
+                         "model.params.lightgbm.early_stopping_rounds=15",
                          "model.params.lightgbm.n_jobs=1", "model.params.lightgbm.n_estimators=80",
                          "model.params.lightgbm.num_leaves=15")}
 

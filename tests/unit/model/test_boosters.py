@@ -128,11 +128,6 @@ def test_use_gpu_trains_xgboost_on_cuda_and_is_a_checked_param():
         check_model_params("xgboost", {"use_gpu": "yes"})
 
 
-def test_lightgbm_on_ray_train_refuses_early_stopping_before_starting_ray():
-    """LightGBM's early stopping ends training before Ray's end-of-training checkpoint: on Ray
-    Train the model kept could be past its best round, so the combination is refused, named."""
-    X, y = _data(100)
-    with pytest.raises(ValueError, match=r"model\.params\.lightgbm\.early_stopping_rounds: not with num_workers"):
-        LightGBMClassifier(num_workers=2, early_stopping_rounds=5).fit(X, y)
+def test_num_workers_is_a_checked_param():
     with pytest.raises(ValueError, match=r"model\.params\.xgboost\.num_workers"):
         check_model_params("xgboost", {"num_workers": -1})
