@@ -21,6 +21,7 @@ from mlpipe.data.splitting import Split
 from mlpipe.data.validation import ValidationReport
 from mlpipe.model.features import FeatureSpec
 from mlpipe.stages.evaluation import Evaluation
+from mlpipe.stages.promotion import HoldoutBlocks
 from mlpipe.stages.reports import TrainingSummary
 
 
@@ -81,18 +82,19 @@ def train_streamed(config: PipelineConfig, source: DataSource) -> TrainingSummar
     evaluation = evaluate_streamed_task(fitted=fitted, config=run_config)
     return publish(model=fitted.model, evaluation=evaluation, split=fitted.split, spec=fitted.spec, source=source,
                    config=run_config, fingerprint=fingerprint, report=fitted.validated.report,
-                   tags={"mlpipe.streamed": "true"}, tables={})
+                   tags={"mlpipe.streamed": "true"}, tables={}, blocks=fitted.holdout)
 
 
 def publish(*, model, evaluation: Evaluation, split: Split, spec: FeatureSpec, source: DataSource,
             config: PipelineConfig, fingerprint: DatasetFingerprint, report: ValidationReport, tags: dict[str, str],
-            tables: dict[str, list[dict]]) -> TrainingSummary:
-    """register -> promote -> model card -> the run's report (`config`: the run's, as resolved)."""
+            tables: dict[str, list[dict]], blocks: HoldoutBlocks | None = None) -> TrainingSummary:
+    """register -> promote -> model card -> the run's report (`config`: the run's, as resolved;
+    `blocks`: a streamed table's holdout, which the champion comparison scores block by block)."""
     version = register_task(model=model, evaluation=evaluation, split=split, source=source, columns=spec.columns,
                             config=config, fingerprint=fingerprint, validation_report=report, tags=tags, tables=tables)
     decision = promote_task(version=version, evaluation=evaluation, model=model, split=split,
                             target=config.data.target, spec=spec, promotion=config.promotion,
-                            threshold=config.evaluation.threshold)
+                            threshold=config.evaluation.threshold, blocks=blocks)
     model_card_task(version=version, decision=decision, metrics=evaluation.metrics, config=config,
                     fingerprint=fingerprint, validation_report=report, split=split)
     return report_task(version=version, decision=decision, metrics=evaluation.metrics, dataset_uri=source.data.uri,

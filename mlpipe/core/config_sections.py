@@ -204,8 +204,9 @@ class ComputeConfig(Section):
         False, description="backend ray with model.family xgboost or lightgbm: read data.uri (a Parquet or CSV file, "
                            "local or s3://) into a Ray Dataset in blocks; validate, split, transform and score it "
                            "block by block on the cluster, and train on Ray Train over those blocks, so this process "
-                           "never holds the table (a bounded sample fits the feature steps; the champion comparison "
-                           "and the permutation importance use bounded samples of the holdout)")
+                           "never holds the table (a bounded sample fits the feature steps, a bounded sample of the "
+                           "holdout serves the permutation importance; the champion comparison scores every "
+                           "holdout row block by block)")
     stream_sample_rows: int = Field(
         100_000, ge=1000, description="compute.stream: rows of the stratified sample that fits the feature steps "
                                       "and decides the column roles (drawn by row key, the same rows every run)")

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -76,14 +79,36 @@ def comparison_set(holdout: pd.DataFrame, holdout_keys: np.ndarray, target: str,
     if mask is None:
         return ComparisonSet(0, 0, basis, problem=basis), holdout.iloc[:0], holdout_keys[:0]
     rows, keys = holdout.loc[mask], np.asarray(holdout_keys)[mask]
-    positives = int(rows[target].sum())
-    negatives = len(rows) - positives
+    return comparison_summary(rows[target].to_numpy(), basis, config), rows, keys
+
+
+def comparison_summary(labels: np.ndarray, basis: str, config: PromotionConfig) -> ComparisonSet:
+    """The comparison set of rows with these 0/1 `labels`, checked against the configured minimum
+    rows and positives (negatives too: a ranking metric needs both)."""
+    positives = int(np.sum(labels))
+    negatives = len(labels) - positives
     problem = None
-    if len(rows) < config.min_comparison_rows or min(positives, negatives) < config.min_comparison_positives:
-        problem = (f"only {len(rows)} rows ({positives} positive, {negatives} negative) that neither model trained "
-                   f"on, fewer than promotion.min_comparison_rows={config.min_comparison_rows} / "
+    if len(labels) < config.min_comparison_rows or min(positives, negatives) < config.min_comparison_positives:
+        problem = (f"only {len(labels)} rows ({positives} positive, {negatives} negative) that neither model "
+                   f"trained on, fewer than promotion.min_comparison_rows={config.min_comparison_rows} / "
                    f"min_comparison_positives={config.min_comparison_positives} per class")
-    return ComparisonSet(len(rows), positives, basis, problem), rows, keys
+    return ComparisonSet(len(labels), positives, basis, problem)
+
+
+def unseen_mask(rows: pd.DataFrame, keys: np.ndarray, current: SplitParams, champion: SplitParams,
+                champion_version: str) -> np.ndarray:
+    """`champion_unseen_rows`'s mask alone (a function of each row: it applies block by block)."""
+    return champion_unseen_rows(rows, keys, current, champion, champion_version)[0]
+
+
+class HoldoutBlocks(Protocol):
+    """A holdout too large for this process (`compute.stream`), scored where its blocks lie."""
+
+    def score_unseen(self, unseen: Callable[[pd.DataFrame, np.ndarray], np.ndarray], models: dict[str, Any],
+                     columns: list[str]) -> pd.DataFrame:
+        """For each holdout row that `unseen(rows, keys)` keeps: `key`, `label` (0/1), each
+        model's positive-class probability under its name, and `error`: "" or, for the rows of a
+        block where a model other than `candidate` failed, what it raised."""
 
 
 @dataclass(frozen=True)
@@ -179,19 +204,23 @@ def rescore_champion(name: str, version: str, rows: pd.DataFrame, target: str, c
 
 def promote_version(version: RegisteredVersion, evaluation: Evaluation, model, split: Split, target: str,
                     spec: FeatureSpec, config: PromotionConfig, threshold: float, *, flow_run_id: str,
-                    logger: logging.Logger | logging.LoggerAdapter) -> PromotionDecision:
+                    logger: logging.Logger | logging.LoggerAdapter,
+                    blocks: HoldoutBlocks | None = None) -> PromotionDecision:
     """Compare with the current champion on rows neither trained on; set `champion` or `challenger`.
 
     The read of the current champion, the comparison and the alias change happen under the
     registry's promotion lock: a compare-and-set, so runs finishing together cannot both
     promote against a stale champion. Every decision is appended to the promotion history,
     with the keys of the rows it compared on (hashes, no data), before the alias moves: a kill
-    in between leaves a pending entry that the next promotion settles, never a silent move."""
+    in between leaves a pending entry that the next promotion settles, never a silent move.
+    With `blocks` (a streamed table), the comparison set is every holdout row the champion never
+    trained on, scored block by block; `split.holdout` (a bounded sample) only tells whether the
+    champion's training rows can be identified."""
     with aliases.promotion_lock(version.name, owner=f"v{version.version}"):
         settled = aliases.settle_pending_entries(version.name)
         if settled:
             logger.warning("settled history entries an interrupted promotion left pending: %s", settled)
-        decision, keys = _decide(version, evaluation, model, split, target, spec, config, threshold, logger)
+        decision, keys = _decide(version, evaluation, model, split, target, spec, config, threshold, logger, blocks)
         moves = decision.alias == CHALLENGER or decision.promoted
         entry = aliases.record_promotion(
             version.name, version=version.version, alias=decision.alias, previous=decision.champion_version,
@@ -202,7 +231,7 @@ def promote_version(version: RegisteredVersion, evaluation: Evaluation, model, s
                     "comparison_positives": decision.comparison_positives},
             flow_run_id=flow_run_id,
             details={"comparison_basis": decision.comparison_basis},
-            comparison_keys=None if keys is None else [format(int(k), "016x") for k in keys], pending=moves)
+            comparison_keys=keys, pending=moves)
         versions.tag_version(version.name, version.version, decision.version_tags())
         if moves:  # the entry first, then the move, then the entry marked done (aliases.py, the history)
             aliases.set_alias(version.name, decision.alias, version.version)
@@ -211,24 +240,57 @@ def promote_version(version: RegisteredVersion, evaluation: Evaluation, model, s
     return decision
 
 
-def _decide(version, evaluation, model, split, target, spec, config, threshold, logger):
+def _decide(version, evaluation, model, split, target, spec, config, threshold, logger, blocks=None):
     current = aliases.alias_version(version.name, CHAMPION)
     champion_score = champion_error = comparison = candidate_on_set = keys = None
     if current is not None and current != version.version:
         champion_split = SplitParams.from_tags(versions.version_tags(version.name, current))
-        comparison, rows, keys = comparison_set(split.holdout, split.holdout_keys, target, split.params,
-                                                champion_split, current, config)
+        scorer = lambda y, p: score_metric(config.metric, y, p, threshold)  # noqa: E731
+        if blocks is not None:
+            comparison, candidate_on_set, champion_score, champion_error, keys = _compare_in_blocks(
+                blocks, version, current, champion_split, model, split, spec, config, scorer)
+        else:
+            comparison, rows, keys = comparison_set(split.holdout, split.holdout_keys, target, split.params,
+                                                    champion_split, current, config)
+            if comparison.comparable:
+                candidate_on_set = float(scorer(rows[target].to_numpy(),
+                                                np.asarray(model.predict_proba(rows[spec.columns])[:, 1])))
+                try:
+                    champion_score = rescore_champion(version.name, current, rows, target, spec.columns, scorer)
+                except Exception as error:  # incompatible schema, unloadable model: never promote blindly
+                    champion_error = f"{type(error).__name__}: {error}"
         logger.info("comparison set: %d rows, %d positives: %s", comparison.rows, comparison.positives,
                     comparison.problem or comparison.basis)
-        if comparison.comparable:
-            scorer = lambda y, p: score_metric(config.metric, y, p, threshold)  # noqa: E731
-            candidate_on_set = float(scorer(rows[target].to_numpy(),
-                                            np.asarray(model.predict_proba(rows[spec.columns])[:, 1])))
-            try:
-                champion_score = rescore_champion(version.name, current, rows, target, spec.columns, scorer)
-            except Exception as error:  # incompatible schema, unloadable model: never promote blindly
-                champion_error = f"{type(error).__name__}: {error}"
-                logger.warning("could not re-score champion v%s: %s", current, champion_error)
+        if champion_error:
+            logger.warning("could not re-score champion v%s: %s", current, champion_error)
     decision = decide_promotion(version.version, evaluation.metrics[config.metric], config, current,
                                 champion_score, champion_error, comparison, candidate_on_set)
     return decision, keys
+
+
+def _compare_in_blocks(blocks: HoldoutBlocks, version: RegisteredVersion, current: str, champion_split, model,
+                       split: Split, spec: FeatureSpec, config: PromotionConfig, scorer):
+    """The comparison over a streamed holdout: (set, candidate's score, champion's score, the
+    champion's error, keys). Both models score every holdout row the champion never trained on,
+    in one pass over the blocks; only (key, label, two scores) per row come back."""
+    mask, basis = champion_unseen_rows(split.holdout, split.holdout_keys, split.params, champion_split, current)
+    if mask is None:
+        return ComparisonSet(0, 0, basis, problem=basis), None, None, None, np.empty(0, dtype="uint64")
+    models, champion_error = {"candidate": model}, None
+    try:
+        models["champion"] = load_version(version.name, current)
+    except Exception as error:  # unloadable: the candidate is still scored, for the record
+        champion_error = f"{type(error).__name__}: {error}"
+    unseen = partial(unseen_mask, current=split.params, champion=champion_split, champion_version=current)
+    scored = blocks.score_unseen(unseen, models, spec.columns)
+    labels = scored["label"].to_numpy()
+    comparison = comparison_summary(labels, basis, config)
+    candidate_score = champion_score = None
+    if comparison.comparable:
+        candidate_score = float(scorer(labels, scored["candidate"].to_numpy()))
+        failures = scored["error"][scored["error"] != ""]
+        if len(failures):
+            champion_error = champion_error or str(failures.iloc[0])
+        elif champion_error is None:
+            champion_score = float(scorer(labels, scored["champion"].to_numpy()))
+    return comparison, candidate_score, champion_score, champion_error, scored["key"].to_numpy(dtype="uint64")

@@ -6,6 +6,7 @@ target's classes, unlabeled rows -> row keys per block (content keys numbered ac
 -> the hash split per block -> a bounded sample (drawn by row key) -> column roles and the
 feature steps, validated and fitted on the sample -> train / early-stopping / holdout Datasets,
 transformed per block -> Ray Train -> the holdout scored per block: (label, score) come back.
+The champion comparison scores the holdout block by block too (`StreamedHoldout`).
 
 The model is the one a local fit registers (conform -> features -> booster), serving raw rows;
 a row's side of the split is the one the local path gives it (same keys, same hash).
@@ -102,10 +103,48 @@ def validate_sample(table: StreamedTable, config: PipelineConfig) -> ValidatedDa
 
 
 @dataclass
+class StreamedHoldout:
+    """The table's holdout rows where they lie (a lazy Ray Dataset: each use reads the source
+    again), scored block by block: the champion comparison's `HoldoutBlocks`."""
+
+    rows: Any  # Ray Dataset: labelled rows with KEY, LABEL, HOLDOUT
+    data_cpus: float
+
+    def score_unseen(self, unseen, models: dict[str, Any], columns: list[str]) -> pd.DataFrame:
+        with ray_data.task_cpus(self.data_cpus):
+            holdout = ray_data.map_blocks(self.rows, side_rows, holdout=True)
+            return ray_data.to_frame(ray_data.map_blocks(holdout, comparison_block, unseen=unseen, models=models,
+                                                         columns=columns))
+
+
+def comparison_block(frame: pd.DataFrame, unseen, models: dict[str, Any], columns: list[str]) -> pd.DataFrame:
+    """A block's holdout rows that `unseen(rows, keys)` keeps: key, label, each model's score and
+    the error of a model other than `candidate` (its scores NaN) in this block, else ""."""
+    keys = frame[KEY].to_numpy(dtype="uint64")
+    mask = np.asarray(unseen(frame, keys), dtype=bool)
+    rows = frame[mask]
+    out = pd.DataFrame({"key": keys[mask], "label": rows[LABEL].to_numpy(dtype="int64")})
+    errors = []
+    for name, model in models.items():
+        if name == "candidate":
+            out[name] = model.predict_proba(rows[columns])[:, 1] if len(rows) else np.empty(0)
+            continue
+        try:
+            out[name] = np.asarray(model.predict_proba(rows[columns])[:, 1], dtype="float64") if len(rows) \
+                else np.empty(0)
+        except Exception as error:  # the champion: an incompatible schema is its problem, reported
+            out[name] = np.nan
+            errors.append(f"{type(error).__name__}: {error}")
+    out["error"] = "; ".join(errors)
+    return out
+
+
+@dataclass
 class StreamedFit:
     """What a streamed fit gives the rest of the train flow: the model, the split (its train
-    side empty; its holdout a bounded sample of the holdout rows, for the champion comparison
-    and the importance), the validation report, the holdout's labels and scores (all rows)."""
+    side empty; its holdout a bounded sample of the holdout rows, for the importance and to tell
+    whether a champion's rows can be identified), the validation report, the holdout's labels
+    and scores (all rows), and the holdout in blocks (the champion comparison's rows)."""
 
     model: Any
     split: Split
@@ -114,6 +153,7 @@ class StreamedFit:
     train_sample: pd.DataFrame
     labels: np.ndarray
     scores: np.ndarray
+    holdout: StreamedHoldout
 
 
 def feature_block(frame: pd.DataFrame, steps, columns: list[str]) -> pd.DataFrame:
@@ -156,7 +196,8 @@ def _fit_streamed(config: PipelineConfig) -> StreamedFit:
     scored = ray_data.to_frame(ray_data.map_blocks(ray_data.map_blocks(rows, side_rows, holdout=True), score_block,
                                                    model=model, columns=spec.columns))
     return StreamedFit(model, _split(table, config, spec), validated, spec, train_sample,
-                       scored["label"].to_numpy(), scored["score"].to_numpy())
+                       scored["label"].to_numpy(), scored["score"].to_numpy(),
+                       StreamedHoldout(rows, config.compute.ray_data_cpus))
 
 
 def _train_datasets(rows, estimator, steps, columns: list[str], seed: int) -> dict:

@@ -167,3 +167,20 @@ def test_train_with_compute_stream_registers_a_model_that_serves_raw_rows(worksp
     raw = pd.read_parquet(path).drop(columns=["churn"]).head(200)
     served = mlflow.pyfunc.load_model("models:/churn-classifier@champion").predict(raw)
     assert list(served.columns) == ["probability", "label"] and served["probability"].nunique() > 50
+
+    # a second model (fewer rounds), its feature steps fitted on a 1,000-row sample: the champion
+    # comparison is on every holdout row of the table (scored block by block), not the sample's few
+    from mlpipe.adapters.mlflow import aliases
+
+    config = _config(path, "evaluation.permutation_repeats=1", "promotion.min_value=0.7",
+                     "compute.stream_sample_rows=1000", "model.params.xgboost.n_estimators=60")
+    second = train(config=config)
+    _, local_split = _local_split(config)
+    decision = second.decision
+    assert decision.champion_version == "1" and decision.comparison_rows == len(local_split.holdout)
+    assert decision.comparison_rows > 3 * (1000 * config.split.holdout_fraction)  # more than the sample held
+    assert abs(decision.candidate_comparison_score - second.metrics["roc_auc"]) < 1e-9  # the same rows: all
+    assert decision.champion_score is not None and "same hash split" in decision.comparison_basis
+    entry = aliases.promotion_history("churn-classifier")[-1]
+    compared = {int(k, 16) for k in aliases.comparison_keys(entry["run_id"])}
+    assert compared == {int(k) for k in local_split.holdout_keys}

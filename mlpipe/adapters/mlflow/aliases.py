@@ -9,8 +9,12 @@ import contextlib
 import json
 import os
 import random
+import tempfile
 import threading
 import time
+from pathlib import Path
+
+import numpy as np
 
 from mlpipe.adapters.mlflow.tracking import (
     OWNER_TAG,
@@ -126,19 +130,21 @@ def promotion_lock(name: str, owner: str, wait_s: float = 300.0, stale_s: float 
 # what the registry shows: `done` when the alias points at the entry's version, else
 # `not applied`; an entry whose own writing was cut short (its run still RUNNING) is `not
 # applied` and its run marked orphaned. `promotion_history` leaves `not applied` entries out.
+KEYS_IN_JSON, KEYS_FILE = 100_000, "comparison_set.npy"  # more keys than this: a binary artifact
 ENTRY_TAG = "mlpipe.entry"
 PENDING, DONE, NOT_APPLIED = "pending", "done", "not applied"
 
 
 def record_promotion(name: str, *, version: str, alias: str, previous: str | None, action: str, reason: str,
                      scores: dict[str, float] | None = None, flow_run_id: str = "",
-                     details: dict[str, str] | None = None, comparison_keys: list[str] | None = None,
+                     details: dict[str, str] | None = None, comparison_keys: np.ndarray | None = None,
                      pending: bool = False) -> str:
     """Append one entry to `name`'s promotion history: an MLflow run of its own in the
     experiment `<name>-promotions`. Runs are created atomically, so concurrent entries are
-    never lost (a tag holding a list would be read-modify-write). `comparison_keys` (the row
-    keys the models were compared on: hashes, no data) go in `comparison_set.json`. With
-    `pending`, the entry awaits `complete_promotion` (the alias move it records comes next)."""
+    never lost (a tag holding a list would be read-modify-write). `comparison_keys` (the uint64
+    row keys the models were compared on: hashes, no data) go in `comparison_set.json` as hex,
+    or past KEYS_IN_JSON keys (a streamed table's holdout) in `comparison_set.npy`, 8 bytes a key.
+    With `pending`, the entry awaits `complete_promotion` (the alias move it records comes next)."""
     experiment_id = ensure_experiment(name + HISTORY_SUFFIX)
     c = client()
     run = c.create_run(experiment_id, run_name=f"{action}-v{version}", tags={
@@ -150,7 +156,13 @@ def record_promotion(name: str, *, version: str, alias: str, previous: str | Non
         if value is not None:
             c.log_metric(run.info.run_id, key, float(value))
     if comparison_keys is not None:
-        c.log_dict(run.info.run_id, {"row_keys": comparison_keys}, "comparison_set.json")
+        keys = np.asarray(comparison_keys, dtype="uint64")
+        if len(keys) <= KEYS_IN_JSON:
+            c.log_dict(run.info.run_id, {"row_keys": [format(int(k), "016x") for k in keys]}, "comparison_set.json")
+        else:
+            with tempfile.TemporaryDirectory() as folder:
+                np.save(Path(folder, KEYS_FILE), keys)
+                c.log_artifact(run.info.run_id, str(Path(folder, KEYS_FILE)))
     c.set_terminated(run.info.run_id)
     return run.info.run_id
 
@@ -202,11 +214,14 @@ def is_no_op(entry: dict[str, str]) -> bool:
 
 def comparison_keys(history_run_id: str) -> list[str]:
     """The row keys (hex) one promotion decision compared the models on; [] when none."""
-    try:
-        payload = run_artifact_text(history_run_id, "comparison_set.json")
-    except Exception:  # no comparison (first model, rollback): no artifact
+    names = {item.path for item in client().list_artifacts(history_run_id)}
+    if KEYS_FILE in names:
+        with tempfile.TemporaryDirectory() as folder:
+            keys = np.load(client().download_artifacts(history_run_id, KEYS_FILE, folder))
+        return [format(int(k), "016x") for k in keys]
+    if "comparison_set.json" not in names:  # no comparison (first model, rollback): no artifact
         return []
-    return list(json.loads(payload).get("row_keys", []))
+    return list(json.loads(run_artifact_text(history_run_id, "comparison_set.json")).get("row_keys", []))
 
 
 # -- rollback -------------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from mlpipe.stages.promotion import (
     ComparisonSet,
     PromotionDecision,
     comparison_set,
+    comparison_summary,
     decide_promotion,
 )
 
@@ -237,6 +238,46 @@ def test_comparison_set_excludes_every_row_either_model_trained_on(champion_spli
     assert set(keys) == set(row_keys(rows, ["customer_id"]))
     if champion_split == candidate_split:
         assert summary.rows == len(candidate.holdout) and "same hash split" in summary.basis
+
+
+@pytest.mark.parametrize("champion_split", [SplitConfig(seed=5), SplitConfig(seed=9, holdout_fraction=0.3),
+                                            SplitConfig(time_column="day")])
+def test_the_comparison_in_blocks_keeps_the_rows_of_the_whole_frame(champion_split):
+    """A streamed holdout (compute.stream) is compared on block by block: the blocks' rows
+    together are comparison_set's, each scored by both models; a champion that cannot score a
+    block leaves its error, not a crash."""
+    from functools import partial
+
+    from sklearn.linear_model import LogisticRegression
+
+    from mlpipe.data.blocks import KEY, LABEL
+    from mlpipe.stages.promotion import unseen_mask
+    from mlpipe.stages.streamed import comparison_block
+
+    older = _snapshot(4000, 1)
+    newer = pd.concat([older, _snapshot(2000, 2, start=4000)], ignore_index=True)
+    champion, candidate = _split(older, champion_split), _split(newer, SplitConfig(seed=5))
+    recorded = SplitParams.from_tags(champion.params.tags())
+    config = PromotionConfig(min_comparison_rows=50, min_comparison_positives=5)
+    summary, rows, keys = comparison_set(candidate.holdout, candidate.holdout_keys, "y", candidate.params, recorded,
+                                         "1", config)
+    model = LogisticRegression().fit(candidate.train[["x"]], candidate.train["y"])
+    holdout = candidate.holdout.assign(**{KEY: candidate.holdout_keys, LABEL: candidate.holdout["y"]})
+    unseen = partial(unseen_mask, current=candidate.params, champion=recorded, champion_version="1")
+
+    class Broken:
+        def predict_proba(self, frame):
+            raise KeyError("tenure")
+
+    blocks = [comparison_block(block, unseen, {"candidate": model, "champion": model}, ["x"])
+              for block in (holdout.iloc[:100], holdout.iloc[100:101], holdout.iloc[101:])]
+    scored = pd.concat(blocks, ignore_index=True)
+    assert list(scored["key"]) == list(keys) and list(scored["label"]) == list(rows["y"])
+    np.testing.assert_allclose(scored["candidate"], model.predict_proba(rows[["x"]])[:, 1])
+    assert (scored["champion"] == scored["candidate"]).all() and (scored["error"] == "").all()
+    assert comparison_summary(scored["label"].to_numpy(), summary.basis, config) == summary
+    broken = comparison_block(holdout, unseen, {"candidate": model, "champion": Broken()}, ["x"])
+    assert broken["champion"].isna().all() and set(broken["error"]) == {"KeyError: 'tenure'"}
 
 
 def test_comparison_set_of_a_champion_without_split_tags_is_not_comparable():

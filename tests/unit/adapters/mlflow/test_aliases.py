@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 
@@ -94,7 +95,7 @@ def test_history_records_each_decision_in_order(workspace):
                              reason="no champion yet", scores={"candidate_score": 0.8, "champion_score": None})
     second = record_promotion("m", version="2", alias="challenger", previous="1", action="challenger",
                               reason="worse", details={"comparison_basis": "same hash split"},
-                              comparison_keys=["00000000000000ff", "0000000000000001"])
+                              comparison_keys=np.array([0xFF, 1], dtype="uint64"))
     history = promotion_history("m")
     assert [h["run_id"] for h in history] == [first, second]
     assert history[0]["version"] == "1" and history[0]["previous_champion"] == ""
@@ -102,6 +103,19 @@ def test_history_records_each_decision_in_order(workspace):
     assert history[1]["comparison_basis"] == "same hash split" and history[1]["action"] == "challenger"
     assert comparison_keys(second) == ["00000000000000ff", "0000000000000001"]
     assert comparison_keys(first) == []
+
+
+def test_a_large_comparison_set_keeps_its_keys_in_a_binary_artifact(workspace, monkeypatch):
+    """A streamed table's holdout can hold millions of keys: past KEYS_IN_JSON they are stored as
+    uint64 (8 bytes a key, not a JSON list of hex strings) and read back the same."""
+    from mlpipe.adapters.mlflow import aliases
+
+    monkeypatch.setattr(aliases, "KEYS_IN_JSON", 2)
+    keys = np.array([2**64 - 1, 0, 7], dtype="uint64")
+    run = record_promotion("m", version="1", alias="champion", previous=None, action="promote", reason="r",
+                           comparison_keys=keys)
+    assert {a.path for a in aliases.client().list_artifacts(run)} == {aliases.KEYS_FILE}
+    assert comparison_keys(run) == ["ffffffffffffffff", "0000000000000000", "0000000000000007"]
 
 
 def test_a_pending_entry_is_settled_from_where_its_alias_points(register_tiny_model):
