@@ -178,7 +178,9 @@ def open_chunks(uri: str, chunk_rows: int | None, read_columns: Sequence[str] | 
 
 def _parquet_chunks(uri: str, handle, chunk_rows: int | None, read_columns: Sequence[str] | None) -> InputChunks:
     try:
-        parquet = pq.ParquetFile(handle)
+        # pre_buffer (coalesced reads) keeps every range it read cached until the file is closed:
+        # read in chunks, the whole file ended up in memory (10M rows scored: 2.3 GB, not 0.3 GB)
+        parquet = pq.ParquetFile(handle, pre_buffer=chunk_rows is None)
     except PermissionError:
         raise DatasetError(_no_access(uri)) from None
     except Exception as error:  # pyarrow raises several types for corrupt files
