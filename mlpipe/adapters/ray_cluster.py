@@ -72,8 +72,10 @@ def connect(num_cpus: int | None = None) -> RaySession:
                 ray.init(address=address, log_to_driver=False)
             else:
                 with _loopback_only():
-                    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                             _node_ip_address="127.0.0.1")
+                    # "local": a Ray of its own, never the one `ray start` last wrote down in
+                    # /tmp/ray/ray_current_cluster (Ray's default joins it, or fails when it is gone)
+                    ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                             log_to_driver=False, _node_ip_address="127.0.0.1")
                 _started_here = True
                 atexit.register(shutdown)
         return current_session()

@@ -121,6 +121,8 @@ class PipelineConfig(Section):
         payload = self.model_dump(mode="json", exclude={"cache": True, "compute": True, "data": {"uri"},
                                                         "tuning": {"workers", "backend", "storage", "timeout_s",
                                                                    "threads_per_worker"}})
+        if self.compute.stream:  # the streamed path fits the feature steps on a sample of this size
+            payload["compute"] = {"stream": True, "stream_sample_rows": self.compute.stream_sample_rows}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     def flat_params(self) -> dict[str, str]:

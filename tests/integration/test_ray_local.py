@@ -67,6 +67,31 @@ def _process_tree(root_pid: int) -> set[int]:
     return tree
 
 
+def test_the_local_ray_ignores_the_cluster_ray_start_last_wrote_down():
+    """`ray start` writes its address to <Ray's temp dir>/ray_current_cluster, and a plain
+    `ray.init()` joins that cluster, or fails when it is gone (a stale file after a reboot or a
+    killed head). With no RAY_ADDRESS, mlpipe starts a Ray of its own regardless."""
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    try:
+        (Path(folder) / "ray").mkdir()
+        (Path(folder) / "ray" / "ray_current_cluster").write_text("127.0.0.1:9")  # nothing listens there
+        code = ("from mlpipe.adapters import ray_cluster as rc\n"
+                "with rc.session(num_cpus=1) as s:\n"
+                "    print('started', s.started_here, s.address.split(':')[0], rc.run_tasks(lambda x: abs(x), [(-3,)]))")
+        env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_TMPDIR": folder}
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180,
+                              check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "started True 127.0.0.1 [3]" in done.stdout, done.stdout
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def test_a_local_ray_listens_on_loopback_only(local_ray):
     """Every server of the Ray this project starts (GCS, raylet, object manager, workers) binds
     127.0.0.1: nothing is reachable from another machine. Ray alone rewrites 127.0.0.1 to the
@@ -242,10 +267,11 @@ def test_ray_retries_a_task_whose_worker_died_and_names_the_job_when_it_gives_up
 
 
 def _train_worker_pids() -> list[int]:
-    """Ray Train worker processes of this user, by the process title Ray gives them."""
-    pids = []
+    """Ray Train worker processes of this process's local Ray (its descendants: another test
+    process's Ray may be training at the same time), by the process title Ray gives them."""
+    pids, ours = [], _process_tree(os.getpid())
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or int(entry.name) not in ours:
             continue
         try:
             title = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")

@@ -224,6 +224,20 @@ def test_config_hash_ignores_cache_and_data_uri():
     assert load_config(CHURN_YAML, ["data.target=label"]).config_hash() != base
 
 
+def test_config_hash_counts_the_streamed_sample_only_when_streaming():
+    """compute.* is how a model is computed, not which model, except under compute.stream: the
+    feature steps are then fitted on a sample of compute.stream_sample_rows rows, so a rerun
+    with another sample size or without streaming is another model, not a reuse."""
+    stream = ["compute.backend=ray", "compute.stream=true", "model.family=xgboost"]
+    local = load_config(CHURN_YAML, ["model.family=xgboost"]).config_hash()
+    streamed = load_config(CHURN_YAML, stream).config_hash()
+    assert streamed != local
+    assert load_config(CHURN_YAML, [*stream, "compute.stream_sample_rows=5000"]).config_hash() != streamed
+    assert load_config(CHURN_YAML, [*stream, "compute.ray_data_cpus=0.5"]).config_hash() == streamed
+    assert load_config(CHURN_YAML, ["model.family=xgboost", "compute.stream_sample_rows=5000",
+                                    "compute.threads=1"]).config_hash() == local  # no stream: unchanged
+
+
 # -- family switch -----------------------------------------------------------------------------
 
 def test_switching_family_picks_its_params():
