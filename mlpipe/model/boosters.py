@@ -360,13 +360,11 @@ def _booster_worker(config: dict) -> None:
     list of arrays."""
     from mlpipe.adapters import ray_cluster
 
-    library, width = config["library"], int(config["n_features"])
+    library, width, stopping = config["library"], int(config["n_features"]), config["early_stopping_rounds"]
     train = ray_cluster.dataset_shard_chunks("train", LABEL) or [_no_rows(width)]
-    validation = (ray_cluster.dataset_shard_chunks("validation", LABEL) or [_no_rows(width)]) \
-        if config["early_stopping_rounds"] else None
+    validation = (ray_cluster.dataset_shard_chunks("validation", LABEL) or [_no_rows(width)]) if stopping else None
     start = ray_cluster.latest_booster(library)
     callback = ray_cluster.booster_report_callback(library, config["frequency"])
-    stopping = config["early_stopping_rounds"] if validation is not None else None
     if library == "xgboost":
         import xgboost
 

@@ -126,13 +126,12 @@ def comparison_block(frame: pd.DataFrame, unseen, models: dict[str, Any], column
     out = pd.DataFrame({"key": keys[mask], "label": rows[LABEL].to_numpy(dtype="int64")})
     errors = []
     for name, model in models.items():
-        if name == "candidate":
-            out[name] = model.predict_proba(rows[columns])[:, 1] if len(rows) else np.empty(0)
-            continue
         try:
             out[name] = np.asarray(model.predict_proba(rows[columns])[:, 1], dtype="float64") if len(rows) \
                 else np.empty(0)
         except Exception as error:  # the champion: an incompatible schema is its problem, reported
+            if name == "candidate":
+                raise
             out[name] = np.nan
             errors.append(f"{type(error).__name__}: {error}")
     out["error"] = "; ".join(errors)

@@ -158,7 +158,7 @@ def record_promotion(name: str, *, version: str, alias: str, previous: str | Non
     if comparison_keys is not None:
         keys = np.asarray(comparison_keys, dtype="uint64")
         if len(keys) <= KEYS_IN_JSON:
-            c.log_dict(run.info.run_id, {"row_keys": [format(int(k), "016x") for k in keys]}, "comparison_set.json")
+            c.log_dict(run.info.run_id, {"row_keys": _hex(keys)}, "comparison_set.json")
         else:
             with tempfile.TemporaryDirectory() as folder:
                 np.save(Path(folder, KEYS_FILE), keys)
@@ -212,13 +212,18 @@ def is_no_op(entry: dict[str, str]) -> bool:
     return entry.get("action") != "rollback" and entry.get("version") == entry.get("previous_champion")
 
 
+def _hex(keys: np.ndarray) -> list[str]:
+    """uint64 row keys as the history shows them: 16 hex digits each."""
+    return [format(int(k), "016x") for k in keys]
+
+
 def comparison_keys(history_run_id: str) -> list[str]:
     """The row keys (hex) one promotion decision compared the models on; [] when none."""
     names = {item.path for item in client().list_artifacts(history_run_id)}
     if KEYS_FILE in names:
         with tempfile.TemporaryDirectory() as folder:
             keys = np.load(client().download_artifacts(history_run_id, KEYS_FILE, folder))
-        return [format(int(k), "016x") for k in keys]
+        return _hex(keys)
     if "comparison_set.json" not in names:  # no comparison (first model, rollback): no artifact
         return []
     return list(json.loads(run_artifact_text(history_run_id, "comparison_set.json")).get("row_keys", []))
